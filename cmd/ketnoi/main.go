@@ -1,0 +1,83 @@
+// Command ketnoi is the operator and developer CLI of the ketnoi federation:
+// development PKI, registry administration, shared catalogue, and evidence
+// trace and verification.
+//
+// Exit codes: 0 success, 1 the operation failed, 2 the command line is wrong.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+// command is one subcommand of the CLI.
+type command struct {
+	name    string
+	summary string
+	run     func(ctx context.Context, args []string, stdout io.Writer) error
+}
+
+var commands = []command{
+	{"certs", "create a development CA and issue SVIDs and signing certificates", runCerts},
+	{"member", "register members in the registry", runMember},
+	{"subsystem", "register subsystems in the registry", runSubsystem},
+	{"node", "register security-server nodes in the registry", runNode},
+	{"service", "register services in the registry", runService},
+	{"grant", "allow or revoke a client's access to a service", runGrant},
+	{"catalogue", "import and query shared code lists", runCatalogue},
+	{"evidence", "trace exchanges and verify evidence logs", runEvidence},
+}
+
+// usageError marks an error in the command line; it exits with code 2.
+type usageError struct{ msg string }
+
+func (e usageError) Error() string { return e.msg }
+
+func usagef(format string, args ...any) error { return usageError{fmt.Sprintf(format, args...)} }
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	os.Exit(code)
+}
+
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 || args[0] == "help" || args[0] == "-h" || args[0] == "--help" {
+		printUsage(stdout)
+		return 0
+	}
+	for _, c := range commands {
+		if c.name != args[0] {
+			continue
+		}
+		err := c.run(ctx, args[1:], stdout)
+		if err == nil {
+			return 0
+		}
+		fmt.Fprintf(stderr, "ketnoi %s: %v\n", c.name, err)
+		var ue usageError
+		if errors.As(err, &ue) {
+			return 2
+		}
+		return 1
+	}
+	fmt.Fprintf(stderr, "ketnoi: unknown command %q (run \"ketnoi help\")\n", args[0])
+	return 2
+}
+
+func printUsage(w io.Writer) {
+	fmt.Fprintln(w, "usage: ketnoi <command> [arguments]")
+	fmt.Fprintln(w)
+	fmt.Fprintln(w, "commands:")
+	for _, c := range commands {
+		fmt.Fprintf(w, "  %-10s %s\n", c.name, c.summary)
+	}
+	fmt.Fprintln(w)
+	fmt.Fprintln(w, "Run \"ketnoi <command> -h\" for the arguments of a command.")
+}
