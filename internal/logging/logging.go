@@ -1,0 +1,45 @@
+// Package logging builds the process-wide slog handler from command-line
+// settings and holds the attribute keys every ketnoi component logs with, so
+// that logs of registry and nodes can be searched with one vocabulary.
+package logging
+
+import (
+	"fmt"
+	"io"
+	"log/slog"
+	"strings"
+)
+
+// Attribute keys. Errors always go under KeyError.
+const (
+	KeyError     = "error"
+	KeyAddress   = "address"
+	KeyPeer      = "peer"
+	KeyMethod    = "method"
+	KeyMessageID = "message_id"
+	KeyClient    = "client"
+	KeyService   = "service"
+	KeyVersion   = "version"
+	KeyIndex     = "index"
+	KeyPath      = "path"
+	KeyReason    = "reason"
+	KeyCode      = "code"
+)
+
+// New returns a logger writing to w at level ("debug", "info", "warn",
+// "error") in format ("text" or "json").
+func New(w io.Writer, level, format string) (*slog.Logger, error) {
+	var lv slog.Level
+	if err := lv.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("log level %q: want debug, info, warn or error", level)
+	}
+	opts := &slog.HandlerOptions{Level: lv}
+	switch strings.ToLower(format) {
+	case "text", "":
+		return slog.New(slog.NewTextHandler(w, opts)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(w, opts)), nil
+	default:
+		return nil, fmt.Errorf("log format %q: want text or json", format)
+	}
+}
