@@ -298,9 +298,9 @@ type Header struct {
 	// the first message.
 	PreviousDigest []byte `protobuf:"bytes,17,opt,name=previous_digest,json=previousDigest,proto3" json:"previous_digest,omitempty"`
 	// Metadata passed through: request metadata on the first request message,
-	// response headers on the first response message, trailers on the final one.
+	// response headers on the first response message.
 	Metadata []*MetadataEntry `protobuf:"bytes,18,rep,name=metadata,proto3" json:"metadata,omitempty"`
-	// True on the message that closes its direction; it carries no payload.
+	// True on the frame that closes its direction.
 	Final bool `protobuf:"varint,19,opt,name=final,proto3" json:"final,omitempty"`
 	// On the final response message: the call's status.
 	Status *CallStatus `protobuf:"bytes,20,opt,name=status,proto3" json:"status,omitempty"`
@@ -310,8 +310,14 @@ type Header struct {
 	AudienceNode string `protobuf:"bytes,22,opt,name=audience_node,json=audienceNode,proto3" json:"audience_node,omitempty"`
 	// SHA-256 of the DER signing certificate.
 	SignerCertificateSha256 []byte `protobuf:"bytes,23,opt,name=signer_certificate_sha256,json=signerCertificateSha256,proto3" json:"signer_certificate_sha256,omitempty"`
-	unknownFields           protoimpl.UnknownFields
-	sizeCache               protoimpl.SizeCache
+	// True when the frame carries a message. A final frame may carry the last
+	// message (a unary response with its status); an empty message is a
+	// message of zero bytes, which is why this flag is needed.
+	HasMessage bool `protobuf:"varint,24,opt,name=has_message,json=hasMessage,proto3" json:"has_message,omitempty"`
+	// On the final response message: the call's trailers.
+	Trailers      []*MetadataEntry `protobuf:"bytes,25,rep,name=trailers,proto3" json:"trailers,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Header) Reset() {
@@ -505,6 +511,20 @@ func (x *Header) GetSignerCertificateSha256() []byte {
 	return nil
 }
 
+func (x *Header) GetHasMessage() bool {
+	if x != nil {
+		return x.HasMessage
+	}
+	return false
+}
+
+func (x *Header) GetTrailers() []*MetadataEntry {
+	if x != nil {
+		return x.Trailers
+	}
+	return nil
+}
+
 // SignedHeader is a serialized Header with the signature over it.
 type SignedHeader struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -565,13 +585,10 @@ type Frame struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The signed header.
 	SignedHeader *SignedHeader `protobuf:"bytes,1,opt,name=signed_header,json=signedHeader,proto3" json:"signed_header,omitempty"`
-	// The payload bytes the header's digest covers; empty on final frames.
-	Payload []byte `protobuf:"bytes,2,opt,name=payload,proto3" json:"payload,omitempty"`
-	// DER signing certificate of the sender; sent on the first frame of each
-	// direction so the receiver can verify without a lookup.
-	SignerCertificate []byte `protobuf:"bytes,3,opt,name=signer_certificate,json=signerCertificate,proto3" json:"signer_certificate,omitempty"`
-	unknownFields     protoimpl.UnknownFields
-	sizeCache         protoimpl.SizeCache
+	// The payload bytes the header's digest covers.
+	Payload       []byte `protobuf:"bytes,2,opt,name=payload,proto3" json:"payload,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Frame) Reset() {
@@ -614,13 +631,6 @@ func (x *Frame) GetSignedHeader() *SignedHeader {
 func (x *Frame) GetPayload() []byte {
 	if x != nil {
 		return x.Payload
-	}
-	return nil
-}
-
-func (x *Frame) GetSignerCertificate() []byte {
-	if x != nil {
-		return x.SignerCertificate
 	}
 	return nil
 }
@@ -729,7 +739,7 @@ const file_ketnoi_exchange_v1_exchange_proto_rawDesc = "" +
 	"CallStatus\x12\x12\n" +
 	"\x04code\x18\x01 \x01(\x05R\x04code\x12\x18\n" +
 	"\amessage\x18\x02 \x01(\tR\amessage\x12.\n" +
-	"\adetails\x18\x03 \x03(\v2\x14.google.protobuf.AnyR\adetails\"\xa8\a\n" +
+	"\adetails\x18\x03 \x03(\v2\x14.google.protobuf.AnyR\adetails\"\x88\b\n" +
 	"\x06Header\x12)\n" +
 	"\x10protocol_version\x18\x01 \x01(\rR\x0fprotocolVersion\x12\x1d\n" +
 	"\n" +
@@ -757,14 +767,16 @@ const file_ketnoi_exchange_v1_exchange_proto_rawDesc = "" +
 	"\vsender_node\x18\x15 \x01(\tR\n" +
 	"senderNode\x12#\n" +
 	"\raudience_node\x18\x16 \x01(\tR\faudienceNode\x12:\n" +
-	"\x19signer_certificate_sha256\x18\x17 \x01(\fR\x17signerCertificateSha256\"D\n" +
+	"\x19signer_certificate_sha256\x18\x17 \x01(\fR\x17signerCertificateSha256\x12\x1f\n" +
+	"\vhas_message\x18\x18 \x01(\bR\n" +
+	"hasMessage\x12=\n" +
+	"\btrailers\x18\x19 \x03(\v2!.ketnoi.exchange.v1.MetadataEntryR\btrailers\"D\n" +
 	"\fSignedHeader\x12\x16\n" +
 	"\x06header\x18\x01 \x01(\fR\x06header\x12\x1c\n" +
-	"\tsignature\x18\x02 \x01(\fR\tsignature\"\x97\x01\n" +
+	"\tsignature\x18\x02 \x01(\fR\tsignature\"h\n" +
 	"\x05Frame\x12E\n" +
 	"\rsigned_header\x18\x01 \x01(\v2 .ketnoi.exchange.v1.SignedHeaderR\fsignedHeader\x12\x18\n" +
-	"\apayload\x18\x02 \x01(\fR\apayload\x12-\n" +
-	"\x12signer_certificate\x18\x03 \x01(\fR\x11signerCertificate\"B\n" +
+	"\apayload\x18\x02 \x01(\fR\apayload\"B\n" +
 	"\x0fExchangeRequest\x12/\n" +
 	"\x05frame\x18\x01 \x01(\v2\x19.ketnoi.exchange.v1.FrameR\x05frame\"C\n" +
 	"\x10ExchangeResponse\x12/\n" +
@@ -818,16 +830,17 @@ var file_ketnoi_exchange_v1_exchange_proto_depIdxs = []int32{
 	11, // 4: ketnoi.exchange.v1.Header.created_at:type_name -> google.protobuf.Timestamp
 	2,  // 5: ketnoi.exchange.v1.Header.metadata:type_name -> ketnoi.exchange.v1.MetadataEntry
 	3,  // 6: ketnoi.exchange.v1.Header.status:type_name -> ketnoi.exchange.v1.CallStatus
-	5,  // 7: ketnoi.exchange.v1.Frame.signed_header:type_name -> ketnoi.exchange.v1.SignedHeader
-	6,  // 8: ketnoi.exchange.v1.ExchangeRequest.frame:type_name -> ketnoi.exchange.v1.Frame
-	6,  // 9: ketnoi.exchange.v1.ExchangeResponse.frame:type_name -> ketnoi.exchange.v1.Frame
-	7,  // 10: ketnoi.exchange.v1.FederationService.Exchange:input_type -> ketnoi.exchange.v1.ExchangeRequest
-	8,  // 11: ketnoi.exchange.v1.FederationService.Exchange:output_type -> ketnoi.exchange.v1.ExchangeResponse
-	11, // [11:12] is the sub-list for method output_type
-	10, // [10:11] is the sub-list for method input_type
-	10, // [10:10] is the sub-list for extension type_name
-	10, // [10:10] is the sub-list for extension extendee
-	0,  // [0:10] is the sub-list for field type_name
+	2,  // 7: ketnoi.exchange.v1.Header.trailers:type_name -> ketnoi.exchange.v1.MetadataEntry
+	5,  // 8: ketnoi.exchange.v1.Frame.signed_header:type_name -> ketnoi.exchange.v1.SignedHeader
+	6,  // 9: ketnoi.exchange.v1.ExchangeRequest.frame:type_name -> ketnoi.exchange.v1.Frame
+	6,  // 10: ketnoi.exchange.v1.ExchangeResponse.frame:type_name -> ketnoi.exchange.v1.Frame
+	7,  // 11: ketnoi.exchange.v1.FederationService.Exchange:input_type -> ketnoi.exchange.v1.ExchangeRequest
+	8,  // 12: ketnoi.exchange.v1.FederationService.Exchange:output_type -> ketnoi.exchange.v1.ExchangeResponse
+	12, // [12:13] is the sub-list for method output_type
+	11, // [11:12] is the sub-list for method input_type
+	11, // [11:11] is the sub-list for extension type_name
+	11, // [11:11] is the sub-list for extension extendee
+	0,  // [0:11] is the sub-list for field type_name
 }
 
 func init() { file_ketnoi_exchange_v1_exchange_proto_init() }

@@ -1,0 +1,51 @@
+// Command ketnoi-node runs an agency's security server: the local endpoint
+// for the agency's applications and the federation endpoint for other
+// agencies' nodes. See deploy/ for configuration files.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/ketnoi/ketnoi/internal/logging"
+	"github.com/ketnoi/ketnoi/internal/node"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := run(ctx, os.Args[1:])
+	stop()
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "ketnoi-node: %v\n", err)
+		os.Exit(1)
+	}
+}
+
+func run(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("ketnoi-node", flag.ContinueOnError)
+	config := fs.String("config", "node.yaml", "configuration file")
+	readyFile := fs.String("ready-file", "", "write the bound addresses as JSON to this file once serving")
+	level := fs.String("log-level", "info", "log level: debug, info, warn, error")
+	format := fs.String("log-format", "text", "log format: text or json")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	logger, err := logging.New(os.Stderr, *level, *format)
+	if err != nil {
+		return err
+	}
+	cfg, err := node.LoadConfig(*config)
+	if err != nil {
+		return err
+	}
+	n, err := node.New(cfg, logger)
+	if err != nil {
+		return err
+	}
+	defer n.Close()
+	return n.Run(ctx, *readyFile)
+}

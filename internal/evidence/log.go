@@ -1,0 +1,280 @@
+package evidence
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+	bolterrors "go.etcd.io/bbolt/errors"
+	"golang.org/x/mod/sumdb/tlog"
+
+	"github.com/ketnoi/ketnoi/internal/logging"
+)
+
+var (
+	// ErrClosed is returned by Append after Close; the record was not
+	// logged, so the exchange must not proceed.
+	ErrClosed = errors.New("evidence log is closed")
+	// ErrLocked is returned by OpenReadOnly while a node holds the log; stop
+	// the node or work on a copy.
+	ErrLocked = errors.New("evidence log is in use by a running node")
+	// ErrReadOnly is returned by Append on a log opened with OpenReadOnly.
+	ErrReadOnly = errors.New("evidence log is open read-only")
+	// ErrNotFound is returned when a looked-up certificate or record is not
+	// in the log.
+	ErrNotFound = errors.New("not found in evidence log")
+)
+
+// Bucket and meta key names; see the package documentation.
+var (
+	bucketLeaves   = []byte("leaves")
+	bucketHashes   = []byte("hashes")
+	bucketCerts    = []byte("certs")
+	bucketMessages = []byte("messages")
+	bucketMeta     = []byte("meta")
+
+	metaSize = []byte("size")
+	metaRoot = []byte("root")
+	metaNode = []byte("node")
+)
+
+const (
+	defaultMaxBatch = 1024
+	// appendFillPercent packs pages of buckets whose keys only grow.
+	appendFillPercent = 0.95
+	lockTimeout       = 2 * time.Second
+	// readOnlyLockTimeout is short: a running node holds its lock for good.
+	readOnlyLockTimeout = 500 * time.Millisecond
+	initialMmapSize     = 1 << 30
+)
+
+// Options configures Open.
+type Options struct {
+	// Logger receives operational logs; nil discards them.
+	Logger *slog.Logger
+	// Node is the SPIFFE ID of the node owning the log. It is stored when
+	// the log is created; opening a log created for another node fails.
+	Node string
+	// MaxBatch caps the records written by one commit; 0 means 1024.
+	MaxBatch int
+}
+
+// Log is a node's evidence log. Its methods are safe for concurrent use.
+type Log struct {
+	db     *bolt.DB
+	path   string
+	logger *slog.Logger
+	node   string
+
+	head atomic.Pointer[treeHead]
+
+	// Write side; nil queue for read-only logs.
+	maxBatch int
+	mu       sync.RWMutex // guards closed and sends on queue
+	closed   bool
+	queue    chan *pending
+	done     chan struct{}
+}
+
+// treeHead is the committed size and root of the tree.
+type treeHead struct {
+	size uint64
+	root tlog.Hash
+}
+
+// Open opens or creates the log at path for reading and writing and starts
+// its writer. Only one process can hold a log open this way; a second Open
+// fails after two seconds.
+func Open(path string, opts Options) (*Log, error) {
+	if opts.MaxBatch < 0 {
+		return nil, fmt.Errorf("open evidence log: negative MaxBatch %d", opts.MaxBatch)
+	}
+	db, err := bolt.Open(path, 0o600, &bolt.Options{
+		Timeout:         lockTimeout,
+		FreelistType:    bolt.FreelistMapType,
+		NoFreelistSync:  true,
+		InitialMmapSize: initialMmapSize,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("open evidence log %s: %w", path, err)
+	}
+
+	l := &Log{db: db, path: path, logger: opts.Logger, maxBatch: opts.MaxBatch}
+	if l.logger == nil {
+		l.logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	if l.maxBatch == 0 {
+		l.maxBatch = defaultMaxBatch
+	}
+	if err := l.init(opts.Node); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("open evidence log %s: %w", path, err)
+	}
+
+	l.queue = make(chan *pending, l.maxBatch)
+	l.done = make(chan struct{})
+	go l.write()
+
+	size, _ := l.TreeHead()
+	l.logger.InfoContext(context.Background(), "evidence log opened",
+		slog.String(logging.KeyPath, path), slog.Uint64(logging.KeyIndex, size))
+	return l, nil
+}
+
+// init creates the buckets, records or checks the owning node, and loads
+// the tree head, checking that the stored root matches the stored hashes.
+func (l *Log) init(node string) error {
+	return l.db.Update(func(tx *bolt.Tx) error {
+		for _, name := range [][]byte{bucketLeaves, bucketHashes, bucketCerts, bucketMessages, bucketMeta} {
+			if _, err := tx.CreateBucketIfNotExists(name); err != nil {
+				return fmt.Errorf("create bucket %s: %w", name, err)
+			}
+		}
+		meta := tx.Bucket(bucketMeta)
+		stored := string(meta.Get(metaNode))
+		switch {
+		case stored == "" && node != "":
+			if err := meta.Put(metaNode, []byte(node)); err != nil {
+				return fmt.Errorf("store node: %w", err)
+			}
+			stored = node
+		case node != "" && stored != node:
+			return fmt.Errorf("log belongs to node %s, not %s", stored, node)
+		}
+		l.node = stored
+
+		h, err := readHead(tx)
+		if err != nil {
+			return err
+		}
+		root, err := tlog.TreeHash(int64(h.size), bucketHashReader{tx.Bucket(bucketHashes)})
+		if err != nil {
+			return fmt.Errorf("compute tree root: %w", err)
+		}
+		if root != h.root {
+			return fmt.Errorf("stored root %x does not match the stored hashes", h.root[:8])
+		}
+		l.head.Store(h)
+		return nil
+	})
+}
+
+// OpenReadOnly opens an existing log for reading, as tools do. If a running
+// node holds the log, the error wraps ErrLocked.
+func OpenReadOnly(path string) (*Log, error) {
+	if _, err := os.Stat(path); err != nil {
+		return nil, fmt.Errorf("open evidence log: %w", err)
+	}
+	db, err := bolt.Open(path, 0o600, &bolt.Options{
+		ReadOnly:        true,
+		Timeout:         readOnlyLockTimeout,
+		InitialMmapSize: initialMmapSize,
+	})
+	if errors.Is(err, bolterrors.ErrTimeout) {
+		return nil, fmt.Errorf("open evidence log %s: %w", path, ErrLocked)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("open evidence log %s: %w", path, err)
+	}
+
+	l := &Log{db: db, path: path, logger: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	err = db.View(func(tx *bolt.Tx) error {
+		for _, name := range [][]byte{bucketLeaves, bucketHashes, bucketCerts, bucketMessages, bucketMeta} {
+			if tx.Bucket(name) == nil {
+				return fmt.Errorf("not an evidence log: bucket %s missing", name)
+			}
+		}
+		l.node = string(tx.Bucket(bucketMeta).Get(metaNode))
+		h, err := readHead(tx)
+		if err != nil {
+			return err
+		}
+		l.head.Store(h)
+		return nil
+	})
+	if err != nil {
+		db.Close()
+		return nil, fmt.Errorf("open evidence log %s: %w", path, err)
+	}
+	return l, nil
+}
+
+// readHead reads the size and root from the meta bucket; a new log has
+// size 0 and the root of the empty tree.
+func readHead(tx *bolt.Tx) (*treeHead, error) {
+	meta := tx.Bucket(bucketMeta)
+	sizeVal, rootVal := meta.Get(metaSize), meta.Get(metaRoot)
+	if sizeVal == nil && rootVal == nil {
+		root, _ := tlog.TreeHash(0, nil)
+		return &treeHead{root: root}, nil
+	}
+	if len(sizeVal) != 8 || len(rootVal) != tlog.HashSize {
+		return nil, fmt.Errorf("meta: bad size or root (%d and %d bytes)", len(sizeVal), len(rootVal))
+	}
+	h := &treeHead{size: binary.BigEndian.Uint64(sizeVal)}
+	copy(h.root[:], rootVal)
+	return h, nil
+}
+
+// Close stops accepting records, waits until every queued record is
+// committed, and closes the file. Append after Close returns ErrClosed.
+func (l *Log) Close() error {
+	if l.queue != nil {
+		l.mu.Lock()
+		if l.closed {
+			l.mu.Unlock()
+			return nil
+		}
+		l.closed = true
+		close(l.queue)
+		l.mu.Unlock()
+		<-l.done
+	}
+	if err := l.db.Close(); err != nil {
+		return fmt.Errorf("close evidence log: %w", err)
+	}
+	l.logger.InfoContext(context.Background(), "evidence log closed",
+		slog.String(logging.KeyPath, l.path))
+	return nil
+}
+
+// Node returns the SPIFFE ID of the node that owns the log, or "" if the
+// log was created without one.
+func (l *Log) Node() string { return l.node }
+
+// TreeHead returns the number of committed records and the tree root over
+// them.
+func (l *Log) TreeHead() (size uint64, root tlog.Hash) {
+	h := l.head.Load()
+	return h.size, h.root
+}
+
+// key encodes an index as a bucket key.
+func key(n uint64) []byte {
+	return binary.BigEndian.AppendUint64(make([]byte, 0, 8), n)
+}
+
+// bucketHashReader reads stored hashes from the hashes bucket of a
+// transaction, including the transaction's own writes.
+type bucketHashReader struct{ b *bolt.Bucket }
+
+// ReadHashes implements tlog.HashReader.
+func (r bucketHashReader) ReadHashes(indexes []int64) ([]tlog.Hash, error) {
+	out := make([]tlog.Hash, len(indexes))
+	for i, idx := range indexes {
+		v := r.b.Get(key(uint64(idx)))
+		if len(v) != tlog.HashSize {
+			return nil, fmt.Errorf("stored hash %d missing or malformed", idx)
+		}
+		copy(out[i][:], v)
+	}
+	return out, nil
+}

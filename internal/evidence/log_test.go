@@ -1,0 +1,313 @@
+package evidence
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+	"golang.org/x/mod/sumdb/tlog"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/testing/protocmp"
+
+	evidencev1 "github.com/ketnoi/ketnoi/proto/ketnoi/evidence/v1"
+)
+
+func TestAppendAndLookup(t *testing.T) {
+	ctx := context.Background()
+	l, _ := openLog(t)
+	s := newCA(t, "ca").signer(t, testMember)
+
+	// Two exchanges, interleaved; the certificate is passed only once.
+	var want = map[string][]Entry{}
+	for i, id := range []string{"m-1", "m-2", "m-1", "m-2", "m-1"} {
+		h := header(s, id, uint64(len(want[id])))
+		rec := signedRecord(t, s, h)
+		var cert []byte
+		if i == 0 {
+			cert = s.Certificate().Raw
+		}
+		n, err := l.Append(ctx, rec, cert)
+		if err != nil {
+			t.Fatalf("Append %d: %v", i, err)
+		}
+		if n != uint64(i) {
+			t.Errorf("Append %d: index %d, want %d", i, n, i)
+		}
+		want[id] = append(want[id], Entry{Index: n, Record: rec, Header: h})
+	}
+
+	for id, entries := range want {
+		got, err := l.ByMessageID(id)
+		if err != nil {
+			t.Fatalf("ByMessageID(%s): %v", id, err)
+		}
+		if diff := cmp.Diff(entries, got, protocmp.Transform()); diff != "" {
+			t.Errorf("ByMessageID(%s) mismatch (-want +got):\n%s", id, diff)
+		}
+	}
+	if got, err := l.ByMessageID("m-3"); err != nil || len(got) != 0 {
+		t.Errorf("ByMessageID(m-3) = %d entries, %v; want none", len(got), err)
+	}
+	if got, err := l.ByMessageID("m"); err != nil || len(got) != 0 {
+		t.Errorf("ByMessageID(m) = %d entries, %v; want none (prefix of other ids)", len(got), err)
+	}
+
+	der, err := l.Certificate(s.CertificateSHA256())
+	if err != nil {
+		t.Fatalf("Certificate: %v", err)
+	}
+	if diff := cmp.Diff(s.Certificate().Raw, der); diff != "" {
+		t.Errorf("Certificate mismatch (-want +got):\n%s", diff)
+	}
+	if _, err := l.Certificate(make([]byte, 32)); !errors.Is(err, ErrNotFound) {
+		t.Errorf("Certificate(unknown) error = %v, want ErrNotFound", err)
+	}
+
+	size, root := l.TreeHead()
+	if size != 5 {
+		t.Errorf("TreeHead size = %d, want 5", size)
+	}
+	if want := rootOf(t, l, size); root != want {
+		t.Errorf("TreeHead root = %x, want %x", root, want)
+	}
+}
+
+func TestAppendRejects(t *testing.T) {
+	l, _ := openLog(t)
+	s := newCA(t, "ca").signer(t, testMember)
+	other := newCA(t, "ca").signer(t, testMember)
+	good := signedRecord(t, s, header(s, "m-1", 0))
+
+	tests := []struct {
+		name string
+		rec  *evidencev1.Record
+		cert []byte
+		want string
+	}{
+		{"nil record", nil, nil, "nil record"},
+		{"no kind", &evidencev1.Record{MessageId: "m-1"}, nil, "record kind unspecified"},
+		{"header does not parse", &evidencev1.Record{
+			Kind: evidencev1.RecordKind_RECORD_KIND_REQUEST_RECEIVED, Header: []byte{0xff},
+			SignatureVerified: true,
+		}, s.Certificate().Raw, "parse header"},
+		{"certificate not named by header", good, other.Certificate().Raw, "is not the one the header names"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := l.Append(context.Background(), tt.rec, tt.cert)
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Errorf("Append error = %v, want one containing %q", err, tt.want)
+			}
+		})
+	}
+	if size, _ := l.TreeHead(); size != 0 {
+		t.Errorf("size after rejected appends = %d, want 0", size)
+	}
+}
+
+func TestConcurrentAppend(t *testing.T) {
+	for _, maxBatch := range []int{0, 1, 3} {
+		t.Run(fmt.Sprint("MaxBatch=", maxBatch), func(t *testing.T) {
+			testConcurrentAppend(t, Options{Node: testNode, MaxBatch: maxBatch})
+		})
+	}
+}
+
+func testConcurrentAppend(t *testing.T, opts Options) {
+	const writers, each = 32, 25
+	ctx := context.Background()
+	l, err := Open(filepath.Join(t.TempDir(), "evidence.db"), opts)
+	if err != nil {
+		t.Fatalf("Open: %v", err)
+	}
+	defer l.Close()
+	ca := newCA(t, "ca")
+	s := ca.signer(t, testMember)
+	cert := s.Certificate().Raw
+
+	recs := make([][]*evidencev1.Record, writers)
+	for w := range recs {
+		for i := range each {
+			id := fmt.Sprintf("m-%d-%d", w, i)
+			recs[w] = append(recs[w], signedRecord(t, s, header(s, id, 0)))
+		}
+	}
+
+	var (
+		mu   sync.Mutex
+		byID = map[uint64]string{}
+		wg   sync.WaitGroup
+	)
+	for w := range writers {
+		wg.Go(func() {
+			for _, rec := range recs[w] {
+				id := rec.GetMessageId()
+				n, err := l.Append(ctx, rec, cert)
+				if err != nil {
+					t.Errorf("Append %s: %v", id, err)
+					return
+				}
+				mu.Lock()
+				if prev, dup := byID[n]; dup {
+					t.Errorf("index %d given to %s and %s", n, prev, id)
+				}
+				byID[n] = id
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+
+	size, root := l.TreeHead()
+	if size != writers*each {
+		t.Fatalf("size = %d, want %d", size, writers*each)
+	}
+	for n := range size {
+		e, err := l.Entry(n)
+		if err != nil {
+			t.Fatalf("Entry(%d): %v", n, err)
+		}
+		if e.Record.GetMessageId() != byID[n] {
+			t.Errorf("record %d is %q, want %q", n, e.Record.GetMessageId(), byID[n])
+		}
+	}
+	if want := rootOf(t, l, size); root != want {
+		t.Errorf("root = %x, want %x", root, want)
+	}
+	rep, err := l.Verify(ctx, ca.pool)
+	if err != nil {
+		t.Fatalf("Verify: %v", err)
+	}
+	want := Report{Size: size, Root: root, SignaturesChecked: int(size)}
+	if diff := cmp.Diff(want, rep); diff != "" {
+		t.Errorf("Verify report mismatch (-want +got):\n%s", diff)
+	}
+}
+
+func TestAppendAfterClose(t *testing.T) {
+	l, _ := openLog(t)
+	s := newCA(t, "ca").signer(t, testMember)
+	if err := l.Close(); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+	_, err := l.Append(context.Background(), signedRecord(t, s, header(s, "m-1", 0)), nil)
+	if !errors.Is(err, ErrClosed) {
+		t.Errorf("Append after Close error = %v, want ErrClosed", err)
+	}
+}
+
+func TestAppendReadOnly(t *testing.T) {
+	l, path := openLog(t)
+	l.Close()
+	ro, err := OpenReadOnly(path)
+	if err != nil {
+		t.Fatalf("OpenReadOnly: %v", err)
+	}
+	defer ro.Close()
+	s := newCA(t, "ca").signer(t, testMember)
+	_, err = ro.Append(context.Background(), signedRecord(t, s, header(s, "m-1", 0)), nil)
+	if !errors.Is(err, ErrReadOnly) {
+		t.Errorf("Append on read-only log error = %v, want ErrReadOnly", err)
+	}
+}
+
+func TestReopen(t *testing.T) {
+	ctx := context.Background()
+	l, path := openLog(t)
+	s := newCA(t, "ca").signer(t, testMember)
+	for i := range 7 {
+		if _, err := l.Append(ctx, signedRecord(t, s, header(s, fmt.Sprint("m-", i), 0)), s.Certificate().Raw); err != nil {
+			t.Fatalf("Append: %v", err)
+		}
+	}
+	size, root := l.TreeHead()
+	if err := l.Close(); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+
+	l2, err := Open(path, Options{})
+	if err != nil {
+		t.Fatalf("reopen: %v", err)
+	}
+	defer l2.Close()
+	gotSize, gotRoot := l2.TreeHead()
+	if gotSize != size || gotRoot != root {
+		t.Errorf("after reopen TreeHead = %d %x, want %d %x", gotSize, gotRoot, size, root)
+	}
+	if got := l2.Node(); got != testNode {
+		t.Errorf("after reopen Node = %q, want %q", got, testNode)
+	}
+	n, err := l2.Append(ctx, signedRecord(t, s, header(s, "m-7", 0)), nil)
+	if err != nil || n != 7 {
+		t.Errorf("Append after reopen = %d, %v; want 7", n, err)
+	}
+	if _, err := l2.Verify(ctx, nil); err != nil {
+		t.Errorf("Verify after reopen: %v", err)
+	}
+}
+
+func TestOpenOtherNode(t *testing.T) {
+	l, path := openLog(t)
+	l.Close()
+	_, err := Open(path, Options{Node: testPeer})
+	if err == nil || !strings.Contains(err.Error(), "belongs to node "+testNode) {
+		t.Errorf("Open for another node error = %v, want one naming %s", err, testNode)
+	}
+}
+
+func TestOpenReadOnlyLocked(t *testing.T) {
+	_, path := openLog(t)
+	_, err := OpenReadOnly(path)
+	if !errors.Is(err, ErrLocked) {
+		t.Fatalf("OpenReadOnly while open error = %v, want ErrLocked", err)
+	}
+	if !strings.Contains(err.Error(), "in use by a running node") {
+		t.Errorf("error %q does not say the log is in use by a running node", err)
+	}
+}
+
+func TestOpenReadOnlyMissing(t *testing.T) {
+	_, err := OpenReadOnly(filepath.Join(t.TempDir(), "none.db"))
+	if err == nil || !strings.Contains(err.Error(), "no such file") {
+		t.Errorf("OpenReadOnly(missing) error = %v, want no such file", err)
+	}
+}
+
+// rootOf recomputes the tree root of the first size records from their
+// re-encoded leaves, keeping every hash in memory.
+func rootOf(t *testing.T, l *Log, size uint64) tlog.Hash {
+	t.Helper()
+	var stored []tlog.Hash
+	r := tlog.HashReaderFunc(func(idx []int64) ([]tlog.Hash, error) {
+		out := make([]tlog.Hash, len(idx))
+		for i, x := range idx {
+			out[i] = stored[x]
+		}
+		return out, nil
+	})
+	for n := range size {
+		e, err := l.Entry(n)
+		if err != nil {
+			t.Fatalf("Entry(%d): %v", n, err)
+		}
+		leaf, err := proto.MarshalOptions{Deterministic: true}.Marshal(e.Record)
+		if err != nil {
+			t.Fatalf("marshal: %v", err)
+		}
+		hs, err := tlog.StoredHashes(int64(n), leaf, r)
+		if err != nil {
+			t.Fatalf("StoredHashes: %v", err)
+		}
+		stored = append(stored, hs...)
+	}
+	root, err := tlog.TreeHash(int64(size), r)
+	if err != nil {
+		t.Fatalf("TreeHash: %v", err)
+	}
+	return root
+}

@@ -1,0 +1,105 @@
+package evidence
+
+import (
+	"bytes"
+	"encoding/binary"
+	"fmt"
+
+	bolt "go.etcd.io/bbolt"
+	"google.golang.org/protobuf/proto"
+
+	evidencev1 "github.com/ketnoi/ketnoi/proto/ketnoi/evidence/v1"
+	exchangev1 "github.com/ketnoi/ketnoi/proto/ketnoi/exchange/v1"
+)
+
+// Entry is one record of the log with its index and parsed header.
+type Entry struct {
+	// Index is the record's position in the log, from 0.
+	Index uint64
+	// Record is the stored record.
+	Record *evidencev1.Record
+	// Header is the parsed signed header; nil if the header bytes do not
+	// parse (possible for refusals of malformed messages).
+	Header *exchangev1.Header
+}
+
+// ByMessageID returns every committed record of the exchange id, in index
+// order; none is not an error.
+func (l *Log) ByMessageID(id string) ([]Entry, error) {
+	var entries []Entry
+	err := l.db.View(func(tx *bolt.Tx) error {
+		var indexes []uint64
+		p := messageKey(id, 0)[:len(id)+1]
+		c := tx.Bucket(bucketMessages).Cursor()
+		for k, _ := c.Seek(p); bytes.HasPrefix(k, p); k, _ = c.Next() {
+			// An id containing 0x00 could share the prefix; the length
+			// tells the keys of this id apart.
+			if len(k) == len(p)+8 {
+				indexes = append(indexes, binary.BigEndian.Uint64(k[len(p):]))
+			}
+		}
+
+		leaves := tx.Bucket(bucketLeaves)
+		for _, n := range indexes {
+			e, err := entryAt(leaves, n)
+			if err != nil {
+				return err
+			}
+			entries = append(entries, e)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("look up message %s: %w", id, err)
+	}
+	return entries, nil
+}
+
+// Entry returns the record at index n.
+func (l *Log) Entry(n uint64) (Entry, error) {
+	var e Entry
+	err := l.db.View(func(tx *bolt.Tx) error {
+		var err error
+		e, err = entryAt(tx.Bucket(bucketLeaves), n)
+		return err
+	})
+	if err != nil {
+		return Entry{}, fmt.Errorf("read evidence record: %w", err)
+	}
+	return e, nil
+}
+
+// entryAt reads and parses the leaf at index n.
+func entryAt(leaves *bolt.Bucket, n uint64) (Entry, error) {
+	leaf := leaves.Get(key(n))
+	if leaf == nil {
+		return Entry{}, fmt.Errorf("record %d: %w", n, ErrNotFound)
+	}
+	rec := new(evidencev1.Record)
+	if err := proto.Unmarshal(bytes.Clone(leaf), rec); err != nil {
+		return Entry{}, fmt.Errorf("record %d: parse: %w", n, err)
+	}
+	e := Entry{Index: n, Record: rec}
+	h := new(exchangev1.Header)
+	if proto.Unmarshal(rec.GetHeader(), h) == nil {
+		e.Header = h
+	}
+	return e, nil
+}
+
+// Certificate returns the DER signing certificate whose SHA-256 is sum, or
+// an error wrapping ErrNotFound.
+func (l *Log) Certificate(sum []byte) ([]byte, error) {
+	var der []byte
+	err := l.db.View(func(tx *bolt.Tx) error {
+		der = bytes.Clone(tx.Bucket(bucketCerts).Get(sum))
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("read certificate %x: %w", prefix(sum), err)
+	}
+	if der == nil {
+		return nil, fmt.Errorf("certificate %x: %w", prefix(sum), ErrNotFound)
+	}
+	return der, nil
+}

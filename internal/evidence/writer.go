@@ -1,0 +1,230 @@
+package evidence
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"log/slog"
+
+	bolt "go.etcd.io/bbolt"
+	"golang.org/x/mod/sumdb/tlog"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/ketnoi/ketnoi/internal/logging"
+	evidencev1 "github.com/ketnoi/ketnoi/proto/ketnoi/evidence/v1"
+	exchangev1 "github.com/ketnoi/ketnoi/proto/ketnoi/exchange/v1"
+)
+
+// pending is one record waiting for the writer.
+type pending struct {
+	leaf      []byte
+	messageID string
+	cert      []byte
+	certSum   [sha256.Size]byte
+	done      chan result // buffered, receives exactly once
+}
+
+// result is the writer's answer to one pending record.
+type result struct {
+	index uint64
+	err   error
+}
+
+// Append logs rec with the DER certificate of its signer (nil when the
+// certificate is already in the log or the record has none) and returns
+// the record's index once the commit holding it is on disk.
+//
+// For a record with signature_verified set, the header must parse and name
+// signerCert by its SHA-256. If the commit fails, the error is returned and
+// the record is not in the log. If ctx ends while the record waits for its
+// commit, Append returns ctx's error, and the record may still be
+// committed.
+func (l *Log) Append(ctx context.Context, rec *evidencev1.Record, signerCert []byte) (uint64, error) {
+	p, err := newPending(rec, signerCert)
+	if err != nil {
+		return 0, fmt.Errorf("append evidence: %w", err)
+	}
+	if err := ctx.Err(); err != nil {
+		return 0, fmt.Errorf("append evidence: %w", err)
+	}
+	if err := l.enqueue(ctx, p); err != nil {
+		return 0, fmt.Errorf("append evidence: %w", err)
+	}
+
+	select {
+	case r := <-p.done:
+		if r.err != nil {
+			return 0, fmt.Errorf("append evidence: %w", r.err)
+		}
+		return r.index, nil
+	case <-ctx.Done():
+		return 0, fmt.Errorf("append evidence: waiting for commit: %w", ctx.Err())
+	}
+}
+
+// newPending validates and encodes a record.
+func newPending(rec *evidencev1.Record, signerCert []byte) (*pending, error) {
+	if rec == nil {
+		return nil, errors.New("nil record")
+	}
+	if rec.GetKind() == evidencev1.RecordKind_RECORD_KIND_UNSPECIFIED {
+		return nil, errors.New("record kind unspecified")
+	}
+	p := &pending{messageID: rec.GetMessageId(), done: make(chan result, 1)}
+	if signerCert != nil {
+		p.cert = bytes.Clone(signerCert)
+		p.certSum = sha256.Sum256(signerCert)
+	}
+	if rec.GetSignatureVerified() && signerCert != nil {
+		var h exchangev1.Header
+		if err := proto.Unmarshal(rec.GetHeader(), &h); err != nil {
+			return nil, fmt.Errorf("parse header: %w", err)
+		}
+		if !bytes.Equal(h.GetSignerCertificateSha256(), p.certSum[:]) {
+			return nil, fmt.Errorf("signer certificate %x is not the one the header names (%x)",
+				p.certSum[:8], prefix(h.GetSignerCertificateSha256()))
+		}
+	}
+	leaf, err := proto.MarshalOptions{Deterministic: true}.Marshal(rec)
+	if err != nil {
+		return nil, fmt.Errorf("marshal record: %w", err)
+	}
+	p.leaf = leaf
+	return p, nil
+}
+
+// enqueue hands p to the writer unless the log is closed.
+func (l *Log) enqueue(ctx context.Context, p *pending) error {
+	if l.queue == nil {
+		return ErrReadOnly
+	}
+	l.mu.RLock()
+	defer l.mu.RUnlock()
+	if l.closed {
+		return ErrClosed
+	}
+	select {
+	case l.queue <- p:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// write is the single writer goroutine. It commits whatever is queued, up
+// to maxBatch records, in one transaction, answers every caller of that
+// batch, and repeats until the queue is closed and drained.
+func (l *Log) write() {
+	defer close(l.done)
+	batch := make([]*pending, 0, l.maxBatch)
+	for first := range l.queue {
+		batch = append(batch[:0], first)
+	fill:
+		for len(batch) < l.maxBatch {
+			select {
+			case p, ok := <-l.queue:
+				if !ok {
+					break fill
+				}
+				batch = append(batch, p)
+			default:
+				break fill
+			}
+		}
+
+		start, err := l.commit(batch)
+		if err != nil {
+			l.logger.ErrorContext(context.Background(), "evidence commit failed",
+				slog.Int("records", len(batch)), slog.Any(logging.KeyError, err))
+		}
+		for i, p := range batch {
+			p.done <- result{index: start + uint64(i), err: err}
+			batch[i] = nil
+		}
+	}
+}
+
+// commit writes batch in one transaction and publishes the new tree head.
+// It returns the index of the first record.
+func (l *Log) commit(batch []*pending) (uint64, error) {
+	start := l.head.Load().size
+	var head treeHead
+	err := l.db.Update(func(tx *bolt.Tx) error {
+		leaves, hashes := tx.Bucket(bucketLeaves), tx.Bucket(bucketHashes)
+		leaves.FillPercent = appendFillPercent
+		hashes.FillPercent = appendFillPercent
+		certs, messages := tx.Bucket(bucketCerts), tx.Bucket(bucketMessages)
+		reader := bucketHashReader{hashes}
+
+		for i, p := range batch {
+			n := start + uint64(i)
+			if err := leaves.Put(key(n), p.leaf); err != nil {
+				return fmt.Errorf("store leaf %d: %w", n, err)
+			}
+			if err := storeHashes(hashes, reader, n, p.leaf); err != nil {
+				return err
+			}
+			if p.cert != nil && certs.Get(p.certSum[:]) == nil {
+				if err := certs.Put(p.certSum[:], p.cert); err != nil {
+					return fmt.Errorf("store certificate: %w", err)
+				}
+			}
+			if p.messageID != "" {
+				if err := messages.Put(messageKey(p.messageID, n), []byte{}); err != nil {
+					return fmt.Errorf("index message %d: %w", n, err)
+				}
+			}
+		}
+
+		head.size = start + uint64(len(batch))
+		root, err := tlog.TreeHash(int64(head.size), reader)
+		if err != nil {
+			return fmt.Errorf("compute tree root: %w", err)
+		}
+		head.root = root
+		meta := tx.Bucket(bucketMeta)
+		if err := meta.Put(metaSize, key(head.size)); err != nil {
+			return fmt.Errorf("store size: %w", err)
+		}
+		if err := meta.Put(metaRoot, root[:]); err != nil {
+			return fmt.Errorf("store root: %w", err)
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, fmt.Errorf("commit records %d to %d: %w", start, start+uint64(len(batch))-1, err)
+	}
+	l.head.Store(&head)
+	return start, nil
+}
+
+// storeHashes stores the tree hashes that record n completes.
+func storeHashes(b *bolt.Bucket, r tlog.HashReader, n uint64, leaf []byte) error {
+	hs, err := tlog.StoredHashes(int64(n), leaf, r)
+	if err != nil {
+		return fmt.Errorf("compute hashes of record %d: %w", n, err)
+	}
+	at := uint64(tlog.StoredHashIndex(0, int64(n)))
+	for i, h := range hs {
+		if err := b.Put(key(at+uint64(i)), h[:]); err != nil {
+			return fmt.Errorf("store hashes of record %d: %w", n, err)
+		}
+	}
+	return nil
+}
+
+// messageKey is the messages bucket key of record n of exchange id.
+func messageKey(id string, n uint64) []byte {
+	k := make([]byte, 0, len(id)+9)
+	k = append(k, id...)
+	k = append(k, 0)
+	return binary.BigEndian.AppendUint64(k, n)
+}
+
+// prefix returns at most the first 8 bytes of b, for messages.
+func prefix(b []byte) []byte {
+	return b[:min(len(b), 8)]
+}

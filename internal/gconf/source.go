@@ -1,0 +1,170 @@
+package gconf
+
+import (
+	"context"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync/atomic"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/ketnoi/ketnoi/internal/logging"
+	registryv1 "github.com/ketnoi/ketnoi/proto/ketnoi/registry/v1"
+)
+
+var (
+	bucketConfig = []byte("gconf")
+	keyCurrent   = []byte("current")
+)
+
+// Source holds the node's current configuration: the last good one from the
+// cache at start, then every newer version the registry publishes. When the
+// registry is unreachable the node keeps serving from what it has until that
+// expires.
+type Source struct {
+	client registryv1.RegistryServiceClient
+	roots  *x509.CertPool
+	db     *bolt.DB
+	log    *slog.Logger
+	now    func() time.Time
+
+	cur     atomic.Pointer[View]
+	swapped atomic.Pointer[chan struct{}] // closed and replaced on every swap
+}
+
+// NewSource loads the cached configuration from db (a node state database)
+// and returns a source that Run keeps current through client.
+func NewSource(db *bolt.DB, client registryv1.RegistryServiceClient, roots *x509.CertPool, logger *slog.Logger) (*Source, error) {
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	s := &Source{client: client, roots: roots, db: db, log: logger, now: time.Now}
+	ch := make(chan struct{})
+	s.swapped.Store(&ch)
+	if err := db.Update(func(tx *bolt.Tx) error {
+		_, err := tx.CreateBucketIfNotExists(bucketConfig)
+		return err
+	}); err != nil {
+		return nil, fmt.Errorf("gconf: create cache bucket: %w", err)
+	}
+
+	var raw []byte
+	if err := db.View(func(tx *bolt.Tx) error {
+		raw = append([]byte(nil), tx.Bucket(bucketConfig).Get(keyCurrent)...)
+		return nil
+	}); err != nil {
+		return nil, fmt.Errorf("gconf: read cache: %w", err)
+	}
+	if len(raw) == 0 {
+		return s, nil
+	}
+	sc := &registryv1.SignedConfiguration{}
+	if err := proto.Unmarshal(raw, sc); err != nil {
+		return nil, fmt.Errorf("gconf: decode cached configuration: %w", err)
+	}
+	cfg, err := Verify(sc, roots, s.now())
+	if err != nil {
+		// A cache that no longer verifies (for example after a CA change) is
+		// not fatal: the node waits for the registry instead.
+		logger.Warn("cached global configuration rejected", slog.Any(logging.KeyError, err))
+		return s, nil
+	}
+	s.cur.Store(NewView(cfg))
+	logger.Info("loaded cached global configuration", slog.Uint64(logging.KeyVersion, cfg.GetVersion()))
+	return s, nil
+}
+
+// Current returns the current view, or nil before any configuration arrived.
+func (s *Source) Current() *View { return s.cur.Load() }
+
+// Changed returns a channel closed at the next configuration change.
+func (s *Source) Changed() <-chan struct{} { return *s.swapped.Load() }
+
+// Accept verifies sc and makes it current when it is newer than what the
+// source holds, storing it durably first.
+func (s *Source) Accept(sc *registryv1.SignedConfiguration) error {
+	cfg, err := Verify(sc, s.roots, s.now())
+	if err != nil {
+		return err
+	}
+	if cur := s.cur.Load(); cur != nil && cfg.GetVersion() <= cur.Version() {
+		return nil
+	}
+	raw, err := proto.Marshal(sc)
+	if err != nil {
+		return fmt.Errorf("gconf: encode: %w", err)
+	}
+	if err := s.db.Update(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketConfig).Put(keyCurrent, raw)
+	}); err != nil {
+		return fmt.Errorf("gconf: store: %w", err)
+	}
+	s.cur.Store(NewView(cfg))
+	next := make(chan struct{})
+	old := s.swapped.Swap(&next)
+	close(*old)
+	s.log.Info("global configuration updated", slog.Uint64(logging.KeyVersion, cfg.GetVersion()))
+	return nil
+}
+
+// Run watches the registry until ctx ends, reconnecting with a capped
+// backoff. It returns ctx's error.
+func (s *Source) Run(ctx context.Context) error {
+	const minWait, maxWait = 200 * time.Millisecond, 5 * time.Second
+	wait := minWait
+	failing := false
+	for {
+		err := s.watch(ctx)
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		if !failing {
+			s.log.WarnContext(ctx, "registry watch interrupted; serving from the current configuration",
+				slog.Any(logging.KeyError, err))
+			failing = true
+		}
+		if err == nil || errors.Is(err, errProgress) {
+			wait = minWait
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(wait):
+		}
+		wait = min(wait*2, maxWait)
+	}
+}
+
+// errProgress reports that a watch delivered at least one configuration
+// before it ended, so the next attempt should not back off long.
+var errProgress = errors.New("watch ended after progress")
+
+func (s *Source) watch(ctx context.Context) error {
+	var known uint64
+	if v := s.cur.Load(); v != nil {
+		known = v.Version()
+	}
+	stream, err := s.client.WatchConfiguration(ctx, &registryv1.WatchConfigurationRequest{KnownVersion: known})
+	if err != nil {
+		return err
+	}
+	progressed := false
+	for {
+		resp, err := stream.Recv()
+		if err != nil {
+			if progressed {
+				return fmt.Errorf("%w: %v", errProgress, err)
+			}
+			return err
+		}
+		if err := s.Accept(resp.GetConfiguration()); err != nil {
+			s.log.ErrorContext(ctx, "rejected global configuration from registry", slog.Any(logging.KeyError, err))
+			continue
+		}
+		progressed = true
+	}
+}

@@ -1,0 +1,184 @@
+package node
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"time"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/ketnoi/ketnoi/internal/id"
+)
+
+// Config is a node's configuration file. Relative paths are resolved
+// against the file's directory.
+type Config struct {
+	// Instance identifier, "VN".
+	Instance string `yaml:"instance"`
+	// SPIFFE trust domain, "vn.ketnoi".
+	TrustDomain string `yaml:"trust_domain"`
+	// Member that owns the node, "VN/NN/000.00.00.G22".
+	Member string `yaml:"member"`
+	// Node name, the last segment of the node's SPIFFE ID.
+	Name string `yaml:"name"`
+	// DataDir holds evidence.db and state.db.
+	DataDir string `yaml:"data_dir"`
+
+	// Registry is the anchor: where the registry listens.
+	Registry struct {
+		Address string `yaml:"address"`
+	} `yaml:"registry"`
+
+	// TLS holds the node's X.509-SVID and the trust bundle.
+	TLS struct {
+		Cert   string `yaml:"cert"`
+		Key    string `yaml:"key"`
+		Bundle string `yaml:"bundle"`
+	} `yaml:"tls"`
+
+	// Signing holds the member's message-signing certificate and key.
+	Signing struct {
+		Cert string `yaml:"cert"`
+		Key  string `yaml:"key"`
+	} `yaml:"signing"`
+
+	// Federation is the endpoint other nodes call.
+	Federation struct {
+		Listen string `yaml:"listen"`
+	} `yaml:"federation"`
+
+	// Local endpoints for the agency's applications, each bound to the
+	// subsystem that callers on it speak for.
+	Local []LocalEndpoint `yaml:"local"`
+
+	// Backends serve the services this node provides.
+	Backends []Backend `yaml:"backends"`
+
+	// MaxMessageBytes limits one message in either direction.
+	MaxMessageBytes int `yaml:"max_message_bytes"`
+	// ClockSkew is how far a peer's message time may be from this node's.
+	ClockSkew time.Duration `yaml:"clock_skew"`
+}
+
+// LocalEndpoint is a listener for applications of one subsystem.
+type LocalEndpoint struct {
+	Listen string `yaml:"listen"`
+	Client string `yaml:"client"`
+}
+
+// Backend maps a provided service to the address of its gRPC server.
+type Backend struct {
+	Service string `yaml:"service"`
+	Address string `yaml:"address"`
+}
+
+// Defaults.
+const (
+	DefaultMaxMessageBytes = 4 << 20
+	DefaultClockSkew       = 2 * time.Minute
+)
+
+// LoadConfig reads and validates a YAML configuration file.
+func LoadConfig(path string) (*Config, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read config: %w", err)
+	}
+	c := &Config{}
+	if err := yaml.Unmarshal(b, c); err != nil {
+		return nil, fmt.Errorf("parse config %s: %w", path, err)
+	}
+	base := filepath.Dir(path)
+	for _, p := range []*string{&c.DataDir, &c.TLS.Cert, &c.TLS.Key, &c.TLS.Bundle, &c.Signing.Cert, &c.Signing.Key} {
+		if *p != "" && !filepath.IsAbs(*p) {
+			*p = filepath.Join(base, *p)
+		}
+	}
+	if err := c.validate(); err != nil {
+		return nil, fmt.Errorf("config %s: %w", path, err)
+	}
+	return c, nil
+}
+
+func (c *Config) validate() error {
+	if c.Instance == "" {
+		c.Instance = "VN"
+	}
+	if c.TrustDomain == "" {
+		c.TrustDomain = "vn.ketnoi"
+	}
+	if c.MaxMessageBytes == 0 {
+		c.MaxMessageBytes = DefaultMaxMessageBytes
+	}
+	if c.ClockSkew == 0 {
+		c.ClockSkew = DefaultClockSkew
+	}
+	m, err := id.ParseMember(c.Member)
+	if err != nil {
+		return fmt.Errorf("member: %w", err)
+	}
+	if m.Instance != c.Instance {
+		return fmt.Errorf("member: %s is not of instance %s", c.Member, c.Instance)
+	}
+	if !id.ValidNodeName(c.Name) {
+		return fmt.Errorf("name: %q must be 1-64 of a-z 0-9 _ -", c.Name)
+	}
+	required := map[string]string{
+		"data_dir": c.DataDir, "registry.address": c.Registry.Address,
+		"tls.cert": c.TLS.Cert, "tls.key": c.TLS.Key, "tls.bundle": c.TLS.Bundle,
+		"signing.cert": c.Signing.Cert, "signing.key": c.Signing.Key,
+		"federation.listen": c.Federation.Listen,
+	}
+	for _, k := range []string{"data_dir", "registry.address", "tls.cert", "tls.key", "tls.bundle",
+		"signing.cert", "signing.key", "federation.listen"} {
+		if required[k] == "" {
+			return fmt.Errorf("%s: required", k)
+		}
+	}
+	for i, l := range c.Local {
+		cl, err := id.ParseClient(l.Client)
+		if err != nil {
+			return fmt.Errorf("local[%d].client: %w", i, err)
+		}
+		if cl.Member != m {
+			return fmt.Errorf("local[%d].client: %s is not a client of member %s", i, l.Client, c.Member)
+		}
+		if err := loopback(l.Listen); err != nil {
+			return fmt.Errorf("local[%d].listen: %w", i, err)
+		}
+	}
+	for i, b := range c.Backends {
+		s, err := id.ParseService(b.Service)
+		if err != nil {
+			return fmt.Errorf("backends[%d].service: %w", i, err)
+		}
+		if s.Provider.Member != m {
+			return fmt.Errorf("backends[%d].service: %s is not a service of member %s", i, b.Service, c.Member)
+		}
+		if _, _, err := net.SplitHostPort(b.Address); err != nil {
+			return fmt.Errorf("backends[%d].address: %w", i, err)
+		}
+	}
+	return nil
+}
+
+// loopback accepts only listeners on loopback addresses: a local endpoint
+// trusts its callers to speak for its subsystem, so it must never face a
+// network.
+func loopback(addr string) error {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return err
+	}
+	if host == "localhost" {
+		return nil
+	}
+	ip := net.ParseIP(host)
+	if ip == nil || !ip.IsLoopback() {
+		return errors.New("local endpoints must listen on a loopback address")
+	}
+	return nil
+}

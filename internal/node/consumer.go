@@ -1,0 +1,392 @@
+package node
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"strconv"
+	"strings"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+
+	"github.com/ketnoi/ketnoi/internal/exchange"
+	"github.com/ketnoi/ketnoi/internal/gconf"
+	"github.com/ketnoi/ketnoi/internal/id"
+	"github.com/ketnoi/ketnoi/internal/logging"
+	"github.com/ketnoi/ketnoi/internal/proxy"
+	evidencev1 "github.com/ketnoi/ketnoi/proto/ketnoi/evidence/v1"
+	exchangev1 "github.com/ketnoi/ketnoi/proto/ketnoi/exchange/v1"
+	registryv1 "github.com/ketnoi/ketnoi/proto/ketnoi/registry/v1"
+)
+
+// consumer serves one local endpoint: every call an application makes on it
+// is made on behalf of client.
+type consumer struct {
+	n      *Node
+	client id.Client
+}
+
+// call is the state of one outgoing exchange.
+type call struct {
+	n        *Node
+	view     *gconf.View
+	template *exchangev1.Header
+	target   *registryv1.Node
+	provider string // provider member
+	reqChain exchange.Chain
+	resChain exchange.Chain
+	first    []byte // digest of the first request header
+}
+
+func (c *consumer) handle(_ any, ss grpc.ServerStream) error {
+	n := c.n
+	ctx := ss.Context()
+	full, _ := grpc.MethodFromServerStream(ss)
+	cl, perr := c.prepare(ctx, full)
+	if perr != nil {
+		n.log.InfoContext(ctx, "call refused before sending", slog.String(logging.KeyMethod, full),
+			slog.String(logging.KeyReason, perr.Reason))
+		return perr.Status(n.self.String()).Err()
+	}
+
+	conn, err := n.peers.get(cl.target.GetSpiffeId(), cl.target.GetAddress())
+	if err != nil {
+		return exchange.Errorf(codes.Unavailable, exchange.ReasonProviderUnreachable,
+			"cannot reach provider node %s: %v", cl.target.GetSpiffeId(), err).Status(n.self.String()).Err()
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stream, err := exchangev1.NewFederationServiceClient(conn).Exchange(ctx)
+	if err != nil {
+		return cl.transportError(ctx, err)
+	}
+
+	clientStreams := cl.template.GetCallKind() == exchangev1.CallKind_CALL_KIND_CLIENT_STREAMING ||
+		cl.template.GetCallKind() == exchangev1.CallKind_CALL_KIND_BIDI_STREAMING
+	if err := cl.sendFirst(ctx, ss, stream, clientStreams); err != nil {
+		return err
+	}
+	sendErr := make(chan error, 1)
+	if clientStreams {
+		go func() {
+			err := cl.pumpRequests(ctx, ss, stream)
+			if err != nil {
+				cancel()
+			}
+			sendErr <- err
+		}()
+	} else {
+		sendErr <- nil
+	}
+
+	err = cl.relayResponses(ctx, ss, stream)
+	if err != nil {
+		cancel()
+		if se := <-sendErr; se != nil && status.Code(err) == codes.Canceled {
+			return se
+		}
+		return err
+	}
+	return nil
+}
+
+// prepare resolves the call against the global configuration.
+func (c *consumer) prepare(ctx context.Context, full string) (*call, *exchange.Error) {
+	n := c.n
+	v := n.gconf.Current()
+	if v == nil {
+		return nil, exchange.Errorf(codes.Unavailable, exchange.ReasonConfigMissing,
+			"node has no global configuration yet; is the registry reachable?")
+	}
+	if v.Expired(n.now()) {
+		return nil, exchange.Errorf(codes.Unavailable, exchange.ReasonConfigExpired,
+			"global configuration version %d expired at %s", v.Version(), v.ExpiresAt().UTC().Format("2006-01-02T15:04:05Z"))
+	}
+	svcName, method, ok := splitMethod(full)
+	if !ok {
+		return nil, exchange.Errorf(codes.Unimplemented, exchange.ReasonMethodUnknown, "malformed method name %q", full)
+	}
+	md, _ := metadata.FromIncomingContext(ctx)
+	svc, perr := resolve(v, svcName, first(md, MDService))
+	if perr != nil {
+		return nil, perr
+	}
+	m, ok := gconf.Method(svc, method)
+	if !ok {
+		return nil, exchange.Errorf(codes.Unimplemented, exchange.ReasonMethodUnknown,
+			"service %s has no method %s", svc.GetId(), method)
+	}
+	sid, err := id.ParseService(svc.GetId())
+	if err != nil {
+		return nil, exchange.Errorf(codes.Internal, exchange.ReasonServiceUnknown, "registry lists malformed service %q", svc.GetId())
+	}
+	provider := sid.Provider.Member.String()
+	nodes := v.NodesOf(provider)
+	if len(nodes) == 0 {
+		return nil, exchange.Errorf(codes.Unavailable, exchange.ReasonProviderUnreachable,
+			"provider member %s has no registered node", provider)
+	}
+	return &call{
+		n: n, view: v, target: nodes[0], provider: provider,
+		template: &exchangev1.Header{
+			MessageId:      exchange.NewMessageID(),
+			CallKind:       callKind(m),
+			Client:         c.client.String(),
+			Service:        svc.GetId(),
+			Method:         method,
+			Purpose:        first(md, MDPurpose),
+			User:           first(md, MDUser),
+			Issue:          first(md, MDIssue),
+			Classification: svc.GetClassification(),
+			SenderNode:     n.self.String(),
+			AudienceNode:   nodes[0].GetSpiffeId(),
+		},
+	}, nil
+}
+
+func resolve(v *gconf.View, grpcName, named string) (*registryv1.Service, *exchange.Error) {
+	if named != "" {
+		s, ok := v.Service(named)
+		if !ok {
+			return nil, exchange.Errorf(codes.NotFound, exchange.ReasonServiceUnknown,
+				"service %s (from %s metadata) is not registered", named, MDService)
+		}
+		if s.GetGrpcService() != grpcName {
+			return nil, exchange.Errorf(codes.InvalidArgument, exchange.ReasonServiceUnknown,
+				"service %s offers %s, but the call is for %s", named, s.GetGrpcService(), grpcName)
+		}
+		return s, nil
+	}
+	switch ss := v.ServicesNamed(grpcName); len(ss) {
+	case 0:
+		return nil, exchange.Errorf(codes.Unimplemented, exchange.ReasonServiceUnknown,
+			"no member offers gRPC service %s", grpcName)
+	case 1:
+		return ss[0], nil
+	default:
+		ids := make([]string, len(ss))
+		for i, s := range ss {
+			ids[i] = s.GetId()
+		}
+		return nil, exchange.Errorf(codes.FailedPrecondition, exchange.ReasonServiceAmbiguous,
+			"several providers offer %s (%s); name one in %s metadata", grpcName, strings.Join(ids, ", "), MDService)
+	}
+}
+
+func splitMethod(full string) (svc, method string, ok bool) {
+	full = strings.TrimPrefix(full, "/")
+	i := strings.LastIndexByte(full, '/')
+	if i <= 0 || i == len(full)-1 {
+		return "", "", false
+	}
+	return full[:i], full[i+1:], true
+}
+
+func callKind(m *registryv1.Method) exchangev1.CallKind {
+	switch {
+	case m.GetClientStreaming() && m.GetServerStreaming():
+		return exchangev1.CallKind_CALL_KIND_BIDI_STREAMING
+	case m.GetClientStreaming():
+		return exchangev1.CallKind_CALL_KIND_CLIENT_STREAMING
+	case m.GetServerStreaming():
+		return exchangev1.CallKind_CALL_KIND_SERVER_STREAMING
+	default:
+		return exchangev1.CallKind_CALL_KIND_UNARY
+	}
+}
+
+// sendFirst sends the first request frame. For calls where the client sends
+// one message, that frame is also the final one.
+func (cl *call) sendFirst(ctx context.Context, ss grpc.ServerStream, stream exchangev1.FederationService_ExchangeClient, clientStreams bool) error {
+	md, _ := metadata.FromIncomingContext(ctx)
+	f := &proxy.Frame{}
+	err := ss.RecvMsg(f)
+	hasMsg := err == nil
+	if err != nil && err != io.EOF {
+		return err
+	}
+	var payload []byte
+	if hasMsg {
+		payload = f.Bytes()
+		f.Free()
+	}
+	final := !hasMsg || !clientStreams
+	h := cl.header(exchangev1.Direction_DIRECTION_REQUEST, &cl.reqChain)
+	h.Metadata = toEntries(md)
+	h.Final = final
+	sealed, err := cl.sealAndRecord(ctx, h, payload, hasMsg)
+	if err != nil {
+		return err
+	}
+	cl.first = sealed.Digest
+	if err := stream.Send(&exchangev1.ExchangeRequest{Frame: sealed.Frame}); err != nil {
+		return cl.transportError(ctx, err)
+	}
+	if final {
+		return stream.CloseSend()
+	}
+	return nil
+}
+
+// pumpRequests relays further request messages of a client stream.
+func (cl *call) pumpRequests(ctx context.Context, ss grpc.ServerStream, stream exchangev1.FederationService_ExchangeClient) error {
+	for {
+		f := &proxy.Frame{}
+		err := ss.RecvMsg(f)
+		if err != nil && err != io.EOF {
+			return err
+		}
+		hasMsg := err == nil
+		var payload []byte
+		if hasMsg {
+			payload = f.Bytes()
+			f.Free()
+		}
+		h := cl.header(exchangev1.Direction_DIRECTION_REQUEST, &cl.reqChain)
+		h.Final = !hasMsg
+		sealed, serr := cl.sealAndRecord(ctx, h, payload, hasMsg)
+		if serr != nil {
+			return serr
+		}
+		if err := stream.Send(&exchangev1.ExchangeRequest{Frame: sealed.Frame}); err != nil {
+			// The provider ended the call; its final frame says why.
+			return nil
+		}
+		if !hasMsg {
+			return stream.CloseSend()
+		}
+	}
+}
+
+func (cl *call) header(dir exchangev1.Direction, chain *exchange.Chain) *exchangev1.Header {
+	h := cloneHeader(cl.template)
+	h.Direction = dir
+	chain.Next(h)
+	return h
+}
+
+// sealAndRecord signs a request frame and makes it durable in evidence
+// before it may be sent.
+func (cl *call) sealAndRecord(ctx context.Context, h *exchangev1.Header, payload []byte, hasMsg bool) (*exchange.Sealed, error) {
+	n := cl.n
+	sealed, err := exchange.Seal(n.signer, h, payload, hasMsg, n.now())
+	if err != nil {
+		return nil, status.Errorf(codes.Internal, "sign request: %v", err)
+	}
+	if _, err := n.record(ctx, evidencev1.RecordKind_RECORD_KIND_REQUEST_SENT, sealed.Frame.GetSignedHeader(),
+		h.GetMessageId(), cl.target.GetSpiffeId(), true, codes.OK, "", n.signer.Certificate().Raw); err != nil {
+		return nil, err
+	}
+	cl.reqChain.Advance(sealed.Digest)
+	return sealed, nil
+}
+
+// relayResponses verifies and records each response frame, then hands it to
+// the application.
+func (cl *call) relayResponses(ctx context.Context, ss grpc.ServerStream, stream exchangev1.FederationService_ExchangeClient) error {
+	n := cl.n
+	msgID := cl.template.GetMessageId()
+	headerSent := false
+	for {
+		resp, err := stream.Recv()
+		if err == io.EOF {
+			return exchange.Errorf(codes.DataLoss, exchange.ReasonSequence,
+				"provider node closed exchange %s without a signed final response", msgID).Status(n.self.String()).Err()
+		}
+		if err != nil {
+			return cl.transportError(ctx, err)
+		}
+		o, perr := cl.check(resp.GetFrame())
+		if perr != nil {
+			var cert []byte
+			if o.Signer != nil {
+				cert = o.Signer.Raw
+			}
+			_, _ = n.record(ctx, evidencev1.RecordKind_RECORD_KIND_REFUSED, resp.GetFrame().GetSignedHeader(),
+				msgID, cl.target.GetSpiffeId(), o.Verified, perr.Code, perr.Reason+": "+perr.Msg, cert)
+			n.log.WarnContext(ctx, "response refused", slog.String(logging.KeyMessageID, msgID),
+				slog.String(logging.KeyReason, perr.Reason))
+			return perr.Status(n.self.String()).Err()
+		}
+		h := o.Header
+		code := codes.OK
+		if h.GetFinal() {
+			code = codes.Code(h.GetStatus().GetCode())
+		}
+		index, err := n.record(ctx, evidencev1.RecordKind_RECORD_KIND_RESPONSE_RECEIVED, resp.GetFrame().GetSignedHeader(),
+			msgID, cl.target.GetSpiffeId(), true, code, "", o.Signer.Raw)
+		if err != nil {
+			return err
+		}
+		if !headerSent {
+			md := fromEntries(h.GetMetadata())
+			md.Set(MDMessageID, msgID)
+			if err := ss.SendHeader(md); err != nil {
+				return err
+			}
+			headerSent = true
+		}
+		if h.GetHasMessage() {
+			if err := ss.SendMsg(proxy.NewFrame(resp.GetFrame().GetPayload())); err != nil {
+				return err
+			}
+		}
+		if h.GetFinal() {
+			tr := fromEntries(h.GetTrailers())
+			tr.Set(MDMessageID, msgID)
+			tr.Set(MDEvidence, strconv.FormatUint(index, 10))
+			ss.SetTrailer(tr)
+			return statusFromHeader(h).Err()
+		}
+	}
+}
+
+// check verifies a response frame against this call.
+func (cl *call) check(f *exchangev1.Frame) (*exchange.Opened, *exchange.Error) {
+	o, perr := exchange.Open(f, cl.n.certLookup())
+	if perr != nil {
+		return o, perr
+	}
+	h := o.Header
+	switch {
+	case o.SignerMember != cl.provider:
+		return o, exchange.Errorf(codes.Unauthenticated, exchange.ReasonSignerMismatch,
+			"response signed by member %s, want provider %s", o.SignerMember, cl.provider)
+	case h.GetMessageId() != cl.template.GetMessageId() || h.GetDirection() != exchangev1.Direction_DIRECTION_RESPONSE:
+		return o, exchange.Errorf(codes.DataLoss, exchange.ReasonBinding,
+			"frame is not a response of exchange %s", cl.template.GetMessageId())
+	case h.GetSenderNode() != cl.target.GetSpiffeId() || h.GetAudienceNode() != cl.n.self.String():
+		return o, exchange.Errorf(codes.Unauthenticated, exchange.ReasonAudience,
+			"response from %s to %s, want from %s to %s", h.GetSenderNode(), h.GetAudienceNode(),
+			cl.target.GetSpiffeId(), cl.n.self)
+	case !bytes.Equal(h.GetRequestDigest(), cl.first):
+		return o, exchange.Errorf(codes.DataLoss, exchange.ReasonBinding,
+			"response of %s is not bound to the request this node sent", h.GetMessageId())
+	}
+	if perr := cl.resChain.Check(h, o.Digest); perr != nil {
+		return o, perr
+	}
+	return o, nil
+}
+
+// transportError turns a failure of the node-to-node stream into a status:
+// a cancelled call stays cancelled, everything else is the platform's.
+func (cl *call) transportError(ctx context.Context, err error) error {
+	if ctx.Err() != nil {
+		return status.FromContextError(ctx.Err()).Err()
+	}
+	st := status.Convert(err)
+	if _, ok := exchange.PlatformReason(st); ok {
+		return err
+	}
+	if errors.Is(err, io.EOF) {
+		st = status.New(codes.Unavailable, "connection closed")
+	}
+	return exchange.Errorf(codes.Unavailable, exchange.ReasonProviderUnreachable,
+		"provider node %s: %s", cl.target.GetSpiffeId(), st.Message()).Status(cl.n.self.String()).Err()
+}

@@ -1,0 +1,303 @@
+package node
+
+import (
+	"context"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
+	bolt "go.etcd.io/bbolt"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/keepalive"
+
+	"github.com/ketnoi/ketnoi/internal/evidence"
+	"github.com/ketnoi/ketnoi/internal/gconf"
+	"github.com/ketnoi/ketnoi/internal/id"
+	"github.com/ketnoi/ketnoi/internal/logging"
+	"github.com/ketnoi/ketnoi/internal/mtls"
+	"github.com/ketnoi/ketnoi/internal/proxy"
+	"github.com/ketnoi/ketnoi/internal/ready"
+	"github.com/ketnoi/ketnoi/internal/sign"
+	exchangev1 "github.com/ketnoi/ketnoi/proto/ketnoi/exchange/v1"
+	registryv1 "github.com/ketnoi/ketnoi/proto/ketnoi/registry/v1"
+)
+
+// Node is one running security server.
+type Node struct {
+	cfg      *Config
+	log      *slog.Logger
+	self     spiffeid.ID
+	member   id.Member
+	identity mtls.Identity
+	signer   *sign.Signer
+	roots    *x509.CertPool
+
+	evidence *evidence.Log
+	state    *bolt.DB
+	registry *grpc.ClientConn
+	gconf    *gconf.Source
+
+	peers    *pool
+	backends *pool
+	backend  map[string]string // service id to backend address
+	replay   *replayCache
+	codec    *proxy.Codec
+	now      func() time.Time
+}
+
+// New loads the node's identity, keys and logs. Close releases them.
+func New(cfg *Config, logger *slog.Logger) (*Node, error) {
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	td, err := spiffeid.TrustDomainFromString(cfg.TrustDomain)
+	if err != nil {
+		return nil, fmt.Errorf("trust domain: %w", err)
+	}
+	member, err := id.ParseMember(cfg.Member)
+	if err != nil {
+		return nil, err
+	}
+	self, err := id.Node(td, member, cfg.Name)
+	if err != nil {
+		return nil, err
+	}
+	identity, err := mtls.LoadFiles(cfg.TLS.Cert, cfg.TLS.Key, cfg.TLS.Bundle, td)
+	if err != nil {
+		return nil, err
+	}
+	if got, _ := identity.ID(); got != self {
+		return nil, fmt.Errorf("tls.cert: SVID is %s, want %s", got, self)
+	}
+	signer, err := sign.LoadSigner(cfg.Signing.Cert, cfg.Signing.Key)
+	if err != nil {
+		return nil, err
+	}
+	roots := x509.NewCertPool()
+	b, _ := identity.Bundle.GetX509BundleForTrustDomain(td)
+	for _, c := range b.X509Authorities() {
+		roots.AddCert(c)
+	}
+	if err := checkSigner(signer, member, roots); err != nil {
+		return nil, err
+	}
+
+	n := &Node{
+		cfg: cfg, log: logger.With(slog.String("node", self.String())),
+		self: self, member: member, identity: identity, signer: signer, roots: roots,
+		backend: map[string]string{}, replay: newReplayCache(2 * cfg.ClockSkew),
+		codec: proxy.NewCodec(), now: time.Now,
+	}
+	for _, be := range cfg.Backends {
+		n.backend[be.Service] = be.Address
+	}
+	if err := n.open(); err != nil {
+		n.Close()
+		return nil, err
+	}
+	return n, nil
+}
+
+func checkSigner(s *sign.Signer, member id.Member, roots *x509.CertPool) error {
+	c := s.Certificate()
+	if len(c.URIs) != 1 {
+		return errors.New("signing.cert: want exactly one URI SAN naming the member")
+	}
+	m, err := id.MemberFromURI(c.URIs[0])
+	if err != nil {
+		return fmt.Errorf("signing.cert: %w", err)
+	}
+	if m != member {
+		return fmt.Errorf("signing.cert: certificate is for member %s, node belongs to %s", m, member)
+	}
+	if err := sign.VerifyCertificate(c, nil, roots, time.Now()); err != nil {
+		return fmt.Errorf("signing.cert: %w", err)
+	}
+	return nil
+}
+
+func (n *Node) open() error {
+	var err error
+	n.evidence, err = evidence.Open(filepath.Join(n.cfg.DataDir, "evidence.db"),
+		evidence.Options{Logger: n.log, Node: n.self.String()})
+	if err != nil {
+		return fmt.Errorf("open evidence log: %w", err)
+	}
+	n.state, err = bolt.Open(filepath.Join(n.cfg.DataDir, "state.db"), 0o600, &bolt.Options{Timeout: 2 * time.Second})
+	if err != nil {
+		return fmt.Errorf("open state database: %w", err)
+	}
+	registryID := id.Registry(n.self.TrustDomain())
+	n.registry, err = grpc.NewClient(n.cfg.Registry.Address,
+		grpc.WithTransportCredentials(mtls.ClientCredentials(n.identity, tlsconfig.AuthorizeID(registryID))))
+	if err != nil {
+		return fmt.Errorf("registry client: %w", err)
+	}
+	n.gconf, err = gconf.NewSource(n.state, registryv1.NewRegistryServiceClient(n.registry), n.roots, n.log)
+	if err != nil {
+		return err
+	}
+	n.peers = newPool(func(key, addr string) (*grpc.ClientConn, error) {
+		peerID, err := spiffeid.FromString(key)
+		if err != nil {
+			return nil, err
+		}
+		return grpc.NewClient(addr,
+			grpc.WithTransportCredentials(mtls.ClientCredentials(n.identity, tlsconfig.AuthorizeID(peerID))),
+			grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 30 * time.Second, PermitWithoutStream: true}),
+			grpc.WithDefaultCallOptions(
+				grpc.MaxCallRecvMsgSize(n.frameLimit()), grpc.MaxCallSendMsgSize(n.frameLimit())),
+		)
+	})
+	n.backends = newPool(func(_, addr string) (*grpc.ClientConn, error) {
+		return grpc.NewClient(addr,
+			grpc.WithTransportCredentials(insecure.NewCredentials()),
+			grpc.WithDefaultCallOptions(grpc.ForceCodecV2(n.codec),
+				grpc.MaxCallRecvMsgSize(n.cfg.MaxMessageBytes), grpc.MaxCallSendMsgSize(n.cfg.MaxMessageBytes)),
+		)
+	})
+	return nil
+}
+
+// frameLimit is the largest frame between nodes: a message plus its signed
+// header.
+func (n *Node) frameLimit() int { return n.cfg.MaxMessageBytes + 64<<10 }
+
+// Close releases the node's connections and databases.
+func (n *Node) Close() error {
+	var errs []error
+	if n.peers != nil {
+		n.peers.close()
+	}
+	if n.backends != nil {
+		n.backends.close()
+	}
+	if n.registry != nil {
+		errs = append(errs, n.registry.Close())
+	}
+	if n.evidence != nil {
+		errs = append(errs, n.evidence.Close())
+	}
+	if n.state != nil {
+		errs = append(errs, n.state.Close())
+	}
+	return errors.Join(errs...)
+}
+
+// Run serves until ctx ends, then stops gracefully. It writes the bound
+// addresses to readyFile (if not empty) once every listener is up.
+func (n *Node) Run(ctx context.Context, readyFile string) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+
+	fedLis, err := net.Listen("tcp", n.cfg.Federation.Listen)
+	if err != nil {
+		return fmt.Errorf("federation listener: %w", err)
+	}
+	fed := n.federationServer()
+	addrs := map[string]string{"federation": fedLis.Addr().String()}
+
+	var servers []*grpc.Server
+	var lis []net.Listener
+	for _, le := range n.cfg.Local {
+		l, err := net.Listen("tcp", le.Listen)
+		if err != nil {
+			fedLis.Close()
+			for _, o := range lis {
+				o.Close()
+			}
+			return fmt.Errorf("local listener %s: %w", le.Listen, err)
+		}
+		client, _ := id.ParseClient(le.Client)
+		servers = append(servers, n.localServer(client))
+		lis = append(lis, l)
+		addrs["local/"+le.Client] = l.Addr().String()
+	}
+
+	var wg sync.WaitGroup
+	errc := make(chan error, len(servers)+2)
+	wg.Go(func() { errc <- fed.Serve(fedLis) })
+	for i, s := range servers {
+		wg.Go(func() { errc <- s.Serve(lis[i]) })
+	}
+	wg.Go(func() { _ = n.gconf.Run(ctx) })
+
+	if err := ready.Write(readyFile, addrs); err != nil {
+		cancel()
+	}
+	n.log.InfoContext(ctx, "node serving", slog.String(logging.KeyAddress, addrs["federation"]),
+		slog.Int("local_endpoints", len(servers)))
+
+	var runErr error
+	select {
+	case <-ctx.Done():
+	case runErr = <-errc:
+		cancel()
+	}
+	stopAll(append(servers, fed), 5*time.Second)
+	wg.Wait()
+	return runErr
+}
+
+func stopAll(servers []*grpc.Server, grace time.Duration) {
+	var wg sync.WaitGroup
+	for _, s := range servers {
+		wg.Go(func() {
+			done := make(chan struct{})
+			go func() { s.GracefulStop(); close(done) }()
+			select {
+			case <-done:
+			case <-time.After(grace):
+				s.Stop()
+			}
+		})
+	}
+	wg.Wait()
+}
+
+func (n *Node) federationServer() *grpc.Server {
+	authz := func(peer spiffeid.ID, _ [][]*x509.Certificate) error {
+		v := n.gconf.Current()
+		if v == nil {
+			return errors.New("no global configuration: refusing all peers")
+		}
+		if _, ok := v.Node(peer.String()); !ok {
+			return fmt.Errorf("peer %s is not a node of the global configuration", peer)
+		}
+		return nil
+	}
+	s := grpc.NewServer(
+		grpc.Creds(mtls.ServerCredentials(n.identity, authz)),
+		grpc.MaxRecvMsgSize(n.frameLimit()),
+		grpc.MaxSendMsgSize(n.frameLimit()),
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 20 * time.Second, PermitWithoutStream: true}),
+		grpc.ChainStreamInterceptor(recoverStream(n.log)),
+	)
+	exchangev1.RegisterFederationServiceServer(s, &provider{n: n})
+	hs := health.NewServer()
+	healthpb.RegisterHealthServer(s, hs)
+	return s
+}
+
+func (n *Node) localServer(client id.Client) *grpc.Server {
+	c := &consumer{n: n, client: client}
+	s := grpc.NewServer(
+		grpc.ForceServerCodecV2(n.codec),
+		grpc.UnknownServiceHandler(c.handle),
+		grpc.MaxRecvMsgSize(n.cfg.MaxMessageBytes),
+		grpc.MaxSendMsgSize(n.cfg.MaxMessageBytes),
+		grpc.ChainStreamInterceptor(recoverStream(n.log)),
+	)
+	healthpb.RegisterHealthServer(s, &nodeHealth{n: n})
+	return s
+}

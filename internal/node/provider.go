@@ -1,0 +1,346 @@
+package node
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+
+	"github.com/ketnoi/ketnoi/internal/exchange"
+	"github.com/ketnoi/ketnoi/internal/gconf"
+	"github.com/ketnoi/ketnoi/internal/id"
+	"github.com/ketnoi/ketnoi/internal/logging"
+	"github.com/ketnoi/ketnoi/internal/mtls"
+	"github.com/ketnoi/ketnoi/internal/proxy"
+	evidencev1 "github.com/ketnoi/ketnoi/proto/ketnoi/evidence/v1"
+	exchangev1 "github.com/ketnoi/ketnoi/proto/ketnoi/exchange/v1"
+	registryv1 "github.com/ketnoi/ketnoi/proto/ketnoi/registry/v1"
+)
+
+// provider serves the federation endpoint: exchanges other nodes start for
+// services this node provides.
+type provider struct {
+	exchangev1.UnimplementedFederationServiceServer
+	n *Node
+}
+
+// serve is the state of one incoming exchange.
+type serve struct {
+	n        *Node
+	stream   exchangev1.FederationService_ExchangeServer
+	peer     string
+	request  *exchangev1.Header // first request header
+	first    []byte             // its digest
+	svc      *registryv1.Service
+	method   *registryv1.Method
+	reqChain exchange.Chain
+	resChain exchange.Chain
+}
+
+func (p *provider) Exchange(stream exchangev1.FederationService_ExchangeServer) error {
+	n := p.n
+	ctx := stream.Context()
+	peerID, err := mtls.PeerID(ctx)
+	if err != nil {
+		return status.Error(codes.Unauthenticated, "no authenticated peer node")
+	}
+	req, err := stream.Recv()
+	if err != nil {
+		return err
+	}
+	s := &serve{n: n, stream: stream, peer: peerID.String()}
+	o, perr := exchange.Open(req.GetFrame(), n.certLookup())
+	if perr == nil {
+		perr = s.admit(o)
+	}
+	if perr != nil {
+		return s.refuse(ctx, o, perr)
+	}
+	if _, err := n.record(ctx, evidencev1.RecordKind_RECORD_KIND_REQUEST_RECEIVED, o.Frame.GetSignedHeader(),
+		o.Header.GetMessageId(), s.peer, true, codes.OK, "", o.Signer.Raw); err != nil {
+		return err
+	}
+	s.reqChain.Advance(o.Digest)
+	return s.forward(ctx, o)
+}
+
+// admit runs every check of the first request frame: who signed it, for
+// whom, whether it is fresh and new, and whether a grant allows it.
+func (s *serve) admit(o *exchange.Opened) *exchange.Error {
+	n := s.n
+	h := o.Header
+	s.request, s.first = h, o.Digest
+	v := n.gconf.Current()
+	if v == nil || v.Expired(n.now()) {
+		return exchange.Errorf(codes.Unavailable, exchange.ReasonConfigExpired, "provider node has no valid global configuration")
+	}
+	peerNode, ok := v.Node(s.peer)
+	if !ok {
+		return exchange.Errorf(codes.PermissionDenied, exchange.ReasonPeerMismatch, "peer %s is not a registered node", s.peer)
+	}
+	client, err := id.ParseClient(h.GetClient())
+	switch {
+	case h.GetDirection() != exchangev1.Direction_DIRECTION_REQUEST || h.GetSequence() != 0 || len(h.GetPreviousDigest()) != 0:
+		return exchange.Errorf(codes.InvalidArgument, exchange.ReasonSequence, "first frame must be request #0")
+	case o.SignerMember != peerNode.GetMember():
+		return exchange.Errorf(codes.Unauthenticated, exchange.ReasonSignerMismatch,
+			"request signed by member %s but sent by node %s of member %s", o.SignerMember, s.peer, peerNode.GetMember())
+	case h.GetSenderNode() != s.peer:
+		return exchange.Errorf(codes.Unauthenticated, exchange.ReasonPeerMismatch,
+			"header names sender %s but the connection is from %s", h.GetSenderNode(), s.peer)
+	case h.GetAudienceNode() != n.self.String():
+		return exchange.Errorf(codes.Unauthenticated, exchange.ReasonAudience,
+			"request is addressed to %s, not to this node", h.GetAudienceNode())
+	case err != nil:
+		return exchange.Errorf(codes.InvalidArgument, exchange.ReasonHeaderMalformed, "client: %v", err)
+	case client.Member.String() != o.SignerMember:
+		return exchange.Errorf(codes.Unauthenticated, exchange.ReasonSignerMismatch,
+			"client %s does not belong to signing member %s", h.GetClient(), o.SignerMember)
+	}
+	if skew := n.now().Sub(h.GetCreatedAt().AsTime()); skew > n.cfg.ClockSkew || skew < -n.cfg.ClockSkew {
+		return exchange.Errorf(codes.InvalidArgument, exchange.ReasonStale,
+			"request created at %s is outside the accepted clock skew of %s", h.GetCreatedAt().AsTime().UTC().Format(time.RFC3339), n.cfg.ClockSkew)
+	}
+	if !n.replay.add(h.GetMessageId(), n.now()) {
+		return exchange.Errorf(codes.AlreadyExists, exchange.ReasonReplay, "message %s was already received", h.GetMessageId())
+	}
+
+	svc, ok := v.Service(h.GetService())
+	if !ok {
+		return exchange.Errorf(codes.NotFound, exchange.ReasonServiceUnknown, "service %s is not registered", h.GetService())
+	}
+	if _, ok := n.backend[svc.GetId()]; !ok {
+		return exchange.Errorf(codes.Unimplemented, exchange.ReasonServiceNotServed, "service %s is not served by this node", svc.GetId())
+	}
+	m, ok := gconf.Method(svc, h.GetMethod())
+	if !ok {
+		return exchange.Errorf(codes.Unimplemented, exchange.ReasonMethodUnknown, "service %s has no method %s", svc.GetId(), h.GetMethod())
+	}
+	if h.GetCallKind() != callKind(m) {
+		return exchange.Errorf(codes.InvalidArgument, exchange.ReasonHeaderMalformed,
+			"call kind %s does not match method %s", h.GetCallKind(), h.GetMethod())
+	}
+	if !v.HasClient(client) {
+		return exchange.Errorf(codes.PermissionDenied, exchange.ReasonClientUnknown, "client %s is not registered", client)
+	}
+	if _, err := v.Authorize(client, svc.GetId(), m.GetName(), h.GetPurpose(), n.now()); err != nil {
+		return exchange.Errorf(codes.PermissionDenied, exchange.ReasonGrantMissing, "%v", err)
+	}
+	s.svc, s.method = svc, m
+	return nil
+}
+
+// refuse records a refused request and answers it with a signed final
+// response carrying the refusal, so both sides can prove what happened.
+func (s *serve) refuse(ctx context.Context, o *exchange.Opened, perr *exchange.Error) error {
+	n := s.n
+	var cert []byte
+	if o.Signer != nil {
+		cert = o.Signer.Raw
+	}
+	msgID := ""
+	if o.Header != nil {
+		msgID = o.Header.GetMessageId()
+	}
+	n.log.WarnContext(ctx, "exchange refused", slog.String(logging.KeyMessageID, msgID),
+		slog.String(logging.KeyPeer, s.peer), slog.String(logging.KeyReason, perr.Reason),
+		slog.String("detail", perr.Msg))
+	if _, err := n.record(ctx, evidencev1.RecordKind_RECORD_KIND_REFUSED, o.Frame.GetSignedHeader(), msgID, s.peer,
+		o.Verified, perr.Code, perr.Reason+": "+perr.Msg, cert); err != nil {
+		return err
+	}
+	st := perr.Status(n.self.String())
+	if o.Header == nil {
+		return st.Err()
+	}
+	s.request, s.first = o.Header, o.Digest
+	return s.send(ctx, nil, false, true, nil, nil, st)
+}
+
+// forward opens the backend call and relays both directions.
+func (s *serve) forward(ctx context.Context, o *exchange.Opened) error {
+	n := s.n
+	h := o.Header
+	md := fromEntries(h.GetMetadata())
+	md.Set(MDClient, h.GetClient())
+	md.Set(MDMessageID, h.GetMessageId())
+	md.Set(MDService, h.GetService())
+	for k, v := range map[string]string{MDPurpose: h.GetPurpose(), MDUser: h.GetUser(), MDIssue: h.GetIssue()} {
+		if v != "" {
+			md.Set(k, v)
+		}
+	}
+	conn, err := n.backends.get("", n.backend[s.svc.GetId()])
+	if err != nil {
+		return s.fail(ctx, exchange.Errorf(codes.Unavailable, exchange.ReasonBackendUnreachable, "backend: %v", err))
+	}
+	bctx, cancel := context.WithCancel(metadata.NewOutgoingContext(ctx, md))
+	defer cancel()
+	desc := &grpc.StreamDesc{ServerStreams: true, ClientStreams: true}
+	bs, err := conn.NewStream(bctx, desc, "/"+s.svc.GetGrpcService()+"/"+s.method.GetName())
+	if err != nil {
+		return s.fail(ctx, exchange.Errorf(codes.Unavailable, exchange.ReasonBackendUnreachable, "backend: %v", err))
+	}
+	if err := s.toBackend(bs, o); err != nil {
+		cancel()
+		return s.relay(ctx, bs)
+	}
+	if !h.GetFinal() {
+		go func() {
+			if err := s.pumpRequests(ctx, bs); err != nil {
+				n.log.WarnContext(ctx, "request stream ended", slog.String(logging.KeyMessageID, h.GetMessageId()),
+					slog.Any(logging.KeyError, err))
+				cancel()
+			}
+		}()
+	}
+	return s.relay(ctx, bs)
+}
+
+func (s *serve) toBackend(bs grpc.ClientStream, o *exchange.Opened) error {
+	if o.Header.GetHasMessage() {
+		if err := bs.SendMsg(proxy.NewFrame(o.Frame.GetPayload())); err != nil {
+			return err
+		}
+	}
+	if o.Header.GetFinal() {
+		return bs.CloseSend()
+	}
+	return nil
+}
+
+// pumpRequests verifies, records and forwards the further request frames
+// of a client stream.
+func (s *serve) pumpRequests(ctx context.Context, bs grpc.ClientStream) error {
+	n := s.n
+	for {
+		req, err := s.stream.Recv()
+		if err != nil {
+			return err
+		}
+		o, perr := exchange.Open(req.GetFrame(), n.certLookup())
+		if perr == nil {
+			perr = s.follows(o)
+		}
+		if perr != nil {
+			var cert []byte
+			if o.Signer != nil {
+				cert = o.Signer.Raw
+			}
+			_, _ = n.record(ctx, evidencev1.RecordKind_RECORD_KIND_REFUSED, req.GetFrame().GetSignedHeader(),
+				s.request.GetMessageId(), s.peer, o.Verified, perr.Code, perr.Reason+": "+perr.Msg, cert)
+			return perr
+		}
+		if _, err := n.record(ctx, evidencev1.RecordKind_RECORD_KIND_REQUEST_RECEIVED, req.GetFrame().GetSignedHeader(),
+			s.request.GetMessageId(), s.peer, true, codes.OK, "", o.Signer.Raw); err != nil {
+			return err
+		}
+		if err := s.toBackend(bs, o); err != nil {
+			return err
+		}
+		if o.Header.GetFinal() {
+			return nil
+		}
+	}
+}
+
+// follows checks that a later request frame belongs to this exchange.
+func (s *serve) follows(o *exchange.Opened) *exchange.Error {
+	h := o.Header
+	if h.GetMessageId() != s.request.GetMessageId() || h.GetDirection() != exchangev1.Direction_DIRECTION_REQUEST ||
+		h.GetClient() != s.request.GetClient() || h.GetService() != s.request.GetService() ||
+		h.GetMethod() != s.request.GetMethod() || h.GetSenderNode() != s.peer {
+		return exchange.Errorf(codes.InvalidArgument, exchange.ReasonBinding,
+			"request frame does not belong to exchange %s", s.request.GetMessageId())
+	}
+	if perr := s.reqChain.Check(h, o.Digest); perr != nil {
+		return perr
+	}
+	return nil
+}
+
+// relay signs, records and sends the backend's response messages and its
+// final status.
+func (s *serve) relay(ctx context.Context, bs grpc.ClientStream) error {
+	hdr, _ := bs.Header()
+	headers := toEntries(hdr)
+	for {
+		f := &proxy.Frame{}
+		err := bs.RecvMsg(f)
+		if err != nil {
+			if err == io.EOF {
+				err = nil
+			}
+			return s.send(ctx, nil, false, true, headers, toEntries(bs.Trailer()), status.Convert(err))
+		}
+		payload := f.Bytes()
+		f.Free()
+		if !s.method.GetServerStreaming() {
+			// One response message: wait for the status so that message and
+			// status travel, and are signed, together.
+			err := bs.RecvMsg(&proxy.Frame{})
+			if err == io.EOF {
+				return s.send(ctx, payload, true, true, headers, toEntries(bs.Trailer()), status.New(codes.OK, ""))
+			}
+			return s.send(ctx, nil, false, true, headers, toEntries(bs.Trailer()), status.Convert(err))
+		}
+		if err := s.send(ctx, payload, true, false, headers, nil, nil); err != nil {
+			return err
+		}
+		headers = nil
+	}
+}
+
+// fail answers the exchange with a platform failure after admission.
+func (s *serve) fail(ctx context.Context, perr *exchange.Error) error {
+	s.n.log.WarnContext(ctx, "exchange failed", slog.String(logging.KeyMessageID, s.request.GetMessageId()),
+		slog.String(logging.KeyReason, perr.Reason), slog.String("detail", perr.Msg))
+	return s.send(ctx, nil, false, true, nil, nil, perr.Status(s.n.self.String()))
+}
+
+// send seals one response frame, records it, then sends it.
+func (s *serve) send(ctx context.Context, payload []byte, hasMsg, final bool, headers, trailers []*exchangev1.MetadataEntry, st *status.Status) error {
+	n := s.n
+	req := s.request
+	h := &exchangev1.Header{
+		MessageId:      req.GetMessageId(),
+		Direction:      exchangev1.Direction_DIRECTION_RESPONSE,
+		CallKind:       req.GetCallKind(),
+		Client:         req.GetClient(),
+		Service:        req.GetService(),
+		Method:         req.GetMethod(),
+		Purpose:        req.GetPurpose(),
+		User:           req.GetUser(),
+		Issue:          req.GetIssue(),
+		Classification: req.GetClassification(),
+		RequestDigest:  s.first,
+		Metadata:       headers,
+		Final:          final,
+		SenderNode:     n.self.String(),
+		AudienceNode:   s.peer,
+	}
+	if final {
+		h.Trailers = trailers
+		h.Status = &exchangev1.CallStatus{Code: int32(st.Code()), Message: st.Message(), Details: st.Proto().GetDetails()}
+	}
+	s.resChain.Next(h)
+	sealed, err := exchange.Seal(n.signer, h, payload, hasMsg, n.now())
+	if err != nil {
+		return status.Errorf(codes.Internal, "sign response: %v", err)
+	}
+	code := codes.OK
+	if final {
+		code = st.Code()
+	}
+	if _, err := n.record(ctx, evidencev1.RecordKind_RECORD_KIND_RESPONSE_SENT, sealed.Frame.GetSignedHeader(),
+		req.GetMessageId(), s.peer, true, code, "", n.signer.Certificate().Raw); err != nil {
+		return err
+	}
+	s.resChain.Advance(sealed.Digest)
+	return s.stream.Send(&exchangev1.ExchangeResponse{Frame: sealed.Frame})
+}

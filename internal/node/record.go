@@ -1,0 +1,68 @@
+package node
+
+import (
+	"context"
+	"crypto/x509"
+	"log/slog"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/ketnoi/ketnoi/internal/exchange"
+	"github.com/ketnoi/ketnoi/internal/logging"
+	evidencev1 "github.com/ketnoi/ketnoi/proto/ketnoi/evidence/v1"
+	exchangev1 "github.com/ketnoi/ketnoi/proto/ketnoi/exchange/v1"
+	spb "google.golang.org/genproto/googleapis/rpc/status"
+)
+
+// record appends one evidence record and returns only once it is durable.
+// A failure is returned as a status that stops the exchange: no exchange
+// proceeds without its evidence. The append is not cancelled with the call,
+// so a message already on its way is always recorded.
+func (n *Node) record(ctx context.Context, kind evidencev1.RecordKind, sh *exchangev1.SignedHeader, msgID, peer string,
+	verified bool, code codes.Code, reason string, cert []byte) (uint64, error) {
+	rec := &evidencev1.Record{
+		Kind:              kind,
+		RecordedAt:        timestamppb.New(n.now()),
+		MessageId:         msgID,
+		Node:              n.self.String(),
+		Peer:              peer,
+		Header:            sh.GetHeader(),
+		Signature:         sh.GetSignature(),
+		SignatureVerified: verified,
+		Code:              int32(code),
+		Reason:            reason,
+	}
+	index, err := n.evidence.Append(context.WithoutCancel(ctx), rec, cert)
+	if err != nil {
+		n.log.ErrorContext(ctx, "evidence append failed; exchange stopped", slog.String(logging.KeyMessageID, msgID),
+			slog.Any(logging.KeyError, err))
+		return 0, exchange.Errorf(codes.Unavailable, exchange.ReasonEvidenceUnavailable,
+			"evidence log unavailable; exchange stopped").Status(n.self.String()).Err()
+	}
+	return index, nil
+}
+
+// certLookup finds registered signing certificates in the current
+// configuration.
+func (n *Node) certLookup() exchange.CertLookup {
+	v := n.gconf.Current()
+	return func(sum []byte) (*x509.Certificate, string, bool) {
+		if v == nil {
+			return nil, "", false
+		}
+		return v.SigningCertificate(sum)
+	}
+}
+
+func cloneHeader(h *exchangev1.Header) *exchangev1.Header {
+	return proto.Clone(h).(*exchangev1.Header)
+}
+
+// statusFromHeader rebuilds the call status a provider signed.
+func statusFromHeader(h *exchangev1.Header) *status.Status {
+	cs := h.GetStatus()
+	return status.FromProto(&spb.Status{Code: cs.GetCode(), Message: cs.GetMessage(), Details: cs.GetDetails()})
+}

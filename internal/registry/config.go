@@ -1,0 +1,93 @@
+package registry
+
+import (
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"log/slog"
+	"regexp"
+	"slices"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+
+	"github.com/ketnoi/ketnoi/internal/sign"
+)
+
+// DefaultClasses are the member classes of an instance unless configured
+// otherwise: Party bodies, state bodies, and the Fatherland Front with the
+// socio-political organisations.
+var DefaultClasses = []string{"DANG", "NN", "MTTQ"}
+
+// DefaultConfigTTL is how long a published configuration stays valid unless
+// configured otherwise.
+const DefaultConfigTTL = 24 * time.Hour
+
+var (
+	instanceRE = regexp.MustCompile(`^[A-Z][A-Z0-9-]{0,15}$`)
+	classRE    = regexp.MustCompile(`^[A-Z][A-Z0-9]{0,15}$`)
+)
+
+// Config holds what a registry needs besides its state file.
+type Config struct {
+	// Instance is the identifier instance, for example "VN".
+	Instance string
+	// TrustDomain is the SPIFFE trust domain of the instance.
+	TrustDomain spiffeid.TrustDomain
+	// Classes are the accepted member classes; empty means DefaultClasses.
+	Classes []string
+	// ConfigTTL is the validity of each published configuration; zero means
+	// DefaultConfigTTL.
+	ConfigTTL time.Duration
+	// Signer signs published configurations.
+	Signer *sign.Signer
+	// TrustAnchors are the instance CA certificates: member signing
+	// certificates must chain to them, and they are published to nodes.
+	TrustAnchors []*x509.Certificate
+	// Logger receives operational logs; nil discards them.
+	Logger *slog.Logger
+}
+
+// withDefaults validates c and fills in its defaults.
+func (c Config) withDefaults() (Config, error) {
+	if !instanceRE.MatchString(c.Instance) {
+		return c, fmt.Errorf("instance %q: want 1-16 of A-Z 0-9 - starting with a letter", c.Instance)
+	}
+	if c.TrustDomain.IsZero() {
+		return c, errors.New("trust domain is not set")
+	}
+	if len(c.Classes) == 0 {
+		c.Classes = DefaultClasses
+	}
+	c.Classes = slices.Clone(c.Classes)
+	for _, cl := range c.Classes {
+		if !classRE.MatchString(cl) {
+			return c, fmt.Errorf("member class %q: want 1-16 of A-Z 0-9 starting with a letter", cl)
+		}
+	}
+	if c.ConfigTTL == 0 {
+		c.ConfigTTL = DefaultConfigTTL
+	}
+	if c.ConfigTTL < 0 {
+		return c, fmt.Errorf("configuration TTL %v is negative", c.ConfigTTL)
+	}
+	if c.Signer == nil {
+		return c, errors.New("configuration signer is not set")
+	}
+	if len(c.TrustAnchors) == 0 {
+		return c, errors.New("no trust anchors")
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	return c, nil
+}
+
+// trustPool returns the trust anchors as a certificate pool.
+func (c Config) trustPool() *x509.CertPool {
+	pool := x509.NewCertPool()
+	for _, a := range c.TrustAnchors {
+		pool.AddCert(a)
+	}
+	return pool
+}

@@ -1,0 +1,211 @@
+package registry
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"log/slog"
+	"slices"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/ketnoi/ketnoi/internal/logging"
+	"github.com/ketnoi/ketnoi/internal/sign"
+	registryv1 "github.com/ketnoi/ketnoi/proto/ketnoi/registry/v1"
+)
+
+// reissueRetry is the wait before retrying a failed re-issue.
+const reissueRetry = time.Minute
+
+// published is one signed configuration version.
+type published struct {
+	version  uint64
+	issuedAt time.Time
+	signed   *registryv1.SignedConfiguration
+}
+
+// change runs fn in a write transaction and, when fn succeeds, publishes a
+// new configuration version built from the same transaction. An error from
+// fn, or from signing, leaves the store unchanged.
+func (r *Registry) change(fn func(tx *bolt.Tx, now time.Time) error) (uint64, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	p, err := r.commitLocked(fn)
+	if err != nil {
+		return 0, err
+	}
+	return p.version, nil
+}
+
+// commitLocked is change with r.mu held.
+func (r *Registry) commitLocked(fn func(tx *bolt.Tx, now time.Time) error) (*published, error) {
+	now := time.Now()
+	var p *published
+	err := r.db.Update(func(tx *bolt.Tx) error {
+		if err := fn(tx, now); err != nil {
+			return err
+		}
+		var err error
+		p, err = r.issue(tx, now)
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	r.current.Store(p)
+	r.hub.publish(p)
+	return p, nil
+}
+
+// issue builds, signs and stores the next configuration version.
+func (r *Registry) issue(tx *bolt.Tx, now time.Time) (*published, error) {
+	c, err := loadContent(tx)
+	if err != nil {
+		return nil, err
+	}
+	meta := tx.Bucket(bucketMeta)
+	version := getUint(meta, keyVersion) + 1
+	r.frame(c)
+	c.Version = version
+	c.IssuedAt = timestamppb.New(now)
+	c.ExpiresAt = timestamppb.New(now.Add(r.cfg.ConfigTTL))
+
+	body, err := proto.MarshalOptions{Deterministic: true}.Marshal(c)
+	if err != nil {
+		return nil, fmt.Errorf("encode configuration: %w", err)
+	}
+	sig, err := r.cfg.Signer.Sign(sign.TypeConfiguration, body)
+	if err != nil {
+		return nil, fmt.Errorf("sign configuration: %w", err)
+	}
+	signed := &registryv1.SignedConfiguration{
+		Configuration:    body,
+		Signature:        sig,
+		CertificateChain: [][]byte{r.cfg.Signer.Certificate().Raw},
+	}
+
+	if err := putProto(meta, keySigned, signed); err != nil {
+		return nil, fmt.Errorf("store configuration: %w", err)
+	}
+	if err := putUint(meta, keyVersion, version); err != nil {
+		return nil, fmt.Errorf("store configuration version: %w", err)
+	}
+	return &published{version: version, issuedAt: now, signed: signed}, nil
+}
+
+// frame sets the parts of a configuration that come from the registry's
+// settings rather than its store.
+func (r *Registry) frame(c *registryv1.GlobalConfiguration) {
+	c.Instance = r.cfg.Instance
+	c.TrustDomain = r.cfg.TrustDomain.Name()
+	c.TrustAnchors = nil
+	for _, a := range r.cfg.TrustAnchors {
+		c.TrustAnchors = append(c.TrustAnchors, a.Raw)
+	}
+}
+
+// resume serves the stored configuration when it matches the store and the
+// settings and is less than half its TTL old; otherwise it publishes a new
+// version.
+func (r *Registry) resume() error {
+	var stored *published
+	err := r.db.View(func(tx *bolt.Tx) error {
+		var err error
+		stored, err = r.storedIfCurrent(tx)
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	if stored != nil {
+		r.current.Store(stored)
+		return nil
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if _, err := r.commitLocked(func(*bolt.Tx, time.Time) error { return nil }); err != nil {
+		return fmt.Errorf("publish configuration: %w", err)
+	}
+	return nil
+}
+
+// storedIfCurrent returns the stored configuration, or nil when there is
+// none or it must be replaced.
+func (r *Registry) storedIfCurrent(tx *bolt.Tx) (*published, error) {
+	signed := &registryv1.SignedConfiguration{}
+	ok, err := getProto(tx.Bucket(bucketMeta), keySigned, signed)
+	if err != nil || !ok {
+		return nil, err
+	}
+	old := &registryv1.GlobalConfiguration{}
+	if err := proto.Unmarshal(signed.GetConfiguration(), old); err != nil {
+		return nil, fmt.Errorf("decode stored configuration: %w", err)
+	}
+	want, err := loadContent(tx)
+	if err != nil {
+		return nil, err
+	}
+	r.frame(want)
+
+	issued := old.GetIssuedAt().AsTime()
+	switch {
+	case !slices.EqualFunc(signed.GetCertificateChain(), [][]byte{r.cfg.Signer.Certificate().Raw}, bytes.Equal):
+		return nil, nil
+	case old.GetExpiresAt().AsTime().Sub(issued) != r.cfg.ConfigTTL:
+		return nil, nil
+	case time.Since(issued) >= r.cfg.ConfigTTL/2:
+		return nil, nil
+	}
+	version := old.GetVersion()
+	old.Version, old.IssuedAt, old.ExpiresAt = 0, nil, nil
+	if !proto.Equal(old, want) {
+		return nil, nil
+	}
+	return &published{version: version, issuedAt: issued, signed: signed}, nil
+}
+
+// untilReissue is the time left before the current configuration is half
+// way to its expiry.
+func (r *Registry) untilReissue() time.Duration {
+	return time.Until(r.current.Load().issuedAt.Add(r.cfg.ConfigTTL / 2))
+}
+
+// reissueLoop re-publishes the configuration whenever half its TTL has
+// passed without another change.
+func (r *Registry) reissueLoop(ctx context.Context) {
+	defer close(r.reissueDone)
+	t := time.NewTimer(r.untilReissue())
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if err := r.reissueIfDue(ctx); err != nil {
+			r.log.ErrorContext(ctx, "re-issuing configuration failed", slog.Any(logging.KeyError, err))
+			t.Reset(min(reissueRetry, r.cfg.ConfigTTL/4))
+			continue
+		}
+		t.Reset(r.untilReissue())
+	}
+}
+
+// reissueIfDue publishes the unchanged content under a new version unless
+// another change has already done so.
+func (r *Registry) reissueIfDue(ctx context.Context) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.untilReissue() > 0 {
+		return nil
+	}
+	p, err := r.commitLocked(func(*bolt.Tx, time.Time) error { return nil })
+	if err != nil {
+		return err
+	}
+	r.log.InfoContext(ctx, "configuration re-issued", slog.Uint64(logging.KeyVersion, p.version))
+	return nil
+}

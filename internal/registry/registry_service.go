@@ -1,0 +1,55 @@
+package registry
+
+import (
+	"context"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	registryv1 "github.com/ketnoi/ketnoi/proto/ketnoi/registry/v1"
+)
+
+// registryServer serves the signed configuration to nodes and operators.
+type registryServer struct {
+	registryv1.UnimplementedRegistryServiceServer
+	r *Registry
+}
+
+// GetConfiguration returns the current signed configuration.
+func (s *registryServer) GetConfiguration(
+	context.Context,
+	*registryv1.GetConfigurationRequest,
+) (*registryv1.GetConfigurationResponse, error) {
+	return &registryv1.GetConfigurationResponse{Configuration: s.r.Configuration()}, nil
+}
+
+// WatchConfiguration sends the current configuration when it is newer than
+// the caller's, then every version published while the stream lasts. A
+// watcher that falls behind skips to the newest version.
+func (s *registryServer) WatchConfiguration(
+	req *registryv1.WatchConfigurationRequest,
+	stream grpc.ServerStreamingServer[registryv1.WatchConfigurationResponse],
+) error {
+	w := s.r.hub.subscribe()
+	defer s.r.hub.unsubscribe(w)
+
+	sent := req.GetKnownVersion()
+	next := s.r.current.Load()
+	for {
+		if next.version > sent {
+			err := stream.Send(&registryv1.WatchConfigurationResponse{Configuration: next.signed})
+			if err != nil {
+				return err
+			}
+			sent = next.version
+		}
+		select {
+		case next = <-w.pending:
+		case <-stream.Context().Done():
+			return status.FromContextError(stream.Context().Err()).Err()
+		case <-s.r.hub.closed:
+			return status.Error(codes.Unavailable, "registry is shutting down")
+		}
+	}
+}

@@ -1,0 +1,122 @@
+package registry
+
+import (
+	"context"
+	"log/slog"
+	"strings"
+
+	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/auth"
+	grpclogging "github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/logging"
+	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/recovery"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/status"
+
+	"github.com/ketnoi/ketnoi/internal/id"
+	"github.com/ketnoi/ketnoi/internal/logging"
+	"github.com/ketnoi/ketnoi/internal/mtls"
+	cataloguev1 "github.com/ketnoi/ketnoi/proto/ketnoi/catalogue/v1"
+	registryv1 "github.com/ketnoi/ketnoi/proto/ketnoi/registry/v1"
+)
+
+// MaxMessageSize bounds received messages: a code list import carries a
+// few megabytes.
+const MaxMessageSize = 64 << 20
+
+// ServerOptions returns the options the registry's gRPC server needs:
+// message limits and the logging, authorization and recovery interceptors.
+// The caller adds transport credentials, typically
+// mtls.ServerCredentials(identity, tlsconfig.AuthorizeMemberOf(td)).
+func (r *Registry) ServerOptions() []grpc.ServerOption {
+	logger := grpclogging.LoggerFunc(func(ctx context.Context, lvl grpclogging.Level, msg string, fields ...any) {
+		r.log.Log(ctx, slog.Level(lvl), msg, fields...)
+	})
+	logOpts := []grpclogging.Option{
+		grpclogging.WithLogOnEvents(grpclogging.FinishCall),
+		grpclogging.WithFieldsFromContext(peerField),
+	}
+	recoverOpt := recovery.WithRecoveryHandlerContext(r.recovered)
+	return []grpc.ServerOption{
+		grpc.MaxRecvMsgSize(MaxMessageSize),
+		grpc.ChainUnaryInterceptor(
+			grpclogging.UnaryServerInterceptor(logger, logOpts...),
+			auth.UnaryServerInterceptor(r.authorize),
+			recovery.UnaryServerInterceptor(recoverOpt),
+		),
+		grpc.ChainStreamInterceptor(
+			grpclogging.StreamServerInterceptor(logger, logOpts...),
+			auth.StreamServerInterceptor(r.authorize),
+			recovery.StreamServerInterceptor(recoverOpt),
+		),
+	}
+}
+
+// peerField adds the caller's SPIFFE ID to call logs.
+func peerField(ctx context.Context) grpclogging.Fields {
+	p, err := mtls.PeerID(ctx)
+	if err != nil {
+		return nil
+	}
+	return grpclogging.Fields{logging.KeyPeer, p.String()}
+}
+
+// recovered turns a panic in a handler into an Internal status.
+func (r *Registry) recovered(ctx context.Context, p any) error {
+	r.log.ErrorContext(ctx, "handler panicked", slog.Any(logging.KeyError, p))
+	return status.Error(codes.Internal, "internal error")
+}
+
+// callerKey keys the authorized caller's SPIFFE ID in a call context.
+type callerKey struct{}
+
+// callerFrom returns the SPIFFE ID that authorize put in ctx.
+func callerFrom(ctx context.Context) spiffeid.ID {
+	p, _ := ctx.Value(callerKey{}).(spiffeid.ID)
+	return p
+}
+
+// authorize admits a call by the caller's SPIFFE ID and the called service:
+// the admin service to operators, the registry and catalogue services to
+// nodes and operators, health checks to any peer of the trust domain.
+func (r *Registry) authorize(ctx context.Context) (context.Context, error) {
+	caller, err := mtls.PeerID(ctx)
+	if err != nil {
+		return nil, status.Error(codes.Unauthenticated, "no authenticated peer")
+	}
+	method, _ := grpc.Method(ctx)
+	service, _, _ := strings.Cut(strings.TrimPrefix(method, "/"), "/")
+
+	admin := id.IsAdmin(r.cfg.TrustDomain, caller)
+	switch service {
+	case registryv1.AdminService_ServiceDesc.ServiceName:
+		if !admin {
+			return nil, status.Errorf(codes.PermissionDenied,
+				"%s may not call %s: operators only", caller, service)
+		}
+	case registryv1.RegistryService_ServiceDesc.ServiceName,
+		cataloguev1.CatalogueService_ServiceDesc.ServiceName:
+		if !admin && !r.isNode(caller) {
+			return nil, status.Errorf(codes.PermissionDenied,
+				"%s may not call %s: nodes and operators only", caller, service)
+		}
+	case healthpb.Health_ServiceDesc.ServiceName:
+		if caller.TrustDomain() != r.cfg.TrustDomain {
+			return nil, status.Errorf(codes.PermissionDenied, "%s is not in trust domain %s",
+				caller, r.cfg.TrustDomain.Name())
+		}
+	default:
+		return nil, status.Errorf(codes.PermissionDenied, "%s may not call %s", caller, method)
+	}
+	return context.WithValue(ctx, callerKey{}, caller), nil
+}
+
+// isNode reports whether p is a node SPIFFE ID of this trust domain.
+func (r *Registry) isNode(p spiffeid.ID) bool {
+	if p.TrustDomain() != r.cfg.TrustDomain {
+		return false
+	}
+	_, _, err := id.ParseNode(p, r.cfg.Instance)
+	return err == nil
+}

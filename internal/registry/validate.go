@@ -1,0 +1,146 @@
+package registry
+
+import (
+	"context"
+	"crypto/x509"
+	"log/slog"
+	"net"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/ketnoi/ketnoi/internal/id"
+	"github.com/ketnoi/ketnoi/internal/logging"
+	"github.com/ketnoi/ketnoi/internal/sign"
+)
+
+// invalidf reports bad input in a request field.
+func invalidf(field, format string, args ...any) error {
+	return status.Errorf(codes.InvalidArgument, field+": "+format, args...)
+}
+
+// toStatus returns err unchanged when it is already a gRPC status, and
+// otherwise logs it and returns an Internal status that names only the
+// failed step.
+func (r *Registry) toStatus(ctx context.Context, step string, err error) error {
+	if _, ok := status.FromError(err); ok {
+		return err
+	}
+	r.log.ErrorContext(ctx, "registry operation failed",
+		slog.String(logging.KeyReason, step),
+		slog.Any(logging.KeyError, err))
+	return status.Errorf(codes.Internal, "%s: internal error", step)
+}
+
+// checkMember checks that m belongs to this instance and a configured class.
+func (r *Registry) checkMember(field string, m id.Member) error {
+	if m.Instance != r.cfg.Instance {
+		return invalidf(field, "instance %q is not this registry's instance %q", m.Instance, r.cfg.Instance)
+	}
+	if !slices.Contains(r.cfg.Classes, m.Class) {
+		return invalidf(field, "member class %q is not one of %s", m.Class, strings.Join(r.cfg.Classes, ", "))
+	}
+	return nil
+}
+
+// parseMember parses and checks a member identifier.
+func (r *Registry) parseMember(field, s string) (id.Member, error) {
+	m, err := id.ParseMember(s)
+	if err != nil {
+		return id.Member{}, invalidf(field, "%v", err)
+	}
+	return m, r.checkMember(field, m)
+}
+
+// parseClient parses and checks a member or subsystem identifier.
+func (r *Registry) parseClient(field, s string, subsystem bool) (id.Client, error) {
+	parse := id.ParseClient
+	if subsystem {
+		parse = id.ParseSubsystem
+	}
+	c, err := parse(s)
+	if err != nil {
+		return id.Client{}, invalidf(field, "%v", err)
+	}
+	return c, r.checkMember(field, c.Member)
+}
+
+// parseService parses and checks a service identifier.
+func (r *Registry) parseService(field, s string) (id.Service, error) {
+	svc, err := id.ParseService(s)
+	if err != nil {
+		return id.Service{}, invalidf(field, "%v", err)
+	}
+	return svc, r.checkMember(field, svc.Provider.Member)
+}
+
+// required returns s without surrounding space, or an error when nothing is
+// left.
+func required(field, s string) (string, error) {
+	s = strings.TrimSpace(s)
+	if s == "" {
+		return "", invalidf(field, "must not be empty")
+	}
+	return s, nil
+}
+
+// checkAddress checks a host:port endpoint.
+func checkAddress(field, addr string) error {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return invalidf(field, "%q is not host:port: %v", addr, err)
+	}
+	if host == "" {
+		return invalidf(field, "%q has no host", addr)
+	}
+	if n, err := strconv.ParseUint(port, 10, 16); err != nil || n == 0 {
+		return invalidf(field, "%q: port must be a number from 1 to 65535", addr)
+	}
+	return nil
+}
+
+// signingCertificate checks that data holds a signing certificate issued by
+// the trust anchors to member m, and returns it.
+func (r *Registry) signingCertificate(m id.Member, data []byte, now time.Time) (*x509.Certificate, error) {
+	const field = "signing_certificate"
+	if len(data) == 0 {
+		return nil, invalidf(field, "must not be empty")
+	}
+	certs, err := sign.ParseCertificates(data)
+	if err != nil {
+		return nil, invalidf(field, "%v", err)
+	}
+	leaf := certs[0]
+	if err := sign.VerifyCertificate(leaf, certs[1:], r.pool, now); err != nil {
+		return nil, invalidf(field, "%v", err)
+	}
+	if len(leaf.URIs) == 0 {
+		return nil, invalidf(field, "has no URI SAN naming the member")
+	}
+	owner, err := id.MemberFromURI(leaf.URIs[0])
+	if err != nil {
+		return nil, invalidf(field, "%v", err)
+	}
+	if owner != m {
+		return nil, invalidf(field, "issued to member %s, not %s", owner, m)
+	}
+	return leaf, nil
+}
+
+// sortedSet returns the distinct values of ss in order, failing on an empty
+// value.
+func sortedSet(field string, ss []string) ([]string, error) {
+	out := make([]string, 0, len(ss))
+	for _, s := range ss {
+		if strings.TrimSpace(s) == "" {
+			return nil, invalidf(field, "empty value")
+		}
+		out = append(out, s)
+	}
+	slices.Sort(out)
+	return slices.Compact(out), nil
+}
