@@ -2,25 +2,247 @@ package main
 
 import (
 	"context"
-	"errors"
+	"flag"
+	"fmt"
 	"io"
+	"os"
+	"strings"
+
+	"google.golang.org/grpc"
+
+	registryv1 "github.com/ketnoi/ketnoi/proto/ketnoi/registry/v1"
 )
 
+// connectionUsage describes the flags every registry command shares.
+const connectionUsage = `
+Every command connects to the registry with an operator SVID
+(spiffe://<trust-domain>/admin/<name>):
+  --registry ADDR  --trust-domain vn.ketnoi  --cert FILE  --key FILE  --bundle FILE
+defaulting to $KETNOI_REGISTRY, $KETNOI_CERT, $KETNOI_KEY and $KETNOI_BUNDLE.
+`
+
+const memberUsage = `usage:
+  ketnoi member add --id INSTANCE/CLASS/CODE --name NAME --signing-cert FILE
+` + connectionUsage
+
+const subsystemUsage = `usage:
+  ketnoi subsystem add --id INSTANCE/CLASS/CODE/SUBSYSTEM
+` + connectionUsage
+
+const nodeUsage = `usage:
+  ketnoi node add --id spiffe://TD/node/CLASS/CODE/NAME --address HOST:PORT
+` + connectionUsage
+
+const serviceUsage = `usage:
+  ketnoi service add --id INSTANCE/CLASS/CODE/SUBSYSTEM/pkg.v1.Service
+                     --descriptor-set FILE --description TEXT --custodian TEXT
+                     [--classification normal|sensitive|secret|top-secret]
+
+FILE is a serialized FileDescriptorSet holding the service and its imports
+(protoc --include_imports --descriptor_set_out, or buf build -o).
+` + connectionUsage
+
+// subcommand dispatches "ketnoi NOUN VERB": it runs the function named by
+// args[0] or prints usage.
+func subcommand(
+	ctx context.Context,
+	args []string,
+	stdout io.Writer,
+	usage string,
+	verbs map[string]func(context.Context, []string, io.Writer) error,
+) error {
+	if len(args) == 0 {
+		return usagef("missing subcommand (run with -h for usage)")
+	}
+	if fn, ok := verbs[args[0]]; ok {
+		return fn(ctx, args[1:], stdout)
+	}
+	switch args[0] {
+	case "help", "-h", "-help", "--help":
+		_, err := io.WriteString(stdout, usage)
+		return err
+	}
+	return usagef("unknown subcommand %q (run with -h for usage)", args[0])
+}
+
 func runMember(ctx context.Context, args []string, stdout io.Writer) error {
-	return errors.New("not built yet")
+	return subcommand(ctx, args, stdout, memberUsage, map[string]func(context.Context, []string, io.Writer) error{
+		"add": memberAdd,
+	})
 }
+
 func runSubsystem(ctx context.Context, args []string, stdout io.Writer) error {
-	return errors.New("not built yet")
+	return subcommand(ctx, args, stdout, subsystemUsage, map[string]func(context.Context, []string, io.Writer) error{
+		"add": subsystemAdd,
+	})
 }
+
 func runNode(ctx context.Context, args []string, stdout io.Writer) error {
-	return errors.New("not built yet")
+	return subcommand(ctx, args, stdout, nodeUsage, map[string]func(context.Context, []string, io.Writer) error{
+		"add": nodeAdd,
+	})
 }
+
 func runService(ctx context.Context, args []string, stdout io.Writer) error {
-	return errors.New("not built yet")
+	return subcommand(ctx, args, stdout, serviceUsage, map[string]func(context.Context, []string, io.Writer) error{
+		"add": serviceAdd,
+	})
 }
-func runGrant(ctx context.Context, args []string, stdout io.Writer) error {
-	return errors.New("not built yet")
+
+// requireFlags fails with a usage error naming the first of the named
+// flags of fs that is empty.
+func requireFlags(fs *flag.FlagSet, names ...string) error {
+	for _, name := range names {
+		if f := fs.Lookup(name); f == nil || f.Value.String() == "" {
+			return usagef("--%s is required", name)
+		}
+	}
+	return nil
 }
-func runCatalogue(ctx context.Context, args []string, stdout io.Writer) error {
-	return errors.New("not built yet")
+
+// memberAdd registers a member with its signing certificate.
+func memberAdd(ctx context.Context, args []string, stdout io.Writer) error {
+	fs := flag.NewFlagSet("member add", flag.ContinueOnError)
+	memberID := fs.String("id", "", "member identifier, e.g. VN/NN/000.00.00.G22 (required)")
+	name := fs.String("name", "", "official name of the member (required)")
+	certFile := fs.String("signing-cert", "", "member signing certificate (PEM or DER) `file` (required)")
+	conn := addRegistryFlags(fs)
+	if err := parseFlags(fs, args, stdout); err != nil {
+		return helpOrError(err)
+	}
+	if err := requireFlags(fs, "id", "name", "signing-cert"); err != nil {
+		return err
+	}
+	cert, err := os.ReadFile(*certFile)
+	if err != nil {
+		return fmt.Errorf("read signing certificate: %w", err)
+	}
+
+	return callRegistry(ctx, conn, func(ctx context.Context, cc *grpc.ClientConn) error {
+		resp, err := registryv1.NewAdminServiceClient(cc).AddMember(ctx, &registryv1.AddMemberRequest{
+			MemberId:           *memberID,
+			Name:               *name,
+			SigningCertificate: cert,
+		})
+		if err != nil {
+			return err
+		}
+		m := resp.GetMember()
+		fmt.Fprintf(stdout, "registered member %s (%s); configuration version %d\n",
+			m.GetId(), m.GetName(), resp.GetVersion())
+		return nil
+	})
+}
+
+// subsystemAdd registers a subsystem of a member.
+func subsystemAdd(ctx context.Context, args []string, stdout io.Writer) error {
+	fs := flag.NewFlagSet("subsystem add", flag.ContinueOnError)
+	subsystemID := fs.String("id", "", "subsystem identifier, e.g. VN/NN/000.00.00.G22/vanban (required)")
+	conn := addRegistryFlags(fs)
+	if err := parseFlags(fs, args, stdout); err != nil {
+		return helpOrError(err)
+	}
+	if err := requireFlags(fs, "id"); err != nil {
+		return err
+	}
+
+	return callRegistry(ctx, conn, func(ctx context.Context, cc *grpc.ClientConn) error {
+		resp, err := registryv1.NewAdminServiceClient(cc).AddSubsystem(ctx,
+			&registryv1.AddSubsystemRequest{SubsystemId: *subsystemID})
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "registered subsystem %s; configuration version %d\n", *subsystemID, resp.GetVersion())
+		return nil
+	})
+}
+
+// nodeAdd registers a security-server node.
+func nodeAdd(ctx context.Context, args []string, stdout io.Writer) error {
+	fs := flag.NewFlagSet("node add", flag.ContinueOnError)
+	nodeID := fs.String("id", "", "node SPIFFE ID, e.g. spiffe://vn.ketnoi/node/NN/000.00.00.G22/node1 (required)")
+	address := fs.String("address", "", "federation endpoint `host:port` of the node (required)")
+	conn := addRegistryFlags(fs)
+	if err := parseFlags(fs, args, stdout); err != nil {
+		return helpOrError(err)
+	}
+	if err := requireFlags(fs, "id", "address"); err != nil {
+		return err
+	}
+
+	return callRegistry(ctx, conn, func(ctx context.Context, cc *grpc.ClientConn) error {
+		resp, err := registryv1.NewAdminServiceClient(cc).AddNode(ctx,
+			&registryv1.AddNodeRequest{SpiffeId: *nodeID, Address: *address})
+		if err != nil {
+			return err
+		}
+		n := resp.GetNode()
+		fmt.Fprintf(stdout, "registered node %s of %s at %s; configuration version %d\n",
+			n.GetSpiffeId(), n.GetMember(), n.GetAddress(), resp.GetVersion())
+		return nil
+	})
+}
+
+// classifications maps --classification values to the enum.
+var classifications = map[string]registryv1.Classification{
+	"normal":     registryv1.Classification_CLASSIFICATION_NORMAL,
+	"sensitive":  registryv1.Classification_CLASSIFICATION_SENSITIVE,
+	"secret":     registryv1.Classification_CLASSIFICATION_SECRET,
+	"top-secret": registryv1.Classification_CLASSIFICATION_TOP_SECRET,
+}
+
+// classificationName is the --classification value of c.
+func classificationName(c registryv1.Classification) string {
+	for name, v := range classifications {
+		if v == c {
+			return name
+		}
+	}
+	return c.String()
+}
+
+// serviceAdd registers a gRPC service of a subsystem.
+func serviceAdd(ctx context.Context, args []string, stdout io.Writer) error {
+	fs := flag.NewFlagSet("service add", flag.ContinueOnError)
+	serviceID := fs.String("id", "", "service identifier: subsystem plus gRPC service name (required)")
+	descFile := fs.String("descriptor-set", "", "serialized FileDescriptorSet `file` with the service (required)")
+	description := fs.String("description", "", "what the service offers (required)")
+	custodian := fs.String("custodian", "", "person or unit who keeps the data correct (required)")
+	class := fs.String("classification", "normal", "data classification: normal, sensitive, secret or top-secret")
+	conn := addRegistryFlags(fs)
+	if err := parseFlags(fs, args, stdout); err != nil {
+		return helpOrError(err)
+	}
+	if err := requireFlags(fs, "id", "descriptor-set", "description", "custodian"); err != nil {
+		return err
+	}
+	classification, ok := classifications[*class]
+	if !ok {
+		return usagef("--classification %q: want normal, sensitive, secret or top-secret", *class)
+	}
+	set, err := os.ReadFile(*descFile)
+	if err != nil {
+		return fmt.Errorf("read descriptor set: %w", err)
+	}
+
+	return callRegistry(ctx, conn, func(ctx context.Context, cc *grpc.ClientConn) error {
+		resp, err := registryv1.NewAdminServiceClient(cc).AddService(ctx, &registryv1.AddServiceRequest{
+			ServiceId:         *serviceID,
+			FileDescriptorSet: set,
+			Description:       *description,
+			Custodian:         *custodian,
+			Classification:    classification,
+		})
+		if err != nil {
+			return err
+		}
+		s := resp.GetService()
+		var methods []string
+		for _, m := range s.GetMethods() {
+			methods = append(methods, m.GetName())
+		}
+		fmt.Fprintf(stdout, "registered service %s (%s, methods %s); configuration version %d\n",
+			s.GetId(), classificationName(s.GetClassification()), strings.Join(methods, ", "), resp.GetVersion())
+		return nil
+	})
 }

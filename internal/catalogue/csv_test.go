@@ -35,7 +35,9 @@ func TestReadCSV(t *testing.T) {
 			wantFields: []string{"name", "numeric"},
 			want: []*cataloguev1.CodeEntry{
 				{Code: "VN", Fields: map[string]string{"name": "Việt Nam", "numeric": "704"}},
-				{Code: "VI", Fields: map[string]string{"name": "Virgin Islands, U.S.", "numeric": "850"}},
+				{Code: "VI", Fields: map[string]string{
+					"name": "Virgin Islands, U.S.", "numeric": "850",
+				}},
 			},
 		},
 		{

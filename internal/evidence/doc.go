@@ -6,7 +6,7 @@
 //
 // Records are the leaves of an RFC 6962 Merkle tree (the tree of
 // golang.org/x/mod/sumdb/tlog). A leaf is the deterministic protobuf
-// encoding of an [evidencev1.Record]; its leaf hash covers those exact
+// encoding of a ketnoi.evidence.v1.Record; its leaf hash covers those exact
 // bytes, so changing one byte of a stored record is caught by [Log.Verify].
 //
 // # Durability

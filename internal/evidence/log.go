@@ -41,6 +41,8 @@ var (
 	bucketMessages = []byte("messages")
 	bucketMeta     = []byte("meta")
 
+	allBuckets = [][]byte{bucketLeaves, bucketHashes, bucketCerts, bucketMessages, bucketMeta}
+
 	metaSize = []byte("size")
 	metaRoot = []byte("root")
 	metaNode = []byte("node")
@@ -54,6 +56,8 @@ const (
 	// readOnlyLockTimeout is short: a running node holds its lock for good.
 	readOnlyLockTimeout = 500 * time.Millisecond
 	initialMmapSize     = 1 << 30
+	// maxIndexedID is the longest message id ByMessageID can find.
+	maxIndexedID = 1024
 )
 
 // Options configures Open.
@@ -82,6 +86,10 @@ type Log struct {
 	closed   bool
 	queue    chan *pending
 	done     chan struct{}
+
+	// commitHook, when set by tests before the first Append, runs at the
+	// start of every commit transaction; an error fails the commit.
+	commitHook func(records int) error
 }
 
 // treeHead is the committed size and root of the tree.
@@ -103,6 +111,9 @@ func Open(path string, opts Options) (*Log, error) {
 		NoFreelistSync:  true,
 		InitialMmapSize: initialMmapSize,
 	})
+	if errors.Is(err, bolterrors.ErrTimeout) {
+		return nil, fmt.Errorf("open evidence log %s: another process holds it: %w", path, err)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("open evidence log %s: %w", path, err)
 	}
@@ -123,6 +134,7 @@ func Open(path string, opts Options) (*Log, error) {
 	l.done = make(chan struct{})
 	go l.write()
 
+	// The index attribute is the index the next record will get.
 	size, _ := l.TreeHead()
 	l.logger.InfoContext(context.Background(), "evidence log opened",
 		slog.String(logging.KeyPath, path), slog.Uint64(logging.KeyIndex, size))
@@ -133,7 +145,7 @@ func Open(path string, opts Options) (*Log, error) {
 // the tree head, checking that the stored root matches the stored hashes.
 func (l *Log) init(node string) error {
 	return l.db.Update(func(tx *bolt.Tx) error {
-		for _, name := range [][]byte{bucketLeaves, bucketHashes, bucketCerts, bucketMessages, bucketMeta} {
+		for _, name := range allBuckets {
 			if _, err := tx.CreateBucketIfNotExists(name); err != nil {
 				return fmt.Errorf("create bucket %s: %w", name, err)
 			}
@@ -170,8 +182,12 @@ func (l *Log) init(node string) error {
 // OpenReadOnly opens an existing log for reading, as tools do. If a running
 // node holds the log, the error wraps ErrLocked.
 func OpenReadOnly(path string) (*Log, error) {
-	if _, err := os.Stat(path); err != nil {
+	info, err := os.Stat(path)
+	if err != nil {
 		return nil, fmt.Errorf("open evidence log: %w", err)
+	}
+	if info.Size() == 0 {
+		return nil, fmt.Errorf("open evidence log %s: empty file, not an evidence log", path)
 	}
 	db, err := bolt.Open(path, 0o600, &bolt.Options{
 		ReadOnly:        true,
@@ -187,7 +203,7 @@ func OpenReadOnly(path string) (*Log, error) {
 
 	l := &Log{db: db, path: path, logger: slog.New(slog.NewTextHandler(io.Discard, nil))}
 	err = db.View(func(tx *bolt.Tx) error {
-		for _, name := range [][]byte{bucketLeaves, bucketHashes, bucketCerts, bucketMessages, bucketMeta} {
+		for _, name := range allBuckets {
 			if tx.Bucket(name) == nil {
 				return fmt.Errorf("not an evidence log: bucket %s missing", name)
 			}
@@ -251,7 +267,7 @@ func (l *Log) Close() error {
 func (l *Log) Node() string { return l.node }
 
 // TreeHead returns the number of committed records and the tree root over
-// them.
+// them; for a log opened read-only, as of opening.
 func (l *Log) TreeHead() (size uint64, root tlog.Hash) {
 	h := l.head.Load()
 	return h.size, h.root

@@ -4,12 +4,16 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
+	bolt "go.etcd.io/bbolt"
 	"golang.org/x/mod/sumdb/tlog"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/testing/protocmp"
@@ -95,7 +99,8 @@ func TestAppendRejects(t *testing.T) {
 			Kind: evidencev1.RecordKind_RECORD_KIND_REQUEST_RECEIVED, Header: []byte{0xff},
 			SignatureVerified: true,
 		}, s.Certificate().Raw, "parse header"},
-		{"certificate not named by header", good, other.Certificate().Raw, "is not the one the header names"},
+		{"certificate not named by header", good, other.Certificate().Raw,
+			"is not the one the header names"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -221,7 +226,8 @@ func TestReopen(t *testing.T) {
 	l, path := openLog(t)
 	s := newCA(t, "ca").signer(t, testMember)
 	for i := range 7 {
-		if _, err := l.Append(ctx, signedRecord(t, s, header(s, fmt.Sprint("m-", i), 0)), s.Certificate().Raw); err != nil {
+		rec := signedRecord(t, s, header(s, fmt.Sprint("m-", i), 0))
+		if _, err := l.Append(ctx, rec, s.Certificate().Raw); err != nil {
 			t.Fatalf("Append: %v", err)
 		}
 	}
@@ -271,10 +277,31 @@ func TestOpenReadOnlyLocked(t *testing.T) {
 	}
 }
 
-func TestOpenReadOnlyMissing(t *testing.T) {
-	_, err := OpenReadOnly(filepath.Join(t.TempDir(), "none.db"))
-	if err == nil || !strings.Contains(err.Error(), "no such file") {
-		t.Errorf("OpenReadOnly(missing) error = %v, want no such file", err)
+func TestOpenReadOnlyBadFile(t *testing.T) {
+	dir := t.TempDir()
+	empty := filepath.Join(dir, "empty.db")
+	if err := os.WriteFile(empty, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	other := filepath.Join(dir, "other.db")
+	db, err := bolt.Open(other, 0o600, &bolt.Options{Timeout: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+
+	tests := []struct{ name, path, want string }{
+		{"missing", filepath.Join(dir, "none.db"), "no such file"},
+		{"empty", empty, "empty file, not an evidence log"},
+		{"other bbolt file", other, "not an evidence log: bucket leaves missing"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := OpenReadOnly(tt.path)
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Errorf("OpenReadOnly error = %v, want one containing %q", err, tt.want)
+			}
+		})
 	}
 }
 
@@ -310,4 +337,106 @@ func rootOf(t *testing.T, l *Log, size uint64) tlog.Hash {
 		t.Fatalf("TreeHash: %v", err)
 	}
 	return root
+}
+
+func TestCommitFailure(t *testing.T) {
+	ctx := context.Background()
+	l, _ := openLog(t)
+	s := newCA(t, "ca").signer(t, testMember)
+	rec := func(id string) *evidencev1.Record { return signedRecord(t, s, header(s, id, 0)) }
+
+	// The first commit waits until three more records are queued behind
+	// it; the second commit, holding those three, fails.
+	started, release := make(chan struct{}), make(chan struct{})
+	commits := 0
+	l.commitHook = func(records int) error {
+		commits++
+		switch commits {
+		case 1:
+			close(started)
+			<-release
+		case 2:
+			return fmt.Errorf("injected failure of %d records", records)
+		}
+		return nil
+	}
+
+	first := make(chan error, 1)
+	go func() {
+		_, err := l.Append(ctx, rec("a"), s.Certificate().Raw)
+		first <- err
+	}()
+	<-started
+	var wg sync.WaitGroup
+	errs := make([]error, 3)
+	for i, id := range []string{"b", "c", "d"} {
+		for len(l.queue) != i {
+			runtime.Gosched()
+		}
+		wg.Go(func() { _, errs[i] = l.Append(ctx, rec(id), nil) })
+	}
+	for len(l.queue) != 3 {
+		runtime.Gosched()
+	}
+	close(release)
+	wg.Wait()
+
+	if err := <-first; err != nil {
+		t.Errorf("Append a: %v", err)
+	}
+	for i, err := range errs {
+		if err == nil || !strings.Contains(err.Error(), "injected failure of 3 records") {
+			t.Errorf("Append %d error = %v, want the injected failure", i, err)
+		}
+	}
+	for _, id := range []string{"b", "c", "d"} {
+		if got, err := l.ByMessageID(id); err != nil || len(got) != 0 {
+			t.Errorf("ByMessageID(%s) = %d entries, %v; want none", id, len(got), err)
+		}
+	}
+	n, err := l.Append(ctx, rec("e"), nil)
+	if err != nil || n != 1 {
+		t.Errorf("Append after failure = %d, %v; want index 1", n, err)
+	}
+	if rep, err := l.Verify(ctx, nil); err != nil || rep.Size != 2 {
+		t.Errorf("Verify = %+v, %v; want 2 records", rep, err)
+	}
+}
+
+func TestAppendCancelled(t *testing.T) {
+	l, _ := openLog(t)
+	s := newCA(t, "ca").signer(t, testMember)
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	_, err := l.Append(ctx, signedRecord(t, s, header(s, "m-1", 0)), nil)
+	if !errors.Is(err, context.Canceled) {
+		t.Errorf("Append with cancelled context error = %v, want context.Canceled", err)
+	}
+	if size, _ := l.TreeHead(); size != 0 {
+		t.Errorf("size = %d, want 0", size)
+	}
+}
+
+func TestLongMessageIDNotIndexed(t *testing.T) {
+	l, _ := openLog(t)
+	long := strings.Repeat("x", 40000)
+	rec := &evidencev1.Record{
+		Kind:      evidencev1.RecordKind_RECORD_KIND_REFUSED,
+		MessageId: long,
+		Reason:    "message id too long",
+	}
+	n, err := l.Append(context.Background(), rec, nil)
+	if err != nil {
+		t.Fatalf("Append: %v", err)
+	}
+	e, err := l.Entry(n)
+	if err != nil {
+		t.Fatalf("Entry: %v", err)
+	}
+	if diff := cmp.Diff(rec, e.Record, protocmp.Transform()); diff != "" {
+		t.Errorf("stored record mismatch (-want +got):\n%s", diff)
+	}
+	if got, err := l.ByMessageID(long); err != nil || len(got) != 0 {
+		t.Errorf("ByMessageID(long) = %d entries, %v; want none", len(got), err)
+	}
 }

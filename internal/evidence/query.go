@@ -24,7 +24,7 @@ type Entry struct {
 }
 
 // ByMessageID returns every committed record of the exchange id, in index
-// order; none is not an error.
+// order; none is not an error. Ids longer than 1024 bytes are not indexed.
 func (l *Log) ByMessageID(id string) ([]Entry, error) {
 	var entries []Entry
 	err := l.db.View(func(tx *bolt.Tx) error {

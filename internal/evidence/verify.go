@@ -48,6 +48,9 @@ func (e *VerifyError) Error() string {
 // nil, each signer certificate must also chain to roots at the header's
 // creation time.
 //
+// Verify holds one read transaction for the whole pass; on a live log,
+// appends continue meanwhile and are not covered.
+//
 // The first bad record (lowest index) is returned as a *VerifyError, not
 // wrapped; other errors mean the log could not be read or its root does not
 // match.

@@ -66,7 +66,8 @@ func TestVerifySignatures(t *testing.T) {
 			cert: foreign.Certificate().Raw, roots: ca.pool,
 			want: fmt.Sprintf("signer certificate %x not trusted at", foreign.CertificateSHA256()[:8])},
 		{name: "certificate from another CA without roots",
-			rec: signedRecord(t, foreign, header(foreign, "m", 0)), cert: foreign.Certificate().Raw, sigs: 6},
+			rec:  signedRecord(t, foreign, header(foreign, "m", 0)),
+			cert: foreign.Certificate().Raw, sigs: 6},
 		{name: "refusal of a bad signature", rec: refusal, roots: ca.pool, sigs: 5},
 		{name: "refusal of a garbled header", rec: garbled, roots: ca.pool, sigs: 5},
 		{name: "message id not the header's", rec: otherID,
@@ -160,7 +161,8 @@ func TestVerifyTamperedStorage(t *testing.T) {
 			ca := newCA(t, "ca")
 			s := ca.signer(t, testMember)
 			for i := range 10 {
-				if _, err := l.Append(ctx, signedRecord(t, s, header(s, fmt.Sprint("m-", i), 0)), s.Certificate().Raw); err != nil {
+				rec := signedRecord(t, s, header(s, fmt.Sprint("m-", i), 0))
+				if _, err := l.Append(ctx, rec, s.Certificate().Raw); err != nil {
 					t.Fatalf("Append: %v", err)
 				}
 			}

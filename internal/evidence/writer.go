@@ -7,13 +7,11 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"log/slog"
 
 	bolt "go.etcd.io/bbolt"
 	"golang.org/x/mod/sumdb/tlog"
 	"google.golang.org/protobuf/proto"
 
-	"github.com/ketnoi/ketnoi/internal/logging"
 	evidencev1 "github.com/ketnoi/ketnoi/proto/ketnoi/evidence/v1"
 	exchangev1 "github.com/ketnoi/ketnoi/proto/ketnoi/exchange/v1"
 )
@@ -38,11 +36,18 @@ type result struct {
 // the record's index once the commit holding it is on disk.
 //
 // For a record with signature_verified set, the header must parse and name
-// signerCert by its SHA-256. If the commit fails, the error is returned and
-// the record is not in the log. If ctx ends while the record waits for its
-// commit, Append returns ctx's error, and the record may still be
-// committed.
-func (l *Log) Append(ctx context.Context, rec *evidencev1.Record, signerCert []byte) (uint64, error) {
+// signerCert by its SHA-256. A message id longer than 1024 bytes is kept in
+// the record but not indexed for ByMessageID.
+//
+// If the commit fails, every record of that commit gets the error and none
+// is in the log. If ctx ends while the record waits for its commit, Append
+// returns ctx's error, and the record may still be committed. After Close,
+// Append returns ErrClosed.
+func (l *Log) Append(
+	ctx context.Context,
+	rec *evidencev1.Record,
+	signerCert []byte,
+) (uint64, error) {
 	p, err := newPending(rec, signerCert)
 	if err != nil {
 		return 0, fmt.Errorf("append evidence: %w", err)
@@ -74,6 +79,11 @@ func newPending(rec *evidencev1.Record, signerCert []byte) (*pending, error) {
 		return nil, errors.New("record kind unspecified")
 	}
 	p := &pending{messageID: rec.GetMessageId(), done: make(chan result, 1)}
+	if len(p.messageID) > maxIndexedID {
+		// Only a refusal of a malformed message carries such an id; keep
+		// the record, but do not let it grow the index.
+		p.messageID = ""
+	}
 	if signerCert != nil {
 		p.cert = bytes.Clone(signerCert)
 		p.certSum = sha256.Sum256(signerCert)
@@ -135,11 +145,9 @@ func (l *Log) write() {
 			}
 		}
 
+		// A failed commit is reported to every caller of the batch, who
+		// refuses its exchange and reports it; nothing is logged here.
 		start, err := l.commit(batch)
-		if err != nil {
-			l.logger.ErrorContext(context.Background(), "evidence commit failed",
-				slog.Int("records", len(batch)), slog.Any(logging.KeyError, err))
-		}
 		for i, p := range batch {
 			p.done <- result{index: start + uint64(i), err: err}
 			batch[i] = nil
@@ -153,6 +161,11 @@ func (l *Log) commit(batch []*pending) (uint64, error) {
 	start := l.head.Load().size
 	var head treeHead
 	err := l.db.Update(func(tx *bolt.Tx) error {
+		if l.commitHook != nil {
+			if err := l.commitHook(len(batch)); err != nil {
+				return err
+			}
+		}
 		leaves, hashes := tx.Bucket(bucketLeaves), tx.Bucket(bucketHashes)
 		leaves.FillPercent = appendFillPercent
 		hashes.FillPercent = appendFillPercent

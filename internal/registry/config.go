@@ -11,6 +11,7 @@ import (
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
+	"github.com/ketnoi/ketnoi/internal/id"
 	"github.com/ketnoi/ketnoi/internal/sign"
 )
 
@@ -71,11 +72,11 @@ func (c Config) withDefaults() (Config, error) {
 	if c.ConfigTTL < 0 {
 		return c, fmt.Errorf("configuration TTL %v is negative", c.ConfigTTL)
 	}
-	if c.Signer == nil {
-		return c, errors.New("configuration signer is not set")
-	}
 	if len(c.TrustAnchors) == 0 {
 		return c, errors.New("no trust anchors")
+	}
+	if err := c.checkSigner(); err != nil {
+		return c, err
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
@@ -90,4 +91,21 @@ func (c Config) trustPool() *x509.CertPool {
 		pool.AddCert(a)
 	}
 	return pool
+}
+
+// checkSigner checks that nodes will accept configurations signed by
+// c.Signer: its certificate names the registry and chains to the trust
+// anchors.
+func (c Config) checkSigner() error {
+	if c.Signer == nil {
+		return errors.New("configuration signer is not set")
+	}
+	cert := c.Signer.Certificate()
+	if len(cert.URIs) != 1 || cert.URIs[0].String() != id.RegistrySigningURI {
+		return fmt.Errorf("signing certificate: want the single URI SAN %s", id.RegistrySigningURI)
+	}
+	if err := sign.VerifyCertificate(cert, nil, c.trustPool(), time.Now()); err != nil {
+		return fmt.Errorf("signing certificate: %w", err)
+	}
+	return nil
 }

@@ -43,6 +43,8 @@ type fixture struct {
 	reg  *Registry
 	addr string
 	stop func()
+
+	signingCerts map[string][]byte // DER signing certificate by member, set by populate
 }
 
 // newFixture opens a registry on a fresh state file and serves it.
@@ -180,11 +182,13 @@ func dvhcDescriptors(t *testing.T) []byte {
 // G09/dvhc, node1 of G22 and the administrative units service of G09.
 func (f *fixture) populate(t *testing.T, ctx context.Context, admin registryv1.AdminServiceClient) {
 	t.Helper()
+	f.signingCerts = make(map[string][]byte)
 	for _, m := range []string{memberG22, memberG09} {
+		f.signingCerts[m] = f.ca.Signer(t, m).Certificate().Raw
 		_, err := admin.AddMember(ctx, &registryv1.AddMemberRequest{
 			MemberId:           m,
 			Name:               "member " + m,
-			SigningCertificate: f.ca.Signer(t, m).Certificate().Raw,
+			SigningCertificate: f.signingCerts[m],
 		})
 		if err != nil {
 			t.Fatalf("AddMember %s: %v", m, err)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"log/slog"
 	"strings"
+	"time"
 
 	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/auth"
 	grpclogging "github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/logging"
@@ -12,6 +13,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/status"
 
 	"github.com/ketnoi/ketnoi/internal/id"
@@ -25,6 +27,9 @@ import (
 // few megabytes.
 const MaxMessageSize = 64 << 20
 
+// keepaliveMinTime is the shortest client ping interval the server accepts.
+const keepaliveMinTime = 20 * time.Second
+
 // ServerOptions returns the options the registry's gRPC server needs:
 // message limits and the logging, authorization and recovery interceptors.
 // The caller adds transport credentials, typically
@@ -35,11 +40,17 @@ func (r *Registry) ServerOptions() []grpc.ServerOption {
 	})
 	logOpts := []grpclogging.Option{
 		grpclogging.WithLogOnEvents(grpclogging.FinishCall),
+		grpclogging.WithLevels(callLevel),
 		grpclogging.WithFieldsFromContext(peerField),
 	}
 	recoverOpt := recovery.WithRecoveryHandlerContext(r.recovered)
 	return []grpc.ServerOption{
 		grpc.MaxRecvMsgSize(MaxMessageSize),
+		// Nodes keep a watch stream open and ping it; accept their pings.
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{
+			MinTime:             keepaliveMinTime,
+			PermitWithoutStream: true,
+		}),
 		grpc.ChainUnaryInterceptor(
 			grpclogging.UnaryServerInterceptor(logger, logOpts...),
 			auth.UnaryServerInterceptor(r.authorize),
@@ -51,6 +62,15 @@ func (r *Registry) ServerOptions() []grpc.ServerOption {
 			recovery.StreamServerInterceptor(recoverOpt),
 		),
 	}
+}
+
+// callLevel logs successful calls at debug level: accepted changes are
+// logged on their own, and nodes read the configuration constantly.
+func callLevel(c codes.Code) grpclogging.Level {
+	if c == codes.OK {
+		return grpclogging.LevelDebug
+	}
+	return grpclogging.DefaultServerCodeToLevel(c)
 }
 
 // peerField adds the caller's SPIFFE ID to call logs.

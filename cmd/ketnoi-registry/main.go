@@ -1,0 +1,146 @@
+// Command ketnoi-registry runs the central registry of a ketnoi instance:
+// members, subsystems, nodes, services, grants and the shared catalogue,
+// published to nodes as a signed, versioned global configuration.
+//
+// It serves gRPC over mutual TLS with an X.509-SVID whose ID is
+// "spiffe://<trust-domain>/registry": the registry and catalogue services to
+// nodes and operators, the admin service to operators only.
+//
+// Usage:
+//
+//	ketnoi-registry --data FILE --svid-cert FILE --svid-key FILE --bundle FILE
+//	                --signing-cert FILE --signing-key FILE
+//	                [--listen 127.0.0.1:7443] [--ready-file FILE]
+//	                [--trust-domain vn.ketnoi] [--instance VN]
+//	                [--classes DANG,NN,MTTQ] [--config-ttl 24h]
+//	                [--log-level info] [--log-format text]
+//
+// Exit codes: 0 success, 1 the registry failed, 2 the command line is wrong.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+)
+
+// config is the validated command line.
+type config struct {
+	listen      string
+	readyFile   string
+	data        string
+	trustDomain spiffeid.TrustDomain
+	instance    string
+	classes     []string
+	svidCert    string
+	svidKey     string
+	bundle      string
+	signingCert string
+	signingKey  string
+	configTTL   time.Duration
+	logLevel    string
+	logFormat   string
+}
+
+// usageError marks an error in the command line; it exits with code 2.
+type usageError struct{ msg string }
+
+func (e usageError) Error() string { return e.msg }
+
+func usagef(format string, args ...any) error { return usageError{fmt.Sprintf(format, args...)} }
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	code := cli(ctx, os.Args[1:], os.Stderr)
+	stop()
+	os.Exit(code)
+}
+
+// cli runs the command with args and returns the exit code. Errors are
+// reported on stderr as one line.
+func cli(ctx context.Context, args []string, stderr io.Writer) int {
+	cfg, err := parseFlags(args, stderr)
+	if err == nil {
+		err = run(ctx, cfg, stderr)
+	}
+	switch {
+	case err == nil, errors.Is(err, flag.ErrHelp):
+		return 0
+	case errors.As(err, new(usageError)):
+		fmt.Fprintf(stderr, "ketnoi-registry: %v\n", err)
+		return 2
+	default:
+		fmt.Fprintf(stderr, "ketnoi-registry: %v\n", err)
+		return 1
+	}
+}
+
+// parseFlags parses and validates the command line.
+func parseFlags(args []string, stderr io.Writer) (config, error) {
+	var (
+		cfg     config
+		td      string
+		classes string
+	)
+	fs := flag.NewFlagSet("ketnoi-registry", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.StringVar(&cfg.listen, "listen", "127.0.0.1:7443", "gRPC listen `address`")
+	fs.StringVar(&cfg.readyFile, "ready-file", "", "write {\"grpc\": address} to this `file` once listening")
+	fs.StringVar(&cfg.data, "data", "", "registry state `file` (bbolt); created if missing")
+	fs.StringVar(&td, "trust-domain", "vn.ketnoi", "SPIFFE trust `domain`")
+	fs.StringVar(&cfg.instance, "instance", "VN", "identifier `instance`")
+	fs.StringVar(&classes, "classes", "DANG,NN,MTTQ", "comma-separated member `classes`")
+	fs.StringVar(&cfg.svidCert, "svid-cert", "", "registry X.509-SVID certificate chain (PEM) `file`")
+	fs.StringVar(&cfg.svidKey, "svid-key", "", "registry X.509-SVID private key (PEM PKCS#8) `file`")
+	fs.StringVar(&cfg.bundle, "bundle", "", "trust bundle: instance CA certificates (PEM) `file`")
+	fs.StringVar(&cfg.signingCert, "signing-cert", "", "configuration signing certificate (PEM) `file`")
+	fs.StringVar(&cfg.signingKey, "signing-key", "", "configuration signing key (PEM PKCS#8) `file`")
+	fs.DurationVar(&cfg.configTTL, "config-ttl", 24*time.Hour, "validity of each published configuration")
+	fs.StringVar(&cfg.logLevel, "log-level", "info", "log `level`: debug, info, warn or error")
+	fs.StringVar(&cfg.logFormat, "log-format", "text", "log `format`: text or json")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return cfg, err
+		}
+		return cfg, usageError{err.Error()}
+	}
+	if fs.NArg() > 0 {
+		return cfg, usagef("unexpected argument %q", fs.Arg(0))
+	}
+
+	var err error
+	if cfg.trustDomain, err = spiffeid.TrustDomainFromString(td); err != nil {
+		return cfg, usagef("--trust-domain %q: %v", td, err)
+	}
+	for c := range strings.SplitSeq(classes, ",") {
+		if c = strings.TrimSpace(c); c == "" {
+			return cfg, usagef("--classes %q: empty class", classes)
+		}
+		cfg.classes = append(cfg.classes, c)
+	}
+	if cfg.configTTL < time.Minute {
+		return cfg, usagef("--config-ttl %v: want at least 1m", cfg.configTTL)
+	}
+	for _, f := range []struct{ name, value string }{
+		{"data", cfg.data},
+		{"svid-cert", cfg.svidCert},
+		{"svid-key", cfg.svidKey},
+		{"bundle", cfg.bundle},
+		{"signing-cert", cfg.signingCert},
+		{"signing-key", cfg.signingKey},
+	} {
+		if f.value == "" {
+			return cfg, usagef("--%s is required", f.name)
+		}
+	}
+	return cfg, nil
+}

@@ -1,0 +1,163 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
+	"google.golang.org/grpc"
+
+	"github.com/ketnoi/ketnoi/internal/gconf"
+	"github.com/ketnoi/ketnoi/internal/id"
+	"github.com/ketnoi/ketnoi/internal/mtls"
+	"github.com/ketnoi/ketnoi/internal/pki"
+	"github.com/ketnoi/ketnoi/internal/pki/pkitest"
+	"github.com/ketnoi/ketnoi/internal/ready"
+	registryv1 "github.com/ketnoi/ketnoi/proto/ketnoi/registry/v1"
+)
+
+var td = spiffeid.RequireTrustDomainFromString("vn.ketnoi")
+
+// files holds PEM files for a registry and one node.
+type files struct {
+	dir                       string
+	bundle, svidCert, svidKey string
+	signingCert, signingKey   string
+	nodeCert, nodeKey         string
+}
+
+// writeFiles issues the registry's SVID and signing certificate and a node
+// SVID from a fresh CA and writes them as PEM files.
+func writeFiles(t *testing.T, ca *pki.CA) files {
+	t.Helper()
+	dir := t.TempDir()
+	f := files{
+		dir:         dir,
+		bundle:      filepath.Join(dir, "bundle.pem"),
+		svidCert:    filepath.Join(dir, "registry.pem"),
+		svidKey:     filepath.Join(dir, "registry-key.pem"),
+		signingCert: filepath.Join(dir, "signing.pem"),
+		signingKey:  filepath.Join(dir, "signing-key.pem"),
+		nodeCert:    filepath.Join(dir, "node.pem"),
+		nodeKey:     filepath.Join(dir, "node-key.pem"),
+	}
+	if err := os.WriteFile(f.bundle, ca.BundlePEM(), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	svid, err := ca.IssueSVID(id.Registry(td), time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := svid.Write(f.svidCert, f.svidKey); err != nil {
+		t.Fatal(err)
+	}
+	u, _ := url.Parse(id.RegistrySigningURI)
+	signing, err := ca.IssueSigning(u, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := signing.Write(f.signingCert, f.signingKey); err != nil {
+		t.Fatal(err)
+	}
+	node, err := ca.IssueSVID(spiffeid.RequireFromString("spiffe://vn.ketnoi/node/NN/000.00.00.G22/node1"), time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := node.Write(f.nodeCert, f.nodeKey); err != nil {
+		t.Fatal(err)
+	}
+	return f
+}
+
+func (f files) args(extra ...string) []string {
+	return append([]string{
+		"--listen", "127.0.0.1:0",
+		"--data", filepath.Join(f.dir, "registry.db"),
+		"--svid-cert", f.svidCert, "--svid-key", f.svidKey, "--bundle", f.bundle,
+		"--signing-cert", f.signingCert, "--signing-key", f.signingKey,
+	}, extra...)
+}
+
+func TestServesAndStops(t *testing.T) {
+	ca := pkitest.NewCA(t, "vn.ketnoi").PKI()
+	f := writeFiles(t, ca)
+	readyFile := filepath.Join(f.dir, "ready.json")
+	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+	defer cancel()
+
+	runCtx, stop := context.WithCancel(ctx)
+	exit := make(chan int, 1)
+	var stderr bytes.Buffer
+	go func() { exit <- cli(runCtx, f.args("--ready-file", readyFile), &stderr) }()
+
+	addrs, err := ready.Wait(ctx, readyFile)
+	if err != nil {
+		stop()
+		t.Fatalf("ready file: %v (exit %d, stderr %s)", err, <-exit, stderr.String())
+	}
+	identity, err := mtls.LoadFiles(f.nodeCert, f.nodeKey, f.bundle, td)
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn, err := grpc.NewClient(addrs["grpc"],
+		grpc.WithTransportCredentials(mtls.ClientCredentials(identity, tlsconfig.AuthorizeID(id.Registry(td)))))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	resp, err := registryv1.NewRegistryServiceClient(conn).GetConfiguration(ctx, &registryv1.GetConfigurationRequest{})
+	if err != nil {
+		t.Fatalf("GetConfiguration: %v", err)
+	}
+	c, err := gconf.Verify(resp.GetConfiguration(), ca.Pool(), time.Now())
+	if err != nil {
+		t.Fatalf("configuration does not verify: %v", err)
+	}
+	if c.GetVersion() != 1 || c.GetInstance() != "VN" || c.GetTrustDomain() != "vn.ketnoi" {
+		t.Errorf("configuration = version %d, instance %q, trust domain %q; want 1, VN, vn.ketnoi",
+			c.GetVersion(), c.GetInstance(), c.GetTrustDomain())
+	}
+
+	stop()
+	if code := <-exit; code != 0 {
+		t.Errorf("exit code after stop = %d, want 0 (stderr %s)", code, stderr.String())
+	}
+}
+
+func TestCommandLineErrors(t *testing.T) {
+	ca := pkitest.NewCA(t, "vn.ketnoi").PKI()
+	f := writeFiles(t, ca)
+	tests := []struct {
+		name     string
+		args     []string
+		wantCode int
+		wantErr  string
+	}{
+		{"missing data", []string{"--svid-cert", "x"}, 2, "--data is required"},
+		{"bad trust domain", f.args("--trust-domain", "Bad Domain"), 2, `--trust-domain "Bad Domain"`},
+		{"empty class", f.args("--classes", "NN,,DANG"), 2, `--classes "NN,,DANG": empty class`},
+		{"short TTL", f.args("--config-ttl", "10s"), 2, "--config-ttl 10s: want at least 1m"},
+		{"stray argument", f.args("serve"), 2, `unexpected argument "serve"`},
+		{"bad log level", f.args("--log-level", "loud"), 2, `log level "loud"`},
+		{"node SVID as registry", f.args("--svid-cert", f.nodeCert, "--svid-key", f.nodeKey), 1,
+			"is for spiffe://vn.ketnoi/node/NN/000.00.00.G22/node1, want spiffe://vn.ketnoi/registry"},
+		{"SVID as signing key", f.args("--signing-cert", f.svidCert, "--signing-key", f.svidKey), 1,
+			"signing certificate: want the single URI SAN urn:ketnoi:registry"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var stderr bytes.Buffer
+			code := cli(t.Context(), tt.args, &stderr)
+			if code != tt.wantCode || !strings.Contains(stderr.String(), tt.wantErr) {
+				t.Errorf("exit %d, stderr %q; want exit %d and %q", code, stderr.String(), tt.wantCode, tt.wantErr)
+			}
+		})
+	}
+}

@@ -1,0 +1,195 @@
+package main
+
+import (
+	"context"
+	"encoding/hex"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"slices"
+
+	"google.golang.org/grpc"
+
+	"github.com/ketnoi/ketnoi/internal/catalogue"
+	"github.com/ketnoi/ketnoi/internal/dataset"
+	cataloguev1 "github.com/ketnoi/ketnoi/proto/ketnoi/catalogue/v1"
+	registryv1 "github.com/ketnoi/ketnoi/proto/ketnoi/registry/v1"
+)
+
+const catalogueUsage = `usage:
+  ketnoi catalogue import --list LIST --version VERSION --title TITLE --provenance TEXT
+                          (--csv FILE | --embedded NAME) [--key-column code]
+  ketnoi catalogue list
+  ketnoi catalogue lookup --list LIST --version VERSION CODE
+
+import reads a CSV file with a header row; the column named by --key-column
+gives each entry's code and every other column becomes a field. The data sets built
+into ketnoi are:
+  ` + dataset.AdminUnits2026 + `
+  ` + dataset.AdminUnits2025 + `
+  ` + dataset.WardMapping2025 + `
+  ` + dataset.Countries + `
+` + connectionUsage
+
+func runCatalogue(ctx context.Context, args []string, stdout io.Writer) error {
+	return subcommand(ctx, args, stdout, catalogueUsage, map[string]func(context.Context, []string, io.Writer) error{
+		"import": catalogueImport,
+		"list":   catalogueList,
+		"lookup": catalogueLookup,
+	})
+}
+
+// catalogueImport stores a new version of a code list read from CSV.
+func catalogueImport(ctx context.Context, args []string, stdout io.Writer) error {
+	fs := flag.NewFlagSet("catalogue import", flag.ContinueOnError)
+	list := fs.String("list", "", "list identifier, e.g. vn-admin-units (required)")
+	version := fs.String("version", "", "version label, e.g. 2026-07 (required)")
+	title := fs.String("title", "", "title of the list (required)")
+	provenance := fs.String("provenance", "", "source and licence of the data (required)")
+	csvFile := fs.String("csv", "", "CSV `file` to import")
+	embedded := fs.String("embedded", "", "built-in data set `name` to import")
+	// Not --key: that flag names the operator's private key.
+	key := fs.String("key-column", "code", "CSV `column` holding the codes")
+	conn := addRegistryFlags(fs)
+	if err := parseFlags(fs, args, stdout); err != nil {
+		return helpOrError(err)
+	}
+	if err := requireFlags(fs, "list", "version", "title", "provenance", "key-column"); err != nil {
+		return err
+	}
+	if (*csvFile == "") == (*embedded == "") {
+		return usagef("exactly one of --csv and --embedded is required")
+	}
+	fields, entries, err := readCodeList(*csvFile, *embedded, *key)
+	if err != nil {
+		return err
+	}
+
+	req := &registryv1.ImportCodeListRequest{
+		List:       *list,
+		Version:    *version,
+		Title:      *title,
+		Provenance: *provenance,
+		Fields:     fields,
+		Entries:    entries,
+	}
+	return callRegistry(ctx, conn, func(ctx context.Context, cc *grpc.ClientConn) error {
+		resp, err := registryv1.NewAdminServiceClient(cc).ImportCodeList(ctx, req)
+		if err != nil {
+			return err
+		}
+		cl := resp.GetCodeList()
+		fmt.Fprintf(stdout, "imported %s version %s: %d entries, sha256 %s; configuration version %d\n",
+			cl.GetList(), cl.GetVersion(), cl.GetEntryCount(), hex.EncodeToString(cl.GetSha256()), resp.GetVersion())
+		return nil
+	})
+}
+
+// readCodeList reads the CSV file, or the built-in data set, to import.
+func readCodeList(file, embedded, key string) ([]string, []*cataloguev1.CodeEntry, error) {
+	name := file
+	var (
+		r   io.ReadCloser
+		err error
+	)
+	if embedded != "" {
+		name = embedded
+		r, err = dataset.Open(embedded)
+	} else {
+		r, err = os.Open(file)
+	}
+	if err != nil {
+		return nil, nil, err
+	}
+	defer r.Close()
+	fields, entries, err := catalogue.ReadCSV(r, key)
+	if err != nil {
+		return nil, nil, fmt.Errorf("%s: %w", name, err)
+	}
+	return fields, entries, nil
+}
+
+// catalogueList prints every version of every code list.
+func catalogueList(ctx context.Context, args []string, stdout io.Writer) error {
+	fs := flag.NewFlagSet("catalogue list", flag.ContinueOnError)
+	conn := addRegistryFlags(fs)
+	if err := parseFlags(fs, args, stdout); err != nil {
+		return helpOrError(err)
+	}
+
+	return callRegistry(ctx, conn, func(ctx context.Context, cc *grpc.ClientConn) error {
+		resp, err := cataloguev1.NewCatalogueServiceClient(cc).ListCodeLists(ctx, &cataloguev1.ListCodeListsRequest{})
+		if err != nil {
+			return err
+		}
+		if len(resp.GetVersions()) == 0 {
+			fmt.Fprintln(stdout, "no code lists")
+		}
+		for _, v := range resp.GetVersions() {
+			fmt.Fprintf(stdout, "%s\t%s\t%d entries\tsha256 %s\t%s\n",
+				v.GetList(), v.GetVersion(), v.GetEntryCount(), hex.EncodeToString(v.GetSha256()), v.GetTitle())
+		}
+		return nil
+	})
+}
+
+// catalogueLookup prints one entry of a code list version.
+func catalogueLookup(ctx context.Context, args []string, stdout io.Writer) error {
+	fs := flag.NewFlagSet("catalogue lookup", flag.ContinueOnError)
+	list := fs.String("list", "", "list identifier (required)")
+	version := fs.String("version", "", "version label (required)")
+	conn := addRegistryFlags(fs)
+	code, err := parseWithOperand(fs, args, stdout, "CODE")
+	if err != nil {
+		return helpOrError(err)
+	}
+	if err := requireFlags(fs, "list", "version"); err != nil {
+		return err
+	}
+
+	return callRegistry(ctx, conn, func(ctx context.Context, cc *grpc.ClientConn) error {
+		resp, err := cataloguev1.NewCatalogueServiceClient(cc).LookupCode(ctx, &cataloguev1.LookupCodeRequest{
+			List:    *list,
+			Version: *version,
+			Code:    code,
+		})
+		if err != nil {
+			return err
+		}
+		printEntry(stdout, resp.GetEntry())
+		return nil
+	})
+}
+
+// parseWithOperand parses the flags of fs, which may come before and after
+// the command's single operand, and returns the operand.
+func parseWithOperand(fs *flag.FlagSet, args []string, stdout io.Writer, operand string) (string, error) {
+	fs.SetOutput(io.Discard)
+	if err := fs.Parse(args); err != nil {
+		// The same arguments fail the same way in parseFlags, which prints
+		// help or turns the error into a usage error.
+		return "", parseFlags(fs, args, stdout)
+	}
+	if fs.NArg() == 0 {
+		return "", usagef("missing %s", operand)
+	}
+	value := fs.Arg(0)
+	if err := parseFlags(fs, fs.Args()[1:], stdout); err != nil {
+		return "", err
+	}
+	return value, nil
+}
+
+// printEntry prints a code and its fields, one per line, in name order.
+func printEntry(w io.Writer, e *cataloguev1.CodeEntry) {
+	fmt.Fprintln(w, e.GetCode())
+	names := make([]string, 0, len(e.GetFields()))
+	for name := range e.GetFields() {
+		names = append(names, name)
+	}
+	slices.Sort(names)
+	for _, name := range names {
+		fmt.Fprintf(w, "  %s: %s\n", name, e.GetFields()[name])
+	}
+}

@@ -1,0 +1,374 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/binary"
+	"encoding/pem"
+	"fmt"
+	"math/big"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	bolt "go.etcd.io/bbolt"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/ketnoi/ketnoi/internal/evidence"
+	"github.com/ketnoi/ketnoi/internal/sign"
+	evidencev1 "github.com/ketnoi/ketnoi/proto/ketnoi/evidence/v1"
+	exchangev1 "github.com/ketnoi/ketnoi/proto/ketnoi/exchange/v1"
+	registryv1 "github.com/ketnoi/ketnoi/proto/ketnoi/registry/v1"
+)
+
+const (
+	evTestNode   = "spiffe://vn.ketnoi/node/NN/000.00.00.G22/node1"
+	evTestPeer   = "spiffe://vn.ketnoi/node/NN/000.00.00.G09/node1"
+	evTestMember = "spiffe://vn.ketnoi/member/NN/000.00.00.G22"
+)
+
+// evidenceFixture is a closed evidence log with three records: a request
+// and its response for message m-1, and a refusal of message m-2.
+type evidenceFixture struct {
+	path, bundle string
+	certSum      []byte
+	size         uint64
+	root         [32]byte
+}
+
+func newEvidenceFixture(t *testing.T) evidenceFixture {
+	t.Helper()
+	dir := t.TempDir()
+	caKey, caCert := evTestCert(t, nil, nil, "")
+	key, cert := evTestCert(t, caKey, caCert, evTestMember)
+	s, err := sign.NewSigner(key, cert)
+	if err != nil {
+		t.Fatalf("NewSigner: %v", err)
+	}
+	bundle := filepath.Join(dir, "ca.pem")
+	caPEM := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: caCert.Raw})
+	if err := os.WriteFile(bundle, caPEM, 0o600); err != nil {
+		t.Fatalf("write bundle: %v", err)
+	}
+
+	path := filepath.Join(dir, "evidence.db")
+	l, err := evidence.Open(path, evidence.Options{Node: evTestNode})
+	if err != nil {
+		t.Fatalf("Open: %v", err)
+	}
+	created := time.Date(2026, 12, 4, 9, 30, 0, 123_000_000, time.UTC)
+	payloadSum := sha256.Sum256([]byte("request"))
+	req := &exchangev1.Header{
+		ProtocolVersion:         1,
+		MessageId:               "m-1",
+		Direction:               exchangev1.Direction_DIRECTION_REQUEST,
+		CallKind:                exchangev1.CallKind_CALL_KIND_UNARY,
+		Client:                  "VN/NN/000.00.00.G22/vanban",
+		Service:                 "VN/NN/000.00.00.G09/dvhc/vn.gov.dvhc.v1.AdminUnitService",
+		Method:                  "GetUnit",
+		Purpose:                 "QLHC",
+		User:                    "nguyen.van.a",
+		Issue:                   "HS-2026-001",
+		Classification:          registryv1.Classification_CLASSIFICATION_SENSITIVE,
+		CreatedAt:               timestamppb.New(created),
+		PayloadSha256:           payloadSum[:],
+		PayloadLength:           7,
+		SignerCertificateSha256: s.CertificateSHA256(),
+	}
+	resp := proto.Clone(req).(*exchangev1.Header)
+	resp.Direction = exchangev1.Direction_DIRECTION_RESPONSE
+	resp.Final = true
+	resp.PayloadSha256, resp.PayloadLength = nil, 0
+	resp.RequestDigest = bytes.Repeat([]byte{0xab}, 32)
+	resp.PreviousDigest = bytes.Repeat([]byte{0xcd}, 32)
+	resp.Status = &exchangev1.CallStatus{Code: int32(codes.NotFound), Message: "no such unit"}
+
+	recs := []*evidencev1.Record{
+		evTestRecord(t, s, req, evidencev1.RecordKind_RECORD_KIND_REQUEST_SENT, created),
+		evTestRecord(t, s, resp, evidencev1.RecordKind_RECORD_KIND_RESPONSE_RECEIVED,
+			created.Add(5*time.Millisecond)),
+		{
+			Kind:       evidencev1.RecordKind_RECORD_KIND_REFUSED,
+			RecordedAt: timestamppb.New(created.Add(time.Second)),
+			MessageId:  "m-2",
+			Node:       evTestNode,
+			Peer:       evTestPeer,
+			Header:     []byte{0xff},
+			Code:       int32(codes.Unauthenticated),
+			Reason:     "header does not parse",
+		},
+	}
+	for i, rec := range recs {
+		if _, err := l.Append(context.Background(), rec, cert.Raw); err != nil {
+			t.Fatalf("Append %d: %v", i, err)
+		}
+	}
+	size, root := l.TreeHead()
+	if err := l.Close(); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+	return evidenceFixture{path: path, bundle: bundle, certSum: s.CertificateSHA256(), size: size, root: root}
+}
+
+// evTestCert issues a P-256 certificate: a CA when parent is nil, else a
+// signing certificate with URI SAN uri.
+func evTestCert(
+	t *testing.T,
+	parentKey *ecdsa.PrivateKey,
+	parent *x509.Certificate,
+	uri string,
+) (*ecdsa.PrivateKey, *x509.Certificate) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatalf("generate key: %v", err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(time.Now().UnixNano()),
+		Subject:      pkix.Name{CommonName: "ketnoi test"},
+		NotBefore:    time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC),
+		NotAfter:     time.Date(2027, 1, 1, 0, 0, 0, 0, time.UTC),
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+	}
+	if parent == nil {
+		tmpl.IsCA, tmpl.BasicConstraintsValid = true, true
+		tmpl.KeyUsage = x509.KeyUsageCertSign
+		parent, parentKey = tmpl, key
+	} else {
+		u, err := url.Parse(uri)
+		if err != nil {
+			t.Fatalf("parse URI: %v", err)
+		}
+		tmpl.URIs = []*url.URL{u}
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, parent, key.Public(), parentKey)
+	if err != nil {
+		t.Fatalf("create certificate: %v", err)
+	}
+	cert, err := x509.ParseCertificate(der)
+	if err != nil {
+		t.Fatalf("parse certificate: %v", err)
+	}
+	return key, cert
+}
+
+func evTestRecord(
+	t *testing.T,
+	s *sign.Signer,
+	h *exchangev1.Header,
+	kind evidencev1.RecordKind,
+	at time.Time,
+) *evidencev1.Record {
+	t.Helper()
+	hb, err := proto.MarshalOptions{Deterministic: true}.Marshal(h)
+	if err != nil {
+		t.Fatalf("marshal header: %v", err)
+	}
+	sig, err := s.Sign(sign.TypeHeader, hb)
+	if err != nil {
+		t.Fatalf("sign: %v", err)
+	}
+	return &evidencev1.Record{
+		Kind:              kind,
+		RecordedAt:        timestamppb.New(at),
+		MessageId:         h.GetMessageId(),
+		Node:              evTestNode,
+		Peer:              evTestPeer,
+		Header:            hb,
+		Signature:         sig,
+		SignatureVerified: true,
+	}
+}
+
+// runEvidenceCLI runs the CLI as main does and returns exit code, stdout, stderr.
+func runEvidenceCLI(args ...string) (int, string, string) {
+	var stdout, stderr bytes.Buffer
+	code := run(context.Background(), args, &stdout, &stderr)
+	return code, stdout.String(), stderr.String()
+}
+
+func TestEvidenceTrace(t *testing.T) {
+	f := newEvidenceFixture(t)
+	signer := fmt.Sprintf("%x (%s)", f.certSum, evTestMember)
+	common := `  message id          m-1
+  node                ` + evTestNode + `
+  peer                ` + evTestPeer + `
+`
+	header := `  call kind           UNARY
+  sequence            0
+  client              VN/NN/000.00.00.G22/vanban
+  service             VN/NN/000.00.00.G09/dvhc/vn.gov.dvhc.v1.AdminUnitService
+  method              GetUnit
+  purpose             QLHC
+  user                nguyen.van.a
+  issue               HS-2026-001
+  classification      SENSITIVE
+  created at          2026-12-04T09:30:00.123Z
+`
+	want := `record 0
+  kind                REQUEST_SENT
+  recorded at         2026-12-04T09:30:00.123Z
+` + common + `  direction           REQUEST
+` + header + `  payload sha256      ` + fmt.Sprintf("%x", sha256.Sum256([]byte("request"))) + `
+  payload length      7 bytes
+  previous digest     (none)
+  signer certificate  ` + signer + `
+  signature verified  yes
+  outcome             OK
+
+record 1
+  kind                RESPONSE_RECEIVED
+  recorded at         2026-12-04T09:30:00.128Z
+` + common + `  direction           RESPONSE
+` + header + `  payload sha256      (none)
+  payload length      0 bytes
+  request digest      ` + strings.Repeat("ab", 32) + `
+  previous digest     ` + strings.Repeat("cd", 32) + `
+  final status        NotFound: no such unit
+  signer certificate  ` + signer + `
+  signature verified  yes
+  outcome             OK
+`
+	code, stdout, stderr := runEvidenceCLI("evidence", "trace", "--log", f.path, "m-1")
+	if code != 0 || stderr != "" {
+		t.Fatalf("trace exit %d, stderr %q", code, stderr)
+	}
+	if diff := cmp.Diff(want, stdout); diff != "" {
+		t.Errorf("trace output mismatch (-want +got):\n%s", diff)
+	}
+
+	// Flags may follow the message id; an unparsable header is said so.
+	code, stdout, _ = runEvidenceCLI("evidence", "trace", "m-2", "--log", f.path)
+	wantRefusal := `record 2
+  kind                REFUSED
+  recorded at         2026-12-04T09:30:01.123Z
+  message id          m-2
+  node                ` + evTestNode + `
+  peer                ` + evTestPeer + `
+  header              does not parse (1 bytes)
+  signature verified  no
+  outcome             Unauthenticated: header does not parse
+`
+	if code != 0 {
+		t.Fatalf("trace m-2 exit %d", code)
+	}
+	if diff := cmp.Diff(wantRefusal, stdout); diff != "" {
+		t.Errorf("trace m-2 output mismatch (-want +got):\n%s", diff)
+	}
+}
+
+func TestEvidenceVerify(t *testing.T) {
+	f := newEvidenceFixture(t)
+	ok := fmt.Sprintf("ok: 3 records, root %x, 2 signatures checked\n", f.root)
+	tests := []struct {
+		name   string
+		args   []string
+		code   int
+		stdout string
+		stderr string
+	}{
+		{"with bundle", []string{"--log", f.path, "--bundle", f.bundle}, 0, ok, ""},
+		{"without bundle", []string{"--log", f.path}, 0,
+			ok + "certificate chains not checked (no --bundle)\n", ""},
+		{"missing log flag", nil, 2, "", "ketnoi evidence: --log is required\n"},
+		{"extra argument", []string{"--log", f.path, "m-1"}, 2, "",
+			"ketnoi evidence: unexpected argument \"m-1\"\n"},
+		{"missing bundle", []string{"--log", f.path, "--bundle", f.bundle + ".none"}, 1, "",
+			"ketnoi evidence: read bundle: open " + f.bundle + ".none: no such file or directory\n"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			code, stdout, stderr := runEvidenceCLI(append([]string{"evidence", "verify"}, tt.args...)...)
+			got := []any{code, stdout, stderr}
+			if diff := cmp.Diff([]any{tt.code, tt.stdout, tt.stderr}, got); diff != "" {
+				t.Errorf("verify mismatch (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+func TestEvidenceVerifyTampered(t *testing.T) {
+	f := newEvidenceFixture(t)
+	db, err := bolt.Open(f.path, 0o600, &bolt.Options{Timeout: time.Second})
+	if err != nil {
+		t.Fatalf("open bbolt: %v", err)
+	}
+	err = db.Update(func(tx *bolt.Tx) error {
+		b := tx.Bucket([]byte("leaves"))
+		k := binary.BigEndian.AppendUint64(nil, 1)
+		v := bytes.Clone(b.Get(k))
+		v[len(v)-3] ^= 0x01
+		return b.Put(k, v)
+	})
+	db.Close()
+	if err != nil {
+		t.Fatalf("tamper: %v", err)
+	}
+
+	code, stdout, stderr := runEvidenceCLI("evidence", "verify", "--log", f.path, "--bundle", f.bundle)
+	if code != 1 {
+		t.Errorf("exit code = %d, want 1", code)
+	}
+	if want := "ketnoi evidence: record 1: leaf hash does not match the tree\n"; stderr != want {
+		t.Errorf("stderr = %q, want %q", stderr, want)
+	}
+	if !strings.HasPrefix(stdout, "first bad record:\nrecord 1\n") {
+		t.Errorf("stdout = %q, want the bad record first", stdout)
+	}
+}
+
+func TestEvidenceLogHeldByNode(t *testing.T) {
+	f := newEvidenceFixture(t)
+	l, err := evidence.Open(f.path, evidence.Options{})
+	if err != nil {
+		t.Fatalf("Open: %v", err)
+	}
+	defer l.Close()
+	code, _, stderr := runEvidenceCLI("evidence", "verify", "--log", f.path)
+	want := "ketnoi evidence: open evidence log " + f.path +
+		": evidence log is in use by a running node; stop the node first\n"
+	if code != 1 || stderr != want {
+		t.Errorf("verify of a held log = %d, %q; want 1, %q", code, stderr, want)
+	}
+}
+
+func TestEvidenceUsage(t *testing.T) {
+	f := newEvidenceFixture(t)
+	tests := []struct {
+		name   string
+		args   []string
+		code   int
+		stderr string
+	}{
+		{"no subcommand", nil, 2, "ketnoi evidence: want a subcommand: trace or verify\n"},
+		{"unknown subcommand", []string{"export"}, 2,
+			"ketnoi evidence: unknown subcommand \"export\": want trace or verify\n"},
+		{"trace without id", []string{"trace", "--log", f.path}, 2,
+			"ketnoi evidence: want one MESSAGE_ID, got 0 arguments\n"},
+		{"unknown flag", []string{"trace", "--lg", f.path, "m-1"}, 2,
+			"ketnoi evidence: flag provided but not defined: -lg\n"},
+		{"no records", []string{"trace", "--log", f.path, "m-9"}, 1,
+			"ketnoi evidence: no records for message m-9\n"},
+		{"help", []string{"trace", "-h"}, 0, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			code, _, stderr := runEvidenceCLI(append([]string{"evidence"}, tt.args...)...)
+			if code != tt.code || stderr != tt.stderr {
+				t.Errorf("exit %d, stderr %q; want %d, %q", code, stderr, tt.code, tt.stderr)
+			}
+		})
+	}
+}
