@@ -42,6 +42,9 @@ FILE is a serialized FileDescriptorSet holding the service and its imports
 (protoc --include_imports --descriptor_set_out, or buf build -o).
 ` + connectionUsage
 
+// verb runs one subcommand, such as "add" of "ketnoi member add".
+type verb func(ctx context.Context, args []string, stdout io.Writer) error
+
 // subcommand dispatches "ketnoi NOUN VERB": it runs the function named by
 // args[0] or prints usage.
 func subcommand(
@@ -49,7 +52,7 @@ func subcommand(
 	args []string,
 	stdout io.Writer,
 	usage string,
-	verbs map[string]func(context.Context, []string, io.Writer) error,
+	verbs map[string]verb,
 ) error {
 	if len(args) == 0 {
 		return usagef("missing subcommand (run with -h for usage)")
@@ -66,25 +69,25 @@ func subcommand(
 }
 
 func runMember(ctx context.Context, args []string, stdout io.Writer) error {
-	return subcommand(ctx, args, stdout, memberUsage, map[string]func(context.Context, []string, io.Writer) error{
+	return subcommand(ctx, args, stdout, memberUsage, map[string]verb{
 		"add": memberAdd,
 	})
 }
 
 func runSubsystem(ctx context.Context, args []string, stdout io.Writer) error {
-	return subcommand(ctx, args, stdout, subsystemUsage, map[string]func(context.Context, []string, io.Writer) error{
+	return subcommand(ctx, args, stdout, subsystemUsage, map[string]verb{
 		"add": subsystemAdd,
 	})
 }
 
 func runNode(ctx context.Context, args []string, stdout io.Writer) error {
-	return subcommand(ctx, args, stdout, nodeUsage, map[string]func(context.Context, []string, io.Writer) error{
+	return subcommand(ctx, args, stdout, nodeUsage, map[string]verb{
 		"add": nodeAdd,
 	})
 }
 
 func runService(ctx context.Context, args []string, stdout io.Writer) error {
-	return subcommand(ctx, args, stdout, serviceUsage, map[string]func(context.Context, []string, io.Writer) error{
+	return subcommand(ctx, args, stdout, serviceUsage, map[string]verb{
 		"add": serviceAdd,
 	})
 }
@@ -137,7 +140,8 @@ func memberAdd(ctx context.Context, args []string, stdout io.Writer) error {
 // subsystemAdd registers a subsystem of a member.
 func subsystemAdd(ctx context.Context, args []string, stdout io.Writer) error {
 	fs := flag.NewFlagSet("subsystem add", flag.ContinueOnError)
-	subsystemID := fs.String("id", "", "subsystem identifier, e.g. VN/NN/000.00.00.G22/vanban (required)")
+	subsystemID := fs.String("id", "",
+		"subsystem identifier, e.g. VN/NN/000.00.00.G22/vanban (required)")
 	conn := addRegistryFlags(fs)
 	if err := parseFlags(fs, args, stdout); err != nil {
 		return helpOrError(err)
@@ -160,7 +164,8 @@ func subsystemAdd(ctx context.Context, args []string, stdout io.Writer) error {
 // nodeAdd registers a security-server node.
 func nodeAdd(ctx context.Context, args []string, stdout io.Writer) error {
 	fs := flag.NewFlagSet("node add", flag.ContinueOnError)
-	nodeID := fs.String("id", "", "node SPIFFE ID, e.g. spiffe://vn.ketnoi/node/NN/000.00.00.G22/node1 (required)")
+	nodeID := fs.String("id", "",
+		"node SPIFFE ID, e.g. spiffe://vn.ketnoi/node/NN/000.00.00.G22/node1 (required)")
 	address := fs.String("address", "", "federation endpoint `host:port` of the node (required)")
 	conn := addRegistryFlags(fs)
 	if err := parseFlags(fs, args, stdout); err != nil {
@@ -205,10 +210,12 @@ func classificationName(c registryv1.Classification) string {
 func serviceAdd(ctx context.Context, args []string, stdout io.Writer) error {
 	fs := flag.NewFlagSet("service add", flag.ContinueOnError)
 	serviceID := fs.String("id", "", "service identifier: subsystem plus gRPC service name (required)")
-	descFile := fs.String("descriptor-set", "", "serialized FileDescriptorSet `file` with the service (required)")
+	descFile := fs.String("descriptor-set", "",
+		"serialized FileDescriptorSet `file` with the service (required)")
 	description := fs.String("description", "", "what the service offers (required)")
 	custodian := fs.String("custodian", "", "person or unit who keeps the data correct (required)")
-	class := fs.String("classification", "normal", "data classification: normal, sensitive, secret or top-secret")
+	class := fs.String("classification", "normal",
+		"data classification: normal, sensitive, secret or top-secret")
 	conn := addRegistryFlags(fs)
 	if err := parseFlags(fs, args, stdout); err != nil {
 		return helpOrError(err)

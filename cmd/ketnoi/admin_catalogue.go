@@ -33,7 +33,7 @@ into ketnoi are:
 ` + connectionUsage
 
 func runCatalogue(ctx context.Context, args []string, stdout io.Writer) error {
-	return subcommand(ctx, args, stdout, catalogueUsage, map[string]func(context.Context, []string, io.Writer) error{
+	return subcommand(ctx, args, stdout, catalogueUsage, map[string]verb{
 		"import": catalogueImport,
 		"list":   catalogueList,
 		"lookup": catalogueLookup,
@@ -119,7 +119,8 @@ func catalogueList(ctx context.Context, args []string, stdout io.Writer) error {
 	}
 
 	return callRegistry(ctx, conn, func(ctx context.Context, cc *grpc.ClientConn) error {
-		resp, err := cataloguev1.NewCatalogueServiceClient(cc).ListCodeLists(ctx, &cataloguev1.ListCodeListsRequest{})
+		resp, err := cataloguev1.NewCatalogueServiceClient(cc).ListCodeLists(ctx,
+			&cataloguev1.ListCodeListsRequest{})
 		if err != nil {
 			return err
 		}

@@ -54,7 +54,8 @@ type registryConn struct {
 func addRegistryFlags(fs *flag.FlagSet) *registryConn {
 	env := readOperatorEnv()
 	c := &registryConn{}
-	fs.StringVar(&c.addr, "registry", env.registry, "registry `address` host:port (default $"+envRegistry+")")
+	fs.StringVar(&c.addr, "registry", env.registry,
+		"registry `address` host:port (default $"+envRegistry+")")
 	fs.StringVar(&c.trustDomain, "trust-domain", "vn.ketnoi", "SPIFFE trust `domain` of the registry")
 	fs.StringVar(&c.cert, "cert", env.cert, "operator X.509-SVID certificate (PEM) `file` (default $"+envCert+")")
 	fs.StringVar(&c.key, "key", env.key, "operator X.509-SVID key (PEM PKCS#8) `file` (default $"+envKey+")")
@@ -94,7 +95,11 @@ func (c *registryConn) dial() (*grpc.ClientConn, error) {
 // callRegistry connects to the registry and runs call within the command's
 // time limit. A gRPC error becomes its status message and code, without the
 // Go error chain around it.
-func callRegistry(ctx context.Context, c *registryConn, call func(context.Context, *grpc.ClientConn) error) error {
+func callRegistry(
+	ctx context.Context,
+	c *registryConn,
+	call func(context.Context, *grpc.ClientConn) error,
+) error {
 	conn, err := c.dial()
 	if err != nil {
 		return err

@@ -34,7 +34,7 @@ func (r *repeatedFlag) Set(v string) error {
 }
 
 func runGrant(ctx context.Context, args []string, stdout io.Writer) error {
-	return subcommand(ctx, args, stdout, grantUsage, map[string]func(context.Context, []string, io.Writer) error{
+	return subcommand(ctx, args, stdout, grantUsage, map[string]verb{
 		"add":    grantAdd,
 		"revoke": grantRevoke,
 	})

@@ -35,9 +35,10 @@ const keepaliveMinTime = 20 * time.Second
 // The caller adds transport credentials, typically
 // mtls.ServerCredentials(identity, tlsconfig.AuthorizeMemberOf(td)).
 func (r *Registry) ServerOptions() []grpc.ServerOption {
-	logger := grpclogging.LoggerFunc(func(ctx context.Context, lvl grpclogging.Level, msg string, fields ...any) {
-		r.log.Log(ctx, slog.Level(lvl), msg, fields...)
-	})
+	logger := grpclogging.LoggerFunc(
+		func(ctx context.Context, lvl grpclogging.Level, msg string, fields ...any) {
+			r.log.Log(ctx, slog.Level(lvl), msg, fields...)
+		})
 	logOpts := []grpclogging.Option{
 		grpclogging.WithLogOnEvents(grpclogging.FinishCall),
 		grpclogging.WithLevels(callLevel),
