@@ -57,7 +57,8 @@ func addRegistryFlags(fs *flag.FlagSet) *registryConn {
 	fs.StringVar(&c.addr, "registry", env.registry,
 		"registry `address` host:port (default $"+envRegistry+")")
 	fs.StringVar(&c.trustDomain, "trust-domain", "vn.ketnoi", "SPIFFE trust `domain` of the registry")
-	fs.StringVar(&c.cert, "cert", env.cert, "operator X.509-SVID certificate (PEM) `file` (default $"+envCert+")")
+	fs.StringVar(&c.cert, "cert", env.cert,
+		"operator X.509-SVID certificate (PEM) `file` (default $"+envCert+")")
 	fs.StringVar(&c.key, "key", env.key, "operator X.509-SVID key (PEM PKCS#8) `file` (default $"+envKey+")")
 	fs.StringVar(&c.bundle, "bundle", env.bundle, "trust bundle (PEM) `file` (default $"+envBundle+")")
 	return c

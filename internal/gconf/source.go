@@ -127,7 +127,7 @@ func (s *Source) Run(ctx context.Context) error {
 				slog.Any(logging.KeyError, err))
 			failing = true
 		}
-		if err == nil || errors.Is(err, errProgress) {
+		if errors.Is(err, errProgress) {
 			wait = minWait
 		}
 		select {

@@ -11,6 +11,7 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/ketnoi/ketnoi/internal/catalogue"
 	cataloguev1 "github.com/ketnoi/ketnoi/proto/ketnoi/catalogue/v1"
 )
 
@@ -48,6 +49,9 @@ func (s *catalogueServer) LookupCode(
 	ctx context.Context,
 	req *cataloguev1.LookupCodeRequest,
 ) (*cataloguev1.LookupCodeResponse, error) {
+	if err := checkListVersion(req.GetList(), req.GetVersion()); err != nil {
+		return nil, err
+	}
 	if req.GetCode() == "" {
 		return nil, invalidf("code", "must not be empty")
 	}
@@ -81,6 +85,9 @@ func (s *catalogueServer) ListCodes(
 	req *cataloguev1.ListCodesRequest,
 	stream grpc.ServerStreamingServer[cataloguev1.ListCodesResponse],
 ) error {
+	if err := checkListVersion(req.GetList(), req.GetVersion()); err != nil {
+		return err
+	}
 	ctx := stream.Context()
 	var after []byte
 	for {
@@ -140,6 +147,17 @@ func (s *catalogueServer) readChunk(
 		return nil
 	})
 	return chunk, last, err
+}
+
+// checkListVersion rejects names that no list version can have.
+func checkListVersion(list, version string) error {
+	if !catalogue.ValidListName(list) {
+		return invalidf("list", "%q is not a list name", list)
+	}
+	if !catalogue.ValidVersion(version) {
+		return invalidf("version", "%q is not a version label", version)
+	}
+	return nil
 }
 
 // entriesOf returns the entries bucket of a list version, or NotFound.

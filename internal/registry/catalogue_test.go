@@ -162,6 +162,10 @@ func TestCatalogueNotFound(t *testing.T) {
 			codes.NotFound, "code list other version 1 does not exist"},
 		{"no code", &cataloguev1.LookupCodeRequest{List: "test-list", Version: "1"},
 			codes.InvalidArgument, "code: must not be empty"},
+		{"no list", &cataloguev1.LookupCodeRequest{Version: "1", Code: "01"},
+			codes.InvalidArgument, `list: "" is not a list name`},
+		{"bad version", &cataloguev1.LookupCodeRequest{List: "test-list", Version: "1/2", Code: "01"},
+			codes.InvalidArgument, `version: "1/2" is not a version label`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
