@@ -122,13 +122,15 @@ func (s *Source) Run(ctx context.Context) error {
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
+		if errors.Is(err, errProgress) {
+			// The watch worked for a while: a new outage deserves a new log
+			// line and a quick retry.
+			failing, wait = false, minWait
+		}
 		if !failing {
 			s.log.WarnContext(ctx, "registry watch interrupted; serving from the current configuration",
 				slog.Any(logging.KeyError, err))
 			failing = true
-		}
-		if errors.Is(err, errProgress) {
-			wait = minWait
 		}
 		select {
 		case <-ctx.Done():
