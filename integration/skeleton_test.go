@@ -51,7 +51,12 @@ func TestMain(m *testing.M) {
 	}
 	binDir = dir
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-	if err := cluster.Build(ctx, "..", binDir); err != nil {
+	var flags []string
+	if raceEnabled {
+		// The binaries under test run with the race detector too.
+		flags = append(flags, "-race")
+	}
+	if err := cluster.Build(ctx, "..", binDir, flags...); err != nil {
 		cancel()
 		os.RemoveAll(dir)
 		panic(err)
@@ -73,6 +78,9 @@ func startStandard(t *testing.T) *cluster.Cluster {
 	}
 	t.Cleanup(func() {
 		c.Close()
+		if races := c.DataRaces(); len(races) > 0 {
+			t.Errorf("data races reported by %v", races)
+		}
 		if t.Failed() {
 			for _, name := range []string{"registry", "vpcp", "bnv", "btc", "dvhc"} {
 				b, _ := os.ReadFile(filepath.Join(c.Dir, "logs", name+".log"))
@@ -375,6 +383,8 @@ func testTampering(ctx context.Context, t *testing.T, c *cluster.Cluster) {
 	}
 	defer conn.Close()
 	fed := exchangev1.NewFederationServiceClient(conn)
+	batch := exchange.NewBatchSigner(signer)
+	defer batch.Close()
 	payload, _ := proto.Marshal(&dvhcv1.ConvertOldUnitRequest{OldCode: "00013"})
 
 	cases := []struct {
@@ -399,7 +409,7 @@ func testTampering(ctx context.Context, t *testing.T, c *cluster.Cluster) {
 			Service: cluster.AdminUnits, Method: "ConvertOldUnit", Final: true,
 			SenderNode: consumerNode, AudienceNode: providerNode,
 		}
-		sealed, err := exchange.Seal(signer, h, payload, true, time.Now())
+		sealed, err := exchange.Seal(ctx, batch, h, payload, true, time.Now())
 		if err != nil {
 			t.Fatal(err)
 		}

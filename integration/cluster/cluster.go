@@ -26,10 +26,13 @@ const (
 	Instance    = "VN"
 )
 
-// Build compiles the binaries of the module rooted at repo into binDir.
-func Build(ctx context.Context, repo, binDir string) error {
-	cmd := exec.CommandContext(ctx, "go", "build", "-o", binDir+string(os.PathSeparator),
+// Build compiles the binaries of the module rooted at repo into binDir,
+// with extra go build flags (for example -race).
+func Build(ctx context.Context, repo, binDir string, flags ...string) error {
+	args := append([]string{"build"}, flags...)
+	args = append(args, "-o", binDir+string(os.PathSeparator),
 		"./cmd/ketnoi", "./cmd/ketnoi-registry", "./cmd/ketnoi-node", "./cmd/ketnoi-dvhc")
+	cmd := exec.CommandContext(ctx, "go", args...)
 	cmd.Dir = repo
 	out, err := cmd.CombinedOutput()
 	if err != nil {

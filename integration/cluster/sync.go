@@ -60,3 +60,16 @@ func (c *Cluster) WaitSynced(ctx context.Context) error {
 		}
 	}
 }
+
+// DataRaces returns the names of processes whose logs report a data race
+// (binaries built with -race print "WARNING: DATA RACE" and go on).
+func (c *Cluster) DataRaces() []string {
+	var names []string
+	for name := range c.procs {
+		b, _ := os.ReadFile(filepath.Join(c.Dir, "logs", name+".log"))
+		if strings.Contains(string(b), "WARNING: DATA RACE") {
+			names = append(names, name)
+		}
+	}
+	return names
+}

@@ -12,6 +12,7 @@ import (
 	"golang.org/x/mod/sumdb/tlog"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/ketnoi/ketnoi/internal/exchange"
 	"github.com/ketnoi/ketnoi/internal/sign"
 	evidencev1 "github.com/ketnoi/ketnoi/proto/ketnoi/evidence/v1"
 	exchangev1 "github.com/ketnoi/ketnoi/proto/ketnoi/exchange/v1"
@@ -67,6 +68,8 @@ func (l *Log) Verify(ctx context.Context, roots *x509.CertPool) (Report, error) 
 			certs:  tx.Bucket(bucketCerts),
 			roots:  roots,
 			parsed: make(map[string]*x509.Certificate),
+			// Records of one signed batch verify with one ECDSA check.
+			verifier: exchange.NewVerifier(1024),
 		}
 		for n := range head.size {
 			if n%4096 == 0 {
@@ -110,6 +113,7 @@ type verifier struct {
 
 	frontier   frontier
 	parsed     map[string]*x509.Certificate // by SHA-256
+	verifier   *exchange.Verifier           // remembers verified batch roots
 	signatures int
 }
 
@@ -176,7 +180,8 @@ func (v *verifier) signature(rec *evidencev1.Record) string {
 		return reason
 	}
 	v.signatures++
-	if err := sign.Verify(cert, sign.TypeHeader, rec.GetHeader(), rec.GetSignature()); err != nil {
+	sh := &exchangev1.SignedHeader{Header: rec.GetHeader(), Signature: rec.GetSignature(), Batch: rec.GetBatch()}
+	if err := v.verifier.Verify(cert, sh); err != nil {
 		return "signature does not verify"
 	}
 	if v.roots == nil {

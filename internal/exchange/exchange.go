@@ -7,6 +7,7 @@ package exchange
 
 import (
 	"bytes"
+	"context"
 	"crypto/rand"
 	"crypto/sha256"
 	"crypto/x509"
@@ -18,7 +19,6 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
-	"github.com/ketnoi/ketnoi/internal/sign"
 	exchangev1 "github.com/ketnoi/ketnoi/proto/ketnoi/exchange/v1"
 )
 
@@ -49,9 +49,10 @@ type Sealed struct {
 }
 
 // Seal completes h for payload (digest, length, creation time, signer) and
-// signs it. hasMessage says whether the frame carries a message; the payload
-// of a frame without one must be empty.
-func Seal(s *sign.Signer, h *exchangev1.Header, payload []byte, hasMessage bool, now time.Time) (*Sealed, error) {
+// signs it through the batch signer. hasMessage says whether the frame
+// carries a message; the payload of a frame without one must be empty.
+func Seal(ctx context.Context, bs *BatchSigner, h *exchangev1.Header, payload []byte, hasMessage bool, now time.Time) (*Sealed, error) {
+	s := bs.Signer()
 	h.ProtocolVersion = ProtocolVersion
 	h.CreatedAt = timestamppb.New(now)
 	h.HasMessage = hasMessage
@@ -64,14 +65,14 @@ func Seal(s *sign.Signer, h *exchangev1.Header, payload []byte, hasMessage bool,
 	if err != nil {
 		return nil, err
 	}
-	sig, err := s.Sign(sign.TypeHeader, raw)
+	sh, err := bs.Sign(ctx, raw)
 	if err != nil {
 		return nil, err
 	}
 	d := sha256.Sum256(raw)
 	return &Sealed{
 		Frame: &exchangev1.Frame{
-			SignedHeader: &exchangev1.SignedHeader{Header: raw, Signature: sig},
+			SignedHeader: sh,
 			Payload:      payload,
 		},
 		Header: h,
@@ -96,10 +97,11 @@ type Opened struct {
 // returns the member it belongs to.
 type CertLookup func(sum []byte) (*x509.Certificate, string, bool)
 
-// Open parses f's header and verifies its signature and payload digest. It
-// returns the parsed frame even on failure (Header may then be nil when the
-// bytes do not parse) so the refusal can be recorded.
-func Open(f *exchangev1.Frame, certs CertLookup) (*Opened, *Error) {
+// Open parses f's header and verifies its signature (with v, which caches
+// verified batch roots) and payload digest. It returns the parsed frame even
+// on failure (Header may then be nil when the bytes do not parse) so the
+// refusal can be recorded.
+func Open(f *exchangev1.Frame, certs CertLookup, v *Verifier) (*Opened, *Error) {
 	sh := f.GetSignedHeader()
 	raw := sh.GetHeader()
 	d := sha256.Sum256(raw)
@@ -119,7 +121,7 @@ func Open(f *exchangev1.Frame, certs CertLookup) (*Opened, *Error) {
 			"signing certificate %x is not registered in the global configuration", prefix(h.GetSignerCertificateSha256()))
 	}
 	o.SignerMember = member
-	if err := sign.Verify(cert, sign.TypeHeader, raw, sh.GetSignature()); err != nil {
+	if err := v.Verify(cert, sh); err != nil {
 		return o, Errorf(codes.Unauthenticated, ReasonSignatureInvalid,
 			"signature of message %s (%s #%d) does not verify", h.GetMessageId(), h.GetDirection(), h.GetSequence())
 	}

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -32,6 +33,7 @@ type Source struct {
 	log    *slog.Logger
 	now    func() time.Time
 
+	mu      sync.Mutex // serializes Accept: compare, store and swap as one step
 	cur     atomic.Pointer[View]
 	swapped atomic.Pointer[chan struct{}] // closed and replaced on every swap
 }
@@ -91,6 +93,8 @@ func (s *Source) Accept(sc *registryv1.SignedConfiguration) error {
 	if err != nil {
 		return err
 	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	if cur := s.cur.Load(); cur != nil && cfg.GetVersion() <= cur.Version() {
 		return nil
 	}

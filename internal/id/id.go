@@ -133,7 +133,7 @@ func ParseService(s string) (Service, error) {
 	}
 	c, err := ParseSubsystem(strings.Join(parts[:4], "/"))
 	if err != nil {
-		return Service{}, malformed("service", s, err.Error())
+		return Service{}, fmt.Errorf("service %q: %w", s, err)
 	}
 	if !ValidGRPCName(parts[4]) {
 		return Service{}, malformed("service", s, "gRPC service name must be a fully qualified name such as pkg.v1.Service")

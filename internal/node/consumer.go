@@ -274,7 +274,7 @@ func (cl *call) header(dir exchangev1.Direction, chain *exchange.Chain) *exchang
 // before it may be sent.
 func (cl *call) sealAndRecord(ctx context.Context, h *exchangev1.Header, payload []byte, hasMsg bool) (*exchange.Sealed, error) {
 	n := cl.n
-	sealed, err := exchange.Seal(n.signer, h, payload, hasMsg, n.now())
+	sealed, err := exchange.Seal(ctx, n.batch, h, payload, hasMsg, n.now())
 	if err != nil {
 		return nil, status.Errorf(codes.Internal, "sign request: %v", err)
 	}
@@ -348,7 +348,7 @@ func (cl *call) relayResponses(ctx context.Context, ss grpc.ServerStream, stream
 
 // check verifies a response frame against this call.
 func (cl *call) check(f *exchangev1.Frame) (*exchange.Opened, *exchange.Error) {
-	o, perr := exchange.Open(f, cl.n.certLookup())
+	o, perr := exchange.Open(f, cl.n.certLookup(), cl.n.verifier)
 	if perr != nil {
 		return o, perr
 	}

@@ -21,6 +21,7 @@ import (
 	"google.golang.org/grpc/keepalive"
 
 	"github.com/ketnoi/ketnoi/internal/evidence"
+	"github.com/ketnoi/ketnoi/internal/exchange"
 	"github.com/ketnoi/ketnoi/internal/gconf"
 	"github.com/ketnoi/ketnoi/internal/id"
 	"github.com/ketnoi/ketnoi/internal/logging"
@@ -40,6 +41,8 @@ type Node struct {
 	member   id.Member
 	identity mtls.Identity
 	signer   *sign.Signer
+	batch    *exchange.BatchSigner
+	verifier *exchange.Verifier
 	roots    *x509.CertPool
 
 	evidence *evidence.Log
@@ -95,6 +98,7 @@ func New(cfg *Config, logger *slog.Logger) (*Node, error) {
 	n := &Node{
 		cfg: cfg, log: logger.With(slog.String("node", self.String())),
 		self: self, member: member, identity: identity, signer: signer, roots: roots,
+		batch: exchange.NewBatchSigner(signer), verifier: exchange.NewVerifier(4096),
 		backend: map[string]string{}, replay: newReplayCache(2 * cfg.ClockSkew),
 		codec: proxy.NewCodec(), now: time.Now,
 	}
@@ -176,6 +180,7 @@ func (n *Node) frameLimit() int { return n.cfg.MaxMessageBytes + 64<<10 }
 // Close releases the node's connections and databases.
 func (n *Node) Close() error {
 	var errs []error
+	n.batch.Close()
 	if n.peers != nil {
 		n.peers.close()
 	}

@@ -54,7 +54,7 @@ func (p *provider) Exchange(stream exchangev1.FederationService_ExchangeServer) 
 		return err
 	}
 	s := &serve{n: n, stream: stream, peer: peerID.String()}
-	o, perr := exchange.Open(req.GetFrame(), n.certLookup())
+	o, perr := exchange.Open(req.GetFrame(), n.certLookup(), n.verifier)
 	if perr == nil {
 		perr = s.admit(o)
 	}
@@ -223,7 +223,7 @@ func (s *serve) pumpRequests(ctx context.Context, bs grpc.ClientStream) error {
 		if err != nil {
 			return err
 		}
-		o, perr := exchange.Open(req.GetFrame(), n.certLookup())
+		o, perr := exchange.Open(req.GetFrame(), n.certLookup(), n.verifier)
 		if perr == nil {
 			perr = s.follows(o)
 		}
@@ -329,7 +329,7 @@ func (s *serve) send(ctx context.Context, payload []byte, hasMsg, final bool, he
 		h.Status = &exchangev1.CallStatus{Code: int32(st.Code()), Message: st.Message(), Details: st.Proto().GetDetails()}
 	}
 	s.resChain.Next(h)
-	sealed, err := exchange.Seal(n.signer, h, payload, hasMsg, n.now())
+	sealed, err := exchange.Seal(ctx, n.batch, h, payload, hasMsg, n.now())
 	if err != nil {
 		return status.Errorf(codes.Internal, "sign response: %v", err)
 	}

@@ -34,6 +34,7 @@ func (n *Node) record(ctx context.Context, kind evidencev1.RecordKind, sh *excha
 		SignatureVerified: verified,
 		Code:              int32(code),
 		Reason:            reason,
+		Batch:             sh.GetBatch(),
 	}
 	index, err := n.evidence.Append(context.WithoutCancel(ctx), rec, cert)
 	if err != nil {

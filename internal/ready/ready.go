@@ -30,6 +30,12 @@ func Write(path string, addrs map[string]string) error {
 	if err != nil {
 		return fmt.Errorf("ready: %w", err)
 	}
+	// Readers may run as another user; the file holds only addresses.
+	if err := tmp.Chmod(0o644); err != nil {
+		tmp.Close()
+		os.Remove(tmp.Name())
+		return fmt.Errorf("ready: %w", err)
+	}
 	if _, err := tmp.Write(b); err != nil {
 		tmp.Close()
 		os.Remove(tmp.Name())

@@ -7,6 +7,7 @@
 package evidencev1
 
 import (
+	v1 "github.com/ketnoi/ketnoi/proto/ketnoi/exchange/v1"
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
 	timestamppb "google.golang.org/protobuf/types/known/timestamppb"
@@ -113,7 +114,10 @@ type Record struct {
 	// gRPC code of the refusal, or of the final status.
 	Code int32 `protobuf:"varint,9,opt,name=code,proto3" json:"code,omitempty"`
 	// Why the message was refused; empty otherwise.
-	Reason        string `protobuf:"bytes,10,opt,name=reason,proto3" json:"reason,omitempty"`
+	Reason string `protobuf:"bytes,10,opt,name=reason,proto3" json:"reason,omitempty"`
+	// Present when the signature covers a batch of headers: the proof that
+	// links this header to the signed batch root.
+	Batch         *v1.BatchProof `protobuf:"bytes,11,opt,name=batch,proto3" json:"batch,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -218,11 +222,18 @@ func (x *Record) GetReason() string {
 	return ""
 }
 
+func (x *Record) GetBatch() *v1.BatchProof {
+	if x != nil {
+		return x.Batch
+	}
+	return nil
+}
+
 var File_ketnoi_evidence_v1_evidence_proto protoreflect.FileDescriptor
 
 const file_ketnoi_evidence_v1_evidence_proto_rawDesc = "" +
 	"\n" +
-	"!ketnoi/evidence/v1/evidence.proto\x12\x12ketnoi.evidence.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xd1\x02\n" +
+	"!ketnoi/evidence/v1/evidence.proto\x12\x12ketnoi.evidence.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a!ketnoi/exchange/v1/exchange.proto\"\x87\x03\n" +
 	"\x06Record\x122\n" +
 	"\x04kind\x18\x01 \x01(\x0e2\x1e.ketnoi.evidence.v1.RecordKindR\x04kind\x12;\n" +
 	"\vrecorded_at\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
@@ -236,7 +247,8 @@ const file_ketnoi_evidence_v1_evidence_proto_rawDesc = "" +
 	"\x12signature_verified\x18\b \x01(\bR\x11signatureVerified\x12\x12\n" +
 	"\x04code\x18\t \x01(\x05R\x04code\x12\x16\n" +
 	"\x06reason\x18\n" +
-	" \x01(\tR\x06reason*\xc4\x01\n" +
+	" \x01(\tR\x06reason\x124\n" +
+	"\x05batch\x18\v \x01(\v2\x1e.ketnoi.exchange.v1.BatchProofR\x05batch*\xc4\x01\n" +
 	"\n" +
 	"RecordKind\x12\x1b\n" +
 	"\x17RECORD_KIND_UNSPECIFIED\x10\x00\x12\x1c\n" +
@@ -264,15 +276,17 @@ var file_ketnoi_evidence_v1_evidence_proto_goTypes = []any{
 	(RecordKind)(0),               // 0: ketnoi.evidence.v1.RecordKind
 	(*Record)(nil),                // 1: ketnoi.evidence.v1.Record
 	(*timestamppb.Timestamp)(nil), // 2: google.protobuf.Timestamp
+	(*v1.BatchProof)(nil),         // 3: ketnoi.exchange.v1.BatchProof
 }
 var file_ketnoi_evidence_v1_evidence_proto_depIdxs = []int32{
 	0, // 0: ketnoi.evidence.v1.Record.kind:type_name -> ketnoi.evidence.v1.RecordKind
 	2, // 1: ketnoi.evidence.v1.Record.recorded_at:type_name -> google.protobuf.Timestamp
-	2, // [2:2] is the sub-list for method output_type
-	2, // [2:2] is the sub-list for method input_type
-	2, // [2:2] is the sub-list for extension type_name
-	2, // [2:2] is the sub-list for extension extendee
-	0, // [0:2] is the sub-list for field type_name
+	3, // 2: ketnoi.evidence.v1.Record.batch:type_name -> ketnoi.exchange.v1.BatchProof
+	3, // [3:3] is the sub-list for method output_type
+	3, // [3:3] is the sub-list for method input_type
+	3, // [3:3] is the sub-list for extension type_name
+	3, // [3:3] is the sub-list for extension extendee
+	0, // [0:3] is the sub-list for field type_name
 }
 
 func init() { file_ketnoi_evidence_v1_evidence_proto_init() }

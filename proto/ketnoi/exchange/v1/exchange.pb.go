@@ -525,20 +525,102 @@ func (x *Header) GetTrailers() []*MetadataEntry {
 	return nil
 }
 
+// BatchProof places one header in a batch of headers signed together: the
+// signature covers the RFC 6962 Merkle root of the batch, and the proof
+// links this header's leaf to that root. A node signs whatever headers are
+// ready at the same moment with one signature, and a receiver verifies each
+// root once.
+type BatchProof struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Merkle tree hash of the batch (leaves are RFC 6962 leaf hashes of the
+	// header bytes, in batch order).
+	Root []byte `protobuf:"bytes,1,opt,name=root,proto3" json:"root,omitempty"`
+	// Number of headers in the batch.
+	Size uint64 `protobuf:"varint,2,opt,name=size,proto3" json:"size,omitempty"`
+	// Position of this header in the batch.
+	Index uint64 `protobuf:"varint,3,opt,name=index,proto3" json:"index,omitempty"`
+	// Inclusion proof of the leaf at index, as golang.org/x/mod/sumdb/tlog
+	// RecordProof hashes.
+	Hashes        [][]byte `protobuf:"bytes,4,rep,name=hashes,proto3" json:"hashes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BatchProof) Reset() {
+	*x = BatchProof{}
+	mi := &file_ketnoi_exchange_v1_exchange_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BatchProof) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BatchProof) ProtoMessage() {}
+
+func (x *BatchProof) ProtoReflect() protoreflect.Message {
+	mi := &file_ketnoi_exchange_v1_exchange_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BatchProof.ProtoReflect.Descriptor instead.
+func (*BatchProof) Descriptor() ([]byte, []int) {
+	return file_ketnoi_exchange_v1_exchange_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *BatchProof) GetRoot() []byte {
+	if x != nil {
+		return x.Root
+	}
+	return nil
+}
+
+func (x *BatchProof) GetSize() uint64 {
+	if x != nil {
+		return x.Size
+	}
+	return 0
+}
+
+func (x *BatchProof) GetIndex() uint64 {
+	if x != nil {
+		return x.Index
+	}
+	return 0
+}
+
+func (x *BatchProof) GetHashes() [][]byte {
+	if x != nil {
+		return x.Hashes
+	}
+	return nil
+}
+
 // SignedHeader is a serialized Header with the signature over it.
 type SignedHeader struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Serialized Header, exactly as signed.
 	Header []byte `protobuf:"bytes,1,opt,name=header,proto3" json:"header,omitempty"`
-	// ECDSA P-256 ASN.1 signature over the PAE of the header bytes.
-	Signature     []byte `protobuf:"bytes,2,opt,name=signature,proto3" json:"signature,omitempty"`
+	// ECDSA P-256 ASN.1 signature. Without batch: over the PAE of the header
+	// bytes. With batch: over the PAE of the batch root and size.
+	Signature []byte `protobuf:"bytes,2,opt,name=signature,proto3" json:"signature,omitempty"`
+	// Present when the signature covers a batch of headers.
+	Batch         *BatchProof `protobuf:"bytes,3,opt,name=batch,proto3" json:"batch,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *SignedHeader) Reset() {
 	*x = SignedHeader{}
-	mi := &file_ketnoi_exchange_v1_exchange_proto_msgTypes[3]
+	mi := &file_ketnoi_exchange_v1_exchange_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -550,7 +632,7 @@ func (x *SignedHeader) String() string {
 func (*SignedHeader) ProtoMessage() {}
 
 func (x *SignedHeader) ProtoReflect() protoreflect.Message {
-	mi := &file_ketnoi_exchange_v1_exchange_proto_msgTypes[3]
+	mi := &file_ketnoi_exchange_v1_exchange_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -563,7 +645,7 @@ func (x *SignedHeader) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SignedHeader.ProtoReflect.Descriptor instead.
 func (*SignedHeader) Descriptor() ([]byte, []int) {
-	return file_ketnoi_exchange_v1_exchange_proto_rawDescGZIP(), []int{3}
+	return file_ketnoi_exchange_v1_exchange_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *SignedHeader) GetHeader() []byte {
@@ -576,6 +658,13 @@ func (x *SignedHeader) GetHeader() []byte {
 func (x *SignedHeader) GetSignature() []byte {
 	if x != nil {
 		return x.Signature
+	}
+	return nil
+}
+
+func (x *SignedHeader) GetBatch() *BatchProof {
+	if x != nil {
+		return x.Batch
 	}
 	return nil
 }
@@ -593,7 +682,7 @@ type Frame struct {
 
 func (x *Frame) Reset() {
 	*x = Frame{}
-	mi := &file_ketnoi_exchange_v1_exchange_proto_msgTypes[4]
+	mi := &file_ketnoi_exchange_v1_exchange_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -605,7 +694,7 @@ func (x *Frame) String() string {
 func (*Frame) ProtoMessage() {}
 
 func (x *Frame) ProtoReflect() protoreflect.Message {
-	mi := &file_ketnoi_exchange_v1_exchange_proto_msgTypes[4]
+	mi := &file_ketnoi_exchange_v1_exchange_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -618,7 +707,7 @@ func (x *Frame) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Frame.ProtoReflect.Descriptor instead.
 func (*Frame) Descriptor() ([]byte, []int) {
-	return file_ketnoi_exchange_v1_exchange_proto_rawDescGZIP(), []int{4}
+	return file_ketnoi_exchange_v1_exchange_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *Frame) GetSignedHeader() *SignedHeader {
@@ -646,7 +735,7 @@ type ExchangeRequest struct {
 
 func (x *ExchangeRequest) Reset() {
 	*x = ExchangeRequest{}
-	mi := &file_ketnoi_exchange_v1_exchange_proto_msgTypes[5]
+	mi := &file_ketnoi_exchange_v1_exchange_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -658,7 +747,7 @@ func (x *ExchangeRequest) String() string {
 func (*ExchangeRequest) ProtoMessage() {}
 
 func (x *ExchangeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ketnoi_exchange_v1_exchange_proto_msgTypes[5]
+	mi := &file_ketnoi_exchange_v1_exchange_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -671,7 +760,7 @@ func (x *ExchangeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExchangeRequest.ProtoReflect.Descriptor instead.
 func (*ExchangeRequest) Descriptor() ([]byte, []int) {
-	return file_ketnoi_exchange_v1_exchange_proto_rawDescGZIP(), []int{5}
+	return file_ketnoi_exchange_v1_exchange_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *ExchangeRequest) GetFrame() *Frame {
@@ -692,7 +781,7 @@ type ExchangeResponse struct {
 
 func (x *ExchangeResponse) Reset() {
 	*x = ExchangeResponse{}
-	mi := &file_ketnoi_exchange_v1_exchange_proto_msgTypes[6]
+	mi := &file_ketnoi_exchange_v1_exchange_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -704,7 +793,7 @@ func (x *ExchangeResponse) String() string {
 func (*ExchangeResponse) ProtoMessage() {}
 
 func (x *ExchangeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ketnoi_exchange_v1_exchange_proto_msgTypes[6]
+	mi := &file_ketnoi_exchange_v1_exchange_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -717,7 +806,7 @@ func (x *ExchangeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExchangeResponse.ProtoReflect.Descriptor instead.
 func (*ExchangeResponse) Descriptor() ([]byte, []int) {
-	return file_ketnoi_exchange_v1_exchange_proto_rawDescGZIP(), []int{6}
+	return file_ketnoi_exchange_v1_exchange_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *ExchangeResponse) GetFrame() *Frame {
@@ -770,10 +859,17 @@ const file_ketnoi_exchange_v1_exchange_proto_rawDesc = "" +
 	"\x19signer_certificate_sha256\x18\x17 \x01(\fR\x17signerCertificateSha256\x12\x1f\n" +
 	"\vhas_message\x18\x18 \x01(\bR\n" +
 	"hasMessage\x12=\n" +
-	"\btrailers\x18\x19 \x03(\v2!.ketnoi.exchange.v1.MetadataEntryR\btrailers\"D\n" +
+	"\btrailers\x18\x19 \x03(\v2!.ketnoi.exchange.v1.MetadataEntryR\btrailers\"b\n" +
+	"\n" +
+	"BatchProof\x12\x12\n" +
+	"\x04root\x18\x01 \x01(\fR\x04root\x12\x12\n" +
+	"\x04size\x18\x02 \x01(\x04R\x04size\x12\x14\n" +
+	"\x05index\x18\x03 \x01(\x04R\x05index\x12\x16\n" +
+	"\x06hashes\x18\x04 \x03(\fR\x06hashes\"z\n" +
 	"\fSignedHeader\x12\x16\n" +
 	"\x06header\x18\x01 \x01(\fR\x06header\x12\x1c\n" +
-	"\tsignature\x18\x02 \x01(\fR\tsignature\"h\n" +
+	"\tsignature\x18\x02 \x01(\fR\tsignature\x124\n" +
+	"\x05batch\x18\x03 \x01(\v2\x1e.ketnoi.exchange.v1.BatchProofR\x05batch\"h\n" +
 	"\x05Frame\x12E\n" +
 	"\rsigned_header\x18\x01 \x01(\v2 .ketnoi.exchange.v1.SignedHeaderR\fsignedHeader\x12\x18\n" +
 	"\apayload\x18\x02 \x01(\fR\apayload\"B\n" +
@@ -807,40 +903,42 @@ func file_ketnoi_exchange_v1_exchange_proto_rawDescGZIP() []byte {
 }
 
 var file_ketnoi_exchange_v1_exchange_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_ketnoi_exchange_v1_exchange_proto_msgTypes = make([]protoimpl.MessageInfo, 7)
+var file_ketnoi_exchange_v1_exchange_proto_msgTypes = make([]protoimpl.MessageInfo, 8)
 var file_ketnoi_exchange_v1_exchange_proto_goTypes = []any{
 	(Direction)(0),                // 0: ketnoi.exchange.v1.Direction
 	(CallKind)(0),                 // 1: ketnoi.exchange.v1.CallKind
 	(*MetadataEntry)(nil),         // 2: ketnoi.exchange.v1.MetadataEntry
 	(*CallStatus)(nil),            // 3: ketnoi.exchange.v1.CallStatus
 	(*Header)(nil),                // 4: ketnoi.exchange.v1.Header
-	(*SignedHeader)(nil),          // 5: ketnoi.exchange.v1.SignedHeader
-	(*Frame)(nil),                 // 6: ketnoi.exchange.v1.Frame
-	(*ExchangeRequest)(nil),       // 7: ketnoi.exchange.v1.ExchangeRequest
-	(*ExchangeResponse)(nil),      // 8: ketnoi.exchange.v1.ExchangeResponse
-	(*anypb.Any)(nil),             // 9: google.protobuf.Any
-	(v1.Classification)(0),        // 10: ketnoi.registry.v1.Classification
-	(*timestamppb.Timestamp)(nil), // 11: google.protobuf.Timestamp
+	(*BatchProof)(nil),            // 5: ketnoi.exchange.v1.BatchProof
+	(*SignedHeader)(nil),          // 6: ketnoi.exchange.v1.SignedHeader
+	(*Frame)(nil),                 // 7: ketnoi.exchange.v1.Frame
+	(*ExchangeRequest)(nil),       // 8: ketnoi.exchange.v1.ExchangeRequest
+	(*ExchangeResponse)(nil),      // 9: ketnoi.exchange.v1.ExchangeResponse
+	(*anypb.Any)(nil),             // 10: google.protobuf.Any
+	(v1.Classification)(0),        // 11: ketnoi.registry.v1.Classification
+	(*timestamppb.Timestamp)(nil), // 12: google.protobuf.Timestamp
 }
 var file_ketnoi_exchange_v1_exchange_proto_depIdxs = []int32{
-	9,  // 0: ketnoi.exchange.v1.CallStatus.details:type_name -> google.protobuf.Any
+	10, // 0: ketnoi.exchange.v1.CallStatus.details:type_name -> google.protobuf.Any
 	0,  // 1: ketnoi.exchange.v1.Header.direction:type_name -> ketnoi.exchange.v1.Direction
 	1,  // 2: ketnoi.exchange.v1.Header.call_kind:type_name -> ketnoi.exchange.v1.CallKind
-	10, // 3: ketnoi.exchange.v1.Header.classification:type_name -> ketnoi.registry.v1.Classification
-	11, // 4: ketnoi.exchange.v1.Header.created_at:type_name -> google.protobuf.Timestamp
+	11, // 3: ketnoi.exchange.v1.Header.classification:type_name -> ketnoi.registry.v1.Classification
+	12, // 4: ketnoi.exchange.v1.Header.created_at:type_name -> google.protobuf.Timestamp
 	2,  // 5: ketnoi.exchange.v1.Header.metadata:type_name -> ketnoi.exchange.v1.MetadataEntry
 	3,  // 6: ketnoi.exchange.v1.Header.status:type_name -> ketnoi.exchange.v1.CallStatus
 	2,  // 7: ketnoi.exchange.v1.Header.trailers:type_name -> ketnoi.exchange.v1.MetadataEntry
-	5,  // 8: ketnoi.exchange.v1.Frame.signed_header:type_name -> ketnoi.exchange.v1.SignedHeader
-	6,  // 9: ketnoi.exchange.v1.ExchangeRequest.frame:type_name -> ketnoi.exchange.v1.Frame
-	6,  // 10: ketnoi.exchange.v1.ExchangeResponse.frame:type_name -> ketnoi.exchange.v1.Frame
-	7,  // 11: ketnoi.exchange.v1.FederationService.Exchange:input_type -> ketnoi.exchange.v1.ExchangeRequest
-	8,  // 12: ketnoi.exchange.v1.FederationService.Exchange:output_type -> ketnoi.exchange.v1.ExchangeResponse
-	12, // [12:13] is the sub-list for method output_type
-	11, // [11:12] is the sub-list for method input_type
-	11, // [11:11] is the sub-list for extension type_name
-	11, // [11:11] is the sub-list for extension extendee
-	0,  // [0:11] is the sub-list for field type_name
+	5,  // 8: ketnoi.exchange.v1.SignedHeader.batch:type_name -> ketnoi.exchange.v1.BatchProof
+	6,  // 9: ketnoi.exchange.v1.Frame.signed_header:type_name -> ketnoi.exchange.v1.SignedHeader
+	7,  // 10: ketnoi.exchange.v1.ExchangeRequest.frame:type_name -> ketnoi.exchange.v1.Frame
+	7,  // 11: ketnoi.exchange.v1.ExchangeResponse.frame:type_name -> ketnoi.exchange.v1.Frame
+	8,  // 12: ketnoi.exchange.v1.FederationService.Exchange:input_type -> ketnoi.exchange.v1.ExchangeRequest
+	9,  // 13: ketnoi.exchange.v1.FederationService.Exchange:output_type -> ketnoi.exchange.v1.ExchangeResponse
+	13, // [13:14] is the sub-list for method output_type
+	12, // [12:13] is the sub-list for method input_type
+	12, // [12:12] is the sub-list for extension type_name
+	12, // [12:12] is the sub-list for extension extendee
+	0,  // [0:12] is the sub-list for field type_name
 }
 
 func init() { file_ketnoi_exchange_v1_exchange_proto_init() }
@@ -854,7 +952,7 @@ func file_ketnoi_exchange_v1_exchange_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_ketnoi_exchange_v1_exchange_proto_rawDesc), len(file_ketnoi_exchange_v1_exchange_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   7,
+			NumMessages:   8,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

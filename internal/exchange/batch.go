@@ -1,0 +1,265 @@
+package exchange
+
+import (
+	"context"
+	"crypto/sha256"
+	"crypto/x509"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"sync"
+
+	"golang.org/x/mod/sumdb/tlog"
+
+	"github.com/ketnoi/ketnoi/internal/sign"
+	exchangev1 "github.com/ketnoi/ketnoi/proto/ketnoi/exchange/v1"
+)
+
+// TypeBatch is the payload type of a batch signature: the signed bytes are
+// the 32-byte Merkle root followed by the batch size as 8 big-endian bytes.
+const TypeBatch = "application/vnd.ketnoi.exchange.batch.v1"
+
+// maxBatch bounds how many headers share one signature.
+const maxBatch = 512
+
+// BatchSigner signs headers in batches: one goroutine takes every header
+// queued while it was busy, builds the Merkle tree of the batch, signs its
+// root once and hands each caller its inclusion proof. An idle signer signs
+// a lone header at once, so batching never adds waiting time; under load one
+// ECDSA signature covers many messages.
+type BatchSigner struct {
+	signer *sign.Signer
+	queue  chan *signReq
+	done   chan struct{}
+	once   sync.Once
+}
+
+type signReq struct {
+	header []byte
+	out    chan signResult
+}
+
+type signResult struct {
+	sh  *exchangev1.SignedHeader
+	err error
+}
+
+// NewBatchSigner starts a batch signer; Close stops it.
+func NewBatchSigner(s *sign.Signer) *BatchSigner {
+	b := &BatchSigner{signer: s, queue: make(chan *signReq, maxBatch), done: make(chan struct{})}
+	go b.run()
+	return b
+}
+
+// Signer returns the underlying signer.
+func (b *BatchSigner) Signer() *sign.Signer { return b.signer }
+
+// ErrSignerClosed is returned by Sign after Close.
+var ErrSignerClosed = errors.New("exchange: signer closed")
+
+// Sign signs header bytes and returns them with the batch signature.
+func (b *BatchSigner) Sign(ctx context.Context, header []byte) (*exchangev1.SignedHeader, error) {
+	r := &signReq{header: header, out: make(chan signResult, 1)}
+	select {
+	case b.queue <- r:
+	case <-b.done:
+		return nil, ErrSignerClosed
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	select {
+	case res := <-r.out:
+		return res.sh, res.err
+	case <-b.done:
+		return nil, ErrSignerClosed
+	}
+}
+
+// Close stops the signer.
+func (b *BatchSigner) Close() { b.once.Do(func() { close(b.done) }) }
+
+func (b *BatchSigner) run() {
+	batch := make([]*signReq, 0, maxBatch)
+	for {
+		select {
+		case <-b.done:
+			return
+		case r := <-b.queue:
+			batch = append(batch[:0], r)
+		}
+	drain:
+		for len(batch) < maxBatch {
+			select {
+			case r := <-b.queue:
+				batch = append(batch, r)
+			default:
+				break drain
+			}
+		}
+		b.signBatch(batch)
+	}
+}
+
+func (b *BatchSigner) signBatch(batch []*signReq) {
+	leaves := make([][]byte, len(batch))
+	for i, r := range batch {
+		leaves[i] = r.header
+	}
+	tree := newBatchTree(leaves)
+	root := tree.root()
+	sig, err := b.signer.Sign(TypeBatch, batchMessage(root, uint64(len(batch))))
+	for i, r := range batch {
+		if err != nil {
+			r.out <- signResult{err: fmt.Errorf("sign batch: %w", err)}
+			continue
+		}
+		proof, perr := tree.prove(i)
+		if perr != nil {
+			r.out <- signResult{err: perr}
+			continue
+		}
+		r.out <- signResult{sh: &exchangev1.SignedHeader{
+			Header:    r.header,
+			Signature: sig,
+			Batch:     &exchangev1.BatchProof{Root: root[:], Size: uint64(len(batch)), Index: uint64(i), Hashes: proof},
+		}}
+	}
+}
+
+func batchMessage(root tlog.Hash, size uint64) []byte {
+	m := make([]byte, 0, 40)
+	m = append(m, root[:]...)
+	return binary.BigEndian.AppendUint64(m, size)
+}
+
+// batchTree is an in-memory RFC 6962 tree over one batch, in the stored-hash
+// layout of golang.org/x/mod/sumdb/tlog.
+type batchTree struct {
+	n      int64
+	hashes []tlog.Hash
+}
+
+func newBatchTree(leaves [][]byte) *batchTree {
+	t := &batchTree{n: int64(len(leaves))}
+	for i, l := range leaves {
+		hs, err := tlog.StoredHashes(int64(i), l, t)
+		if err != nil {
+			// Reading from memory cannot fail for indexes already stored.
+			panic(err)
+		}
+		t.hashes = append(t.hashes, hs...)
+	}
+	return t
+}
+
+// ReadHashes implements tlog.HashReader.
+func (t *batchTree) ReadHashes(indexes []int64) ([]tlog.Hash, error) {
+	out := make([]tlog.Hash, len(indexes))
+	for i, x := range indexes {
+		if x < 0 || x >= int64(len(t.hashes)) {
+			return nil, fmt.Errorf("batch tree: hash %d not stored", x)
+		}
+		out[i] = t.hashes[x]
+	}
+	return out, nil
+}
+
+func (t *batchTree) root() tlog.Hash {
+	h, err := tlog.TreeHash(t.n, t)
+	if err != nil {
+		panic(err)
+	}
+	return h
+}
+
+func (t *batchTree) prove(i int) ([][]byte, error) {
+	p, err := tlog.ProveRecord(t.n, int64(i), t)
+	if err != nil {
+		return nil, fmt.Errorf("batch proof: %w", err)
+	}
+	out := make([][]byte, len(p))
+	for j := range p {
+		out[j] = p[j][:]
+	}
+	return out, nil
+}
+
+// VerifySignedHeader checks the signature of a signed header with cert,
+// whether it signs the header alone or a batch that includes it.
+func VerifySignedHeader(cert *x509.Certificate, sh *exchangev1.SignedHeader) error {
+	return defaultVerifier.Verify(cert, sh)
+}
+
+// Verifier verifies signed headers and remembers batch roots it has
+// verified, so each batch costs one ECDSA verification however many of its
+// headers arrive.
+type Verifier struct {
+	mu    sync.Mutex
+	roots map[[32 + 32 + 8]byte]struct{}
+	order [][32 + 32 + 8]byte
+	max   int
+}
+
+// NewVerifier returns a verifier caching up to max batch roots.
+func NewVerifier(max int) *Verifier {
+	return &Verifier{roots: map[[72]byte]struct{}{}, max: max}
+}
+
+var defaultVerifier = NewVerifier(0)
+
+// Verify checks sh with cert like VerifySignedHeader, skipping the ECDSA
+// verification of a batch root this verifier already accepted for cert.
+func (v *Verifier) Verify(cert *x509.Certificate, sh *exchangev1.SignedHeader) error {
+	b := sh.GetBatch()
+	if b == nil {
+		return sign.Verify(cert, sign.TypeHeader, sh.GetHeader(), sh.GetSignature())
+	}
+	if len(b.GetRoot()) != sha256.Size || b.GetSize() == 0 || b.GetIndex() >= b.GetSize() {
+		return fmt.Errorf("%w: malformed batch proof", sign.ErrBadSignature)
+	}
+	root := tlog.Hash(b.GetRoot())
+	proof := make(tlog.RecordProof, len(b.GetHashes()))
+	for i, h := range b.GetHashes() {
+		if len(h) != sha256.Size {
+			return fmt.Errorf("%w: malformed batch proof", sign.ErrBadSignature)
+		}
+		proof[i] = tlog.Hash(h)
+	}
+	if err := tlog.CheckRecord(proof, int64(b.GetSize()), root, int64(b.GetIndex()), tlog.RecordHash(sh.GetHeader())); err != nil {
+		return fmt.Errorf("%w: header is not in the signed batch", sign.ErrBadSignature)
+	}
+
+	var key [72]byte
+	copy(key[:32], sha256Sum(cert.Raw))
+	copy(key[32:64], root[:])
+	binary.BigEndian.PutUint64(key[64:], b.GetSize())
+	if v.max > 0 {
+		v.mu.Lock()
+		_, ok := v.roots[key]
+		v.mu.Unlock()
+		if ok {
+			return nil
+		}
+	}
+	if err := sign.Verify(cert, TypeBatch, batchMessage(root, b.GetSize()), sh.GetSignature()); err != nil {
+		return err
+	}
+	if v.max > 0 {
+		v.mu.Lock()
+		if _, ok := v.roots[key]; !ok {
+			v.roots[key] = struct{}{}
+			v.order = append(v.order, key)
+			if len(v.order) > v.max {
+				delete(v.roots, v.order[0])
+				v.order = v.order[1:]
+			}
+		}
+		v.mu.Unlock()
+	}
+	return nil
+}
+
+func sha256Sum(b []byte) []byte {
+	s := sha256.Sum256(b)
+	return s[:]
+}

@@ -1,0 +1,107 @@
+package exchange_test
+
+import (
+	"context"
+	"sync"
+	"testing"
+	"time"
+
+	"google.golang.org/protobuf/proto"
+
+	"github.com/ketnoi/ketnoi/internal/exchange"
+	"github.com/ketnoi/ketnoi/internal/pki/pkitest"
+	"github.com/ketnoi/ketnoi/internal/sign"
+	exchangev1 "github.com/ketnoi/ketnoi/proto/ketnoi/exchange/v1"
+)
+
+// sealWith seals through a batch signer of its own, as a node does.
+func sealWith(s *sign.Signer, h *exchangev1.Header, payload []byte, hasMsg bool, now time.Time) (*exchange.Sealed, error) {
+	bs := exchange.NewBatchSigner(s)
+	defer bs.Close()
+	return exchange.Seal(context.Background(), bs, h, payload, hasMsg, now)
+}
+
+// openWith opens with a fresh verifier cache.
+func openWith(f *exchangev1.Frame, lookup exchange.CertLookup) (*exchange.Opened, *exchange.Error) {
+	return exchange.Open(f, lookup, exchange.NewVerifier(16))
+}
+
+func TestBatchSignatures(t *testing.T) {
+	ca := pkitest.NewCA(t, "vn.ketnoi")
+	s := ca.Signer(t, consumer)
+	bs := exchange.NewBatchSigner(s)
+	defer bs.Close()
+
+	const n = 64
+	signed := make([]*exchangev1.SignedHeader, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() {
+			raw, _ := proto.Marshal(&exchangev1.Header{MessageId: "m", Sequence: uint64(i)})
+			sh, err := bs.Sign(context.Background(), raw)
+			if err != nil {
+				t.Errorf("sign %d: %v", i, err)
+				return
+			}
+			signed[i] = sh
+		})
+	}
+	wg.Wait()
+	if t.Failed() {
+		return
+	}
+	batches := map[string]bool{}
+	for i, sh := range signed {
+		if err := exchange.VerifySignedHeader(s.Certificate(), sh); err != nil {
+			t.Errorf("header %d (batch of %d): %v", i, sh.GetBatch().GetSize(), err)
+		}
+		batches[string(sh.GetBatch().GetRoot())] = true
+	}
+	t.Logf("%d headers signed in %d batches", n, len(batches))
+
+	// A header moved under another header's proof fails.
+	forged := proto.Clone(signed[0]).(*exchangev1.SignedHeader)
+	forged.Header = signed[1].GetHeader()
+	if signed[0].GetBatch().GetSize() > 1 {
+		if err := exchange.VerifySignedHeader(s.Certificate(), forged); err == nil {
+			t.Error("header with another header's proof verified")
+		}
+	}
+	// A proof with a changed size fails.
+	bad := proto.Clone(signed[0]).(*exchangev1.SignedHeader)
+	bad.Batch.Size++
+	if err := exchange.VerifySignedHeader(s.Certificate(), bad); err == nil {
+		t.Error("proof with a changed batch size verified")
+	}
+	// Another member's certificate does not verify the batch.
+	if err := exchange.VerifySignedHeader(ca.Signer(t, "VN/NN/000.00.00.G09").Certificate(), signed[0]); err == nil {
+		t.Error("batch verified with another member's certificate")
+	}
+}
+
+func TestVerifierCachesRootsPerCertificate(t *testing.T) {
+	ca := pkitest.NewCA(t, "vn.ketnoi")
+	s := ca.Signer(t, consumer)
+	other := ca.Signer(t, "VN/NN/000.00.00.G09")
+	bs := exchange.NewBatchSigner(s)
+	defer bs.Close()
+	sh, err := bs.Sign(context.Background(), []byte("header"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	v := exchange.NewVerifier(8)
+	for i := range 2 {
+		if err := v.Verify(s.Certificate(), sh); err != nil {
+			t.Fatalf("verify %d: %v", i, err)
+		}
+	}
+	if err := v.Verify(other.Certificate(), sh); err == nil {
+		t.Error("a root cached for one certificate verified with another")
+	}
+	tampered := proto.Clone(sh).(*exchangev1.SignedHeader)
+	tampered.Signature[len(tampered.Signature)-1] ^= 1
+	fresh := exchange.NewVerifier(8)
+	if err := fresh.Verify(s.Certificate(), tampered); err == nil {
+		t.Error("tampered batch signature verified")
+	}
+}
