@@ -61,6 +61,9 @@ type Config struct {
 	MaxMessageBytes int `yaml:"max_message_bytes"`
 	// ClockSkew is how far a peer's message time may be from this node's.
 	ClockSkew time.Duration `yaml:"clock_skew"`
+	// DeadlineMargin is taken off the caller's remaining deadline before a
+	// provider node calls its backend.
+	DeadlineMargin time.Duration `yaml:"deadline_margin"`
 }
 
 // LocalEndpoint is a listener for applications of one subsystem.
@@ -79,6 +82,7 @@ type Backend struct {
 const (
 	DefaultMaxMessageBytes = 4 << 20
 	DefaultClockSkew       = 2 * time.Minute
+	DefaultDeadlineMargin  = 5 * time.Millisecond
 )
 
 // LoadConfig reads and validates a YAML configuration file.
@@ -115,6 +119,9 @@ func (c *Config) validate() error {
 	}
 	if c.ClockSkew == 0 {
 		c.ClockSkew = DefaultClockSkew
+	}
+	if c.DeadlineMargin == 0 {
+		c.DeadlineMargin = DefaultDeadlineMargin
 	}
 	m, err := id.ParseMember(c.Member)
 	if err != nil {

@@ -179,7 +179,7 @@ func (s *serve) forward(ctx context.Context, o *exchange.Opened) error {
 	if err != nil {
 		return s.fail(ctx, exchange.Errorf(codes.Unavailable, exchange.ReasonBackendUnreachable, "backend: %v", err))
 	}
-	bctx, cancel := context.WithCancel(metadata.NewOutgoingContext(ctx, md))
+	bctx, cancel := backendContext(metadata.NewOutgoingContext(ctx, md), n.cfg.DeadlineMargin)
 	defer cancel()
 	desc := &grpc.StreamDesc{ServerStreams: true, ClientStreams: true}
 	bs, err := conn.NewStream(bctx, desc, "/"+s.svc.GetGrpcService()+"/"+s.method.GetName())
@@ -343,4 +343,17 @@ func (s *serve) send(ctx context.Context, payload []byte, hasMsg, final bool, he
 	}
 	s.resChain.Advance(sealed.Digest)
 	return s.stream.Send(&exchangev1.ExchangeResponse{Frame: sealed.Frame})
+}
+
+// backendContext derives the backend call's context. When the caller set a
+// deadline, the backend gets it minus margin, so that a backend running out
+// of time still leaves the node time to sign, record and return the status
+// before the caller gives up.
+func backendContext(ctx context.Context, margin time.Duration) (context.Context, context.CancelFunc) {
+	if dl, ok := ctx.Deadline(); ok && margin > 0 {
+		if left := time.Until(dl); left > 2*margin {
+			return context.WithDeadline(ctx, dl.Add(-margin))
+		}
+	}
+	return context.WithCancel(ctx)
 }

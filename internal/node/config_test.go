@@ -1,0 +1,151 @@
+package node
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc/metadata"
+)
+
+const validConfig = `member: VN/NN/000.00.00.G22
+name: node1
+data_dir: data
+registry: {address: "127.0.0.1:7443"}
+tls: {cert: n.pem, key: n-key.pem, bundle: bundle.pem}
+signing: {cert: s.pem, key: s-key.pem}
+federation: {listen: "127.0.0.1:0"}
+local:
+  - listen: "127.0.0.1:0"
+    client: VN/NN/000.00.00.G22/vanban
+`
+
+func writeConfig(t *testing.T, body string) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "node.yaml")
+	if err := os.WriteFile(p, []byte(body), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func TestLoadConfig(t *testing.T) {
+	p := writeConfig(t, validConfig)
+	c, err := LoadConfig(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Instance != "VN" || c.TrustDomain != "vn.ketnoi" || c.MaxMessageBytes != DefaultMaxMessageBytes ||
+		c.ClockSkew != DefaultClockSkew || c.DeadlineMargin != DefaultDeadlineMargin {
+		t.Errorf("defaults not applied: %+v", c)
+	}
+	if want := filepath.Join(filepath.Dir(p), "data"); c.DataDir != want {
+		t.Errorf("data_dir = %q, want %q (relative to the file)", c.DataDir, want)
+	}
+}
+
+func TestLoadConfigRejects(t *testing.T) {
+	tests := []struct {
+		name, from, to, want string
+	}{
+		{"bad member", "member: VN/NN/000.00.00.G22", "member: VN/NN/g22", "member: malformed identifier"},
+		{"member of other instance", "member: VN/NN/000.00.00.G22", "member: LA/NN/000.00.00.G22", "not of instance VN"},
+		{"bad node name", "name: node1", "name: Node_1!", "name:"},
+		{"missing registry", `registry: {address: "127.0.0.1:7443"}`, "", "registry.address: required"},
+		{"local endpoint off loopback", `  - listen: "127.0.0.1:0"`, `  - listen: "0.0.0.0:7001"`, "loopback"},
+		{"local client of another member", "client: VN/NN/000.00.00.G22/vanban", "client: VN/NN/000.00.00.G09/vanban", "not a client of member"},
+		{"unknown field type", "name: node1", "name: [x]", "parse config"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			body := strings.Replace(validConfig, tt.from, tt.to, 1)
+			if body == validConfig {
+				t.Fatalf("replacement %q not applied", tt.from)
+			}
+			_, err := LoadConfig(writeConfig(t, body))
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Errorf("LoadConfig error = %v, want it to contain %q", err, tt.want)
+			}
+		})
+	}
+}
+
+func TestMetadataPolicy(t *testing.T) {
+	md := metadata.MD{
+		"x-case":         {"42"},
+		"x-trace-bin":    {"\x00\x01"},
+		"authorization":  {"Bearer secret"},
+		"cookie":         {"a=b"},
+		"ketnoi-client":  {"VN/NN/000.00.00.G01"},
+		"grpc-timeout":   {"1S"},
+		":authority":     {"node"},
+		"user-agent":     {"grpc-go"},
+		"x-other-header": {"a", "b"},
+	}
+	got := fromEntries(toEntries(md))
+	want := metadata.MD{"x-case": {"42"}, "x-trace-bin": {"\x00\x01"}, "x-other-header": {"a", "b"}}
+	if len(got) != len(want) {
+		t.Fatalf("passed %v, want %v", got, want)
+	}
+	for k, v := range want {
+		if strings.Join(got[k], ",") != strings.Join(v, ",") {
+			t.Errorf("%s = %q, want %q", k, got[k], v)
+		}
+	}
+}
+
+func TestSplitMethod(t *testing.T) {
+	for in, want := range map[string][2]string{
+		"/vn.gov.dvhc.v1.AdminUnitService/GetUnit": {"vn.gov.dvhc.v1.AdminUnitService", "GetUnit"},
+		"/a.B/C": {"a.B", "C"},
+	} {
+		s, m, ok := splitMethod(in)
+		if !ok || s != want[0] || m != want[1] {
+			t.Errorf("splitMethod(%q) = %q, %q, %v", in, s, m, ok)
+		}
+	}
+	for _, bad := range []string{"", "/", "/noslash", "/svc/"} {
+		if _, _, ok := splitMethod(bad); ok {
+			t.Errorf("splitMethod(%q) accepted", bad)
+		}
+	}
+}
+
+func TestBackendContextTakesMargin(t *testing.T) {
+	parent, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	pdl, _ := parent.Deadline()
+	ctx, cancel2 := backendContext(parent, 5*time.Millisecond)
+	defer cancel2()
+	dl, ok := ctx.Deadline()
+	if !ok || pdl.Sub(dl) != 5*time.Millisecond {
+		t.Errorf("backend deadline %v before caller's, want 5ms", pdl.Sub(dl))
+	}
+	short, cancel3 := context.WithTimeout(context.Background(), 6*time.Millisecond)
+	defer cancel3()
+	sdl, _ := short.Deadline()
+	ctx, cancel4 := backendContext(short, 5*time.Millisecond)
+	defer cancel4()
+	if dl, _ := ctx.Deadline(); !dl.Equal(sdl) {
+		t.Errorf("a deadline too short for the margin was changed")
+	}
+	none, cancel5 := backendContext(context.Background(), 5*time.Millisecond)
+	defer cancel5()
+	if _, ok := none.Deadline(); ok {
+		t.Error("a call without deadline got one")
+	}
+}
+
+func TestReplayCache(t *testing.T) {
+	r := newReplayCache(time.Minute)
+	now := time.Now()
+	if !r.add("m1", now) || r.add("m1", now.Add(time.Second)) {
+		t.Fatal("second sighting of m1 not refused")
+	}
+	if !r.add("m1", now.Add(3*time.Minute)) {
+		t.Error("m1 still refused after the window")
+	}
+}
