@@ -31,12 +31,20 @@ func run(ctx context.Context, args []string) error {
 	readyFile := fs.String("ready-file", "", "write the bound addresses as JSON to this file once serving")
 	level := fs.String("log-level", "info", "log level: debug, info, warn, error")
 	format := fs.String("log-format", "text", "log format: text or json")
+	debug := fs.String("debug-listen", "", "serve /debug/pprof on this loopback address (off when empty)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	logger, err := logging.New(os.Stderr, *level, *format)
 	if err != nil {
 		return err
+	}
+	if *debug != "" {
+		stop, err := serveDebug(*debug, logger)
+		if err != nil {
+			return err
+		}
+		defer stop()
 	}
 	cfg, err := node.LoadConfig(*config)
 	if err != nil {
