@@ -52,10 +52,13 @@ type Proc struct {
 
 // Cluster is a running federation in one directory.
 type Cluster struct {
-	Dir   string // state, certificates, configs and logs
-	Bin   string // where the binaries are
-	Log   io.Writer
-	procs map[string]*Proc
+	Dir string // state, certificates, configs and logs
+	Bin string // where the binaries are
+	Log io.Writer
+	// NodeArgs are extra arguments for every ketnoi-node started, by node
+	// name (for example a profiler address).
+	NodeArgs map[string][]string
+	procs    map[string]*Proc
 }
 
 // New prepares a cluster in dir with binaries from bin and creates its

@@ -91,7 +91,7 @@ func (c *Cluster) StartNode(ctx context.Context, spec NodeSpec) error {
 	if err := os.WriteFile(cfgPath, []byte(b.String()), 0o644); err != nil {
 		return err
 	}
-	p, err := c.start(ctx, spec.Name, "ketnoi-node", "--config", cfgPath)
+	p, err := c.start(ctx, spec.Name, "ketnoi-node", append([]string{"--config", cfgPath}, c.NodeArgs[spec.Name]...)...)
 	if err != nil {
 		return err
 	}
