@@ -13,7 +13,7 @@ RACE_PKGS := ./internal/evidence/... ./internal/gconf/... ./internal/node/... \
 	./internal/registry/... ./internal/exchange/... ./internal/proxy/... \
 	./integration/...
 
-.PHONY: help all build demo test unit race integration bench lint generate checkgenerate tools clean
+.PHONY: help all build demo test unit race integration bench lint generate checkgenerate tools clean conformance
 
 help: ## list targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -34,8 +34,13 @@ test: ## unit tests, race detector on concurrent packages, integration tests
 integration: ## only the end-to-end tests
 	$(GO) test -count=1 -v ./integration/...
 
-bench: ## benchmarks
+bench: build ## Go benchmarks, then direct vs ketnoi vs nginx on loopback (about 5 minutes)
 	$(GO) test -run '^$$' -bench . -benchmem ./internal/...
+	@command -v nginx >/dev/null 2>&1 || test -x /usr/sbin/nginx || \
+		{ test "$$(id -u)" = 0 && command -v apt-get >/dev/null 2>&1 && \
+		  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx >/dev/null; } || \
+		echo "bench: nginx is not installed and could not be installed; its rows are skipped"
+	$(GO) run ./integration/bench --bin $(BIN)
 
 lint: tools ## staticcheck, buf lint and format
 	$(GO) vet ./...
@@ -62,3 +67,6 @@ $(BIN)/staticcheck:
 
 clean: ## remove built binaries
 	rm -rf $(BIN)
+
+conformance: ## grpc-go interop cases (pinned in integration/interop/tools) through two nodes, verbose
+	$(GO) test -count=1 -run Interop -v ./integration/

@@ -68,11 +68,12 @@ func (c *consumer) handle(_ any, ss grpc.ServerStream) error {
 
 	clientStreams := cl.template.GetCallKind() == exchangev1.CallKind_CALL_KIND_CLIENT_STREAMING ||
 		cl.template.GetCallKind() == exchangev1.CallKind_CALL_KIND_BIDI_STREAMING
-	if err := cl.sendFirst(ctx, ss, stream, clientStreams); err != nil {
+	final, err := cl.sendFirst(ctx, ss, stream, clientStreams)
+	if err != nil {
 		return err
 	}
 	sendErr := make(chan error, 1)
-	if clientStreams {
+	if !final {
 		go func() {
 			err := cl.pumpRequests(ctx, ss, stream)
 			if err != nil {
@@ -200,15 +201,16 @@ func callKind(m *registryv1.Method) exchangev1.CallKind {
 	}
 }
 
-// sendFirst sends the first request frame. For calls where the client sends
-// one message, that frame is also the final one.
-func (cl *call) sendFirst(ctx context.Context, ss grpc.ServerStream, stream exchangev1.FederationService_ExchangeClient, clientStreams bool) error {
+// sendFirst sends the first request frame and reports whether it closed
+// the request direction: for calls where the client sends one message, and
+// for streams the client half-closes before sending anything.
+func (cl *call) sendFirst(ctx context.Context, ss grpc.ServerStream, stream exchangev1.FederationService_ExchangeClient, clientStreams bool) (bool, error) {
 	md, _ := metadata.FromIncomingContext(ctx)
 	f := &proxy.Frame{}
 	err := ss.RecvMsg(f)
 	hasMsg := err == nil
 	if err != nil && err != io.EOF {
-		return err
+		return false, err
 	}
 	var payload []byte
 	if hasMsg {
@@ -221,16 +223,16 @@ func (cl *call) sendFirst(ctx context.Context, ss grpc.ServerStream, stream exch
 	h.Final = final
 	sealed, err := cl.sealAndRecord(ctx, h, payload, hasMsg)
 	if err != nil {
-		return err
+		return false, err
 	}
 	cl.first = sealed.Digest
 	if err := stream.Send(&exchangev1.ExchangeRequest{Frame: sealed.Frame}); err != nil {
-		return cl.transportError(ctx, err)
+		return false, cl.transportError(ctx, err)
 	}
 	if final {
-		return stream.CloseSend()
+		return true, stream.CloseSend()
 	}
-	return nil
+	return false, nil
 }
 
 // pumpRequests relays further request messages of a client stream.

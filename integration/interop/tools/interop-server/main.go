@@ -5,7 +5,9 @@
 // The upstream server binds every interface and takes only a port; the
 // tests run on loopback alone, so this program takes a full listen address
 // (127.0.0.1:0 by default) and publishes the bound one in a ready file
-// (JSON: {"grpc": "127.0.0.1:PORT"}), like the ketnoi servers do.
+// (JSON: {"grpc": "127.0.0.1:PORT"}), like the ketnoi servers do. It also
+// registers the gzip compressor, which the upstream server lacks, so that
+// compressed calls can be checked against it directly.
 //
 // With --write-descriptor-set it instead writes a serialized
 // FileDescriptorSet holding grpc.testing.TestService,
@@ -29,6 +31,7 @@ import (
 
 	orcaservicepb "github.com/cncf/xds/go/xds/service/orca/v3"
 	"google.golang.org/grpc"
+	_ "google.golang.org/grpc/encoding/gzip" // accept and answer gzip-compressed calls
 	"google.golang.org/grpc/interop"
 	testgrpc "google.golang.org/grpc/interop/grpc_testing"
 	"google.golang.org/grpc/orca"
