@@ -2,8 +2,10 @@ package node
 
 import (
 	"context"
+	"errors"
 	"io"
 	"log/slog"
+	"sync/atomic"
 	"time"
 
 	"google.golang.org/grpc"
@@ -40,6 +42,9 @@ type serve struct {
 	method   *registryv1.Method
 	reqChain exchange.Chain
 	resChain exchange.Chain
+	// abort holds the check a later request frame failed; the call then
+	// ends with that status instead of the backend's cancellation.
+	abort atomic.Pointer[exchange.Error]
 }
 
 func (p *provider) Exchange(stream exchangev1.FederationService_ExchangeServer) error {
@@ -195,6 +200,10 @@ func (s *serve) forward(ctx context.Context, o *exchange.Opened) error {
 			if err := s.pumpRequests(ctx, bs); err != nil {
 				n.log.WarnContext(ctx, "request stream ended", slog.String(logging.KeyMessageID, h.GetMessageId()),
 					slog.Any(logging.KeyError, err))
+				var perr *exchange.Error
+				if errors.As(err, &perr) {
+					s.abort.Store(perr)
+				}
 				cancel()
 			}
 		}()
@@ -276,7 +285,7 @@ func (s *serve) relay(ctx context.Context, bs grpc.ClientStream) error {
 			if err == io.EOF {
 				err = nil
 			}
-			return s.send(ctx, nil, false, true, headers, toEntries(bs.Trailer()), status.Convert(err))
+			return s.send(ctx, nil, false, true, headers, toEntries(bs.Trailer()), s.finalStatus(err))
 		}
 		payload := f.Bytes()
 		f.Free()
@@ -287,13 +296,23 @@ func (s *serve) relay(ctx context.Context, bs grpc.ClientStream) error {
 			if err == io.EOF {
 				return s.send(ctx, payload, true, true, headers, toEntries(bs.Trailer()), status.New(codes.OK, ""))
 			}
-			return s.send(ctx, nil, false, true, headers, toEntries(bs.Trailer()), status.Convert(err))
+			return s.send(ctx, nil, false, true, headers, toEntries(bs.Trailer()), s.finalStatus(err))
 		}
 		if err := s.send(ctx, payload, true, false, headers, nil, nil); err != nil {
 			return err
 		}
 		headers = nil
 	}
+}
+
+// finalStatus is the status the call ends with after the backend returned
+// err: a failed check of a request frame wins over the cancellation it
+// caused.
+func (s *serve) finalStatus(err error) *status.Status {
+	if perr := s.abort.Load(); perr != nil {
+		return perr.Status(s.n.self.String())
+	}
+	return status.Convert(err)
 }
 
 // fail answers the exchange with a platform failure after admission.

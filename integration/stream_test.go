@@ -1,0 +1,206 @@
+package integration
+
+import (
+	"context"
+	"io"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	testpb "google.golang.org/grpc/interop/grpc_testing"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/ketnoi/ketnoi/integration/cluster"
+	"github.com/ketnoi/ketnoi/internal/exchange"
+	"github.com/ketnoi/ketnoi/internal/mtls"
+	"github.com/ketnoi/ketnoi/internal/sign"
+	exchangev1 "github.com/ketnoi/ketnoi/proto/ketnoi/exchange/v1"
+)
+
+// TestStreamFidelity checks behaviours of streams through two nodes that the
+// interop suite does not: chained stream messages, metadata policy, size
+// limits and the platform-error marker.
+func TestStreamFidelity(t *testing.T) {
+	c := startInterop(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	conn, err := grpc.NewClient(c.LocalAddr("vpcp", cluster.ConsumerClient), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	client := testpb.NewTestServiceClient(conn)
+
+	t.Run("dropped, reordered or replayed stream messages end the stream", func(t *testing.T) {
+		for _, tc := range []struct {
+			name  string
+			order []int // sequence numbers sent after #0
+		}{
+			{"dropped", []int{2}},
+			{"reordered", []int{2, 1}},
+			{"replayed", []int{1, 1}},
+		} {
+			t.Run(tc.name, func(t *testing.T) {
+				st := sendChained(ctx, t, c, tc.order)
+				if codes.Code(st.GetCode()) != codes.DataLoss || !strings.Contains(st.GetMessage(), "dropped, reordered or replayed") {
+					t.Errorf("status %v %q, want DataLoss naming the broken sequence", codes.Code(st.GetCode()), st.GetMessage())
+				}
+				if r := statusDetailReason(st); r != exchange.ReasonSequence {
+					t.Errorf("reason %q, want %s", r, exchange.ReasonSequence)
+				}
+			})
+		}
+	})
+
+	t.Run("custom and binary metadata pass both ways", func(t *testing.T) {
+		// The interop server echoes these keys in its header and trailer.
+		// (Which keys a node drops is covered by the node's unit tests.)
+		md := metadata.Pairs("x-grpc-test-echo-initial", "keep", "x-grpc-test-echo-trailing-bin", "\x00\xff")
+		var header, trailer metadata.MD
+		_, err := client.UnaryCall(metadata.NewOutgoingContext(ctx, md), &testpb.SimpleRequest{},
+			grpc.Header(&header), grpc.Trailer(&trailer))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := header.Get("x-grpc-test-echo-initial"); len(got) != 1 || got[0] != "keep" {
+			t.Errorf("echoed initial metadata = %q", got)
+		}
+		if got := trailer.Get("x-grpc-test-echo-trailing-bin"); len(got) != 1 || got[0] != "\x00\xff" {
+			t.Errorf("echoed binary trailer = %q", got)
+		}
+		if len(header.Get("ketnoi-message-id")) != 1 {
+			t.Errorf("response header lacks ketnoi-message-id: %v", header)
+		}
+	})
+
+	t.Run("a caller's deadline ends a call through both nodes", func(t *testing.T) {
+		cctx, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
+		defer cancel()
+		// The interop server sleeps per response parameter; ask for longer
+		// than the deadline and expect DeadlineExceeded from the backend's
+		// side, not a hang.
+		stream, err := client.StreamingOutputCall(cctx, &testpb.StreamingOutputCallRequest{
+			ResponseParameters: []*testpb.ResponseParameters{{Size: 1, IntervalUs: 2_000_000}},
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		start := time.Now()
+		_, err = stream.Recv()
+		if status.Code(err) != codes.DeadlineExceeded {
+			t.Fatalf("got %v, want DeadlineExceeded", err)
+		}
+		if d := time.Since(start); d > time.Second {
+			t.Errorf("deadline took %v to take effect", d)
+		}
+	})
+
+	t.Run("messages over the limit fail with ResourceExhausted naming it", func(t *testing.T) {
+		big := make([]byte, 5<<20)
+		_, err := client.UnaryCall(ctx, &testpb.SimpleRequest{Payload: &testpb.Payload{Body: big}})
+		st := status.Convert(err)
+		if st.Code() != codes.ResourceExhausted || !strings.Contains(st.Message(), "4194304") {
+			t.Errorf("oversize request: %v, want ResourceExhausted naming 4194304", err)
+		}
+		_, err = client.UnaryCall(ctx, &testpb.SimpleRequest{ResponseSize: 5 << 20})
+		st = status.Convert(err)
+		if st.Code() != codes.ResourceExhausted || !strings.Contains(st.Message(), "4194304") {
+			t.Errorf("oversize response: %v, want ResourceExhausted naming 4194304", err)
+		}
+	})
+
+	t.Run("a server stream is cancelled by the caller within the call", func(t *testing.T) {
+		cctx, cancel := context.WithCancel(ctx)
+		stream, err := client.FullDuplexCall(cctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := stream.Send(&testpb.StreamingOutputCallRequest{ResponseParameters: []*testpb.ResponseParameters{{Size: 10}}}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := stream.Recv(); err != nil {
+			t.Fatal(err)
+		}
+		cancel()
+		if _, err := stream.Recv(); status.Code(err) != codes.Canceled {
+			t.Errorf("after cancel: %v, want Canceled", err)
+		}
+	})
+}
+
+// sendChained plays a consumer node that opens a client stream, sends
+// message #0, then the given sequence numbers, and returns the provider's
+// final status.
+func sendChained(ctx context.Context, t *testing.T, c *cluster.Cluster, order []int) *exchangev1.CallStatus {
+	t.Helper()
+	td := spiffeid.RequireTrustDomainFromString(cluster.TrustDomain)
+	ident, err := mtls.LoadFiles(c.Path("vpcp.pem"), c.Path("vpcp-key.pem"), c.Path("bundle.pem"), td)
+	if err != nil {
+		t.Fatal(err)
+	}
+	signer, err := sign.LoadSigner(c.Path("vpcp-sign.pem"), c.Path("vpcp-sign-key.pem"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn, err := grpc.NewClient(c.Proc("bnv").Addrs["federation"], grpc.WithTransportCredentials(
+		mtls.ClientCredentials(ident, tlsconfig.AuthorizeID(spiffeid.RequireFromString(providerNode)))))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	batch := exchange.NewBatchSigner(signer)
+	defer batch.Close()
+	stream, err := exchangev1.NewFederationServiceClient(conn).Exchange(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	msgID := exchange.NewMessageID()
+	payload, _ := proto.Marshal(&testpb.StreamingInputCallRequest{Payload: &testpb.Payload{Body: []byte("x")}})
+	var chain exchange.Chain
+	sealed := make([]*exchange.Sealed, 0, 4)
+	for i := 0; i <= 2; i++ {
+		h := &exchangev1.Header{
+			MessageId: msgID, Direction: exchangev1.Direction_DIRECTION_REQUEST,
+			CallKind: exchangev1.CallKind_CALL_KIND_CLIENT_STREAMING, Client: cluster.ConsumerClient,
+			Service: cluster.InteropService, Method: "StreamingInputCall",
+			SenderNode: consumerNode, AudienceNode: providerNode,
+		}
+		chain.Next(h)
+		s, err := exchange.Seal(ctx, batch, h, payload, true, time.Now())
+		if err != nil {
+			t.Fatal(err)
+		}
+		chain.Advance(s.Digest)
+		sealed = append(sealed, s)
+	}
+	frames := []*exchangev1.Frame{sealed[0].Frame}
+	for _, i := range order {
+		frames = append(frames, sealed[i].Frame)
+	}
+	for _, f := range frames {
+		if err := stream.Send(&exchangev1.ExchangeRequest{Frame: f}); err != nil {
+			break
+		}
+	}
+	for {
+		resp, err := stream.Recv()
+		if err == io.EOF || err != nil {
+			t.Fatalf("stream ended without a signed final status: %v", err)
+		}
+		var h exchangev1.Header
+		if err := proto.Unmarshal(resp.GetFrame().GetSignedHeader().GetHeader(), &h); err != nil {
+			t.Fatal(err)
+		}
+		if h.GetFinal() {
+			return h.GetStatus()
+		}
+	}
+}
