@@ -2,7 +2,10 @@ package integration
 
 import (
 	"context"
+	"fmt"
 	"io"
+	"os"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -116,6 +119,44 @@ func TestStreamFidelity(t *testing.T) {
 		}
 	})
 
+	t.Run("a slow reader slows the writer instead of filling node memory", func(t *testing.T) {
+		const msgs, size = 200, 1 << 20
+		params := make([]*testpb.ResponseParameters, msgs)
+		for i := range params {
+			params[i] = &testpb.ResponseParameters{Size: size}
+		}
+		before := map[string]int{"vpcp": rssKiB(t, c, "vpcp"), "bnv": rssKiB(t, c, "bnv")}
+		stream, err := client.StreamingOutputCall(ctx, &testpb.StreamingOutputCallRequest{ResponseParameters: params})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := stream.Recv(); err != nil {
+			t.Fatal(err)
+		}
+		// The backend could produce 200 MiB at once; while the caller reads
+		// nothing, flow control must hold it back at every hop.
+		time.Sleep(1500 * time.Millisecond)
+		for node, b := range before {
+			if grown := rssKiB(t, c, node) - b; grown > 64<<10 {
+				t.Errorf("node %s grew by %d MiB while the reader paused", node, grown>>10)
+			}
+		}
+		got := 1
+		for {
+			_, err := stream.Recv()
+			if err == io.EOF {
+				break
+			}
+			if err != nil {
+				t.Fatalf("after %d messages: %v", got, err)
+			}
+			got++
+		}
+		if got != msgs {
+			t.Errorf("received %d messages, want %d", got, msgs)
+		}
+	})
+
 	t.Run("a server stream is cancelled by the caller within the call", func(t *testing.T) {
 		cctx, cancel := context.WithCancel(ctx)
 		stream, err := client.FullDuplexCall(cctx)
@@ -203,4 +244,21 @@ func sendChained(ctx context.Context, t *testing.T, c *cluster.Cluster, order []
 			return h.GetStatus()
 		}
 	}
+}
+
+// rssKiB returns the resident memory of a cluster process.
+func rssKiB(t *testing.T, c *cluster.Cluster, name string) int {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", c.Proc(name).PID()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+			n, _ := strconv.Atoi(strings.TrimSuffix(strings.TrimSpace(v), " kB"))
+			return n
+		}
+	}
+	t.Fatalf("no VmRSS for %s", name)
+	return 0
 }
