@@ -231,6 +231,26 @@ func TestWalkingSkeleton(t *testing.T) {
 		}
 	})
 
+	t.Run("operators trace and verify the live logs", func(t *testing.T) {
+		if exchangeID == "" {
+			t.Skip("no exchange")
+		}
+		for _, node := range []string{"vpcp", "bnv"} {
+			admin := c.Proc(node).Addrs["admin"]
+			out, err := c.CLI(ctx, "evidence", "trace", "--node", admin, exchangeID)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !strings.Contains(out, exchangeID) || !strings.Contains(out, "ConvertOldUnit") {
+				t.Errorf("live trace on %s:\n%s", node, out)
+			}
+			out, err = c.CLI(ctx, "evidence", "verify", "--node", admin)
+			if err != nil || !strings.HasPrefix(out, "ok") {
+				t.Errorf("live verify on %s: %v\n%s", node, err, out)
+			}
+		}
+	})
+
 	t.Run("nodes keep serving while the registry is down", func(t *testing.T) {
 		c.Stop("registry")
 		if _, _, err := convert(ctx, consumer, "00013"); err != nil {

@@ -2,40 +2,55 @@ package main
 
 import (
 	"context"
+	"crypto/sha256"
 	"crypto/x509"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"strings"
+	"time"
 
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/ketnoi/ketnoi/internal/evidence"
 	"github.com/ketnoi/ketnoi/internal/sign"
+	evidencev1 "github.com/ketnoi/ketnoi/proto/ketnoi/evidence/v1"
 	exchangev1 "github.com/ketnoi/ketnoi/proto/ketnoi/exchange/v1"
 )
 
 const evidenceUsage = `usage:
-  ketnoi evidence trace --log FILE MESSAGE_ID
-  ketnoi evidence verify --log FILE [--bundle CA.pem]
+  ketnoi evidence trace (--log FILE | --node ADDR) MESSAGE_ID
+  ketnoi evidence verify (--log FILE [--bundle CA.pem] | --node ADDR)
 
 trace   prints every record of one exchange
 verify  checks the whole log: tree, records, signatures and, with --bundle,
         that signer certificates chain to the given CA certificates
+
+--log FILE reads a log that no running node holds. --node ADDR asks a
+running node through one of its local endpoints (a loopback host:port,
+plain text); the node verifies with its own trust bundle.
 `
 
-// runEvidence runs "ketnoi evidence trace|verify" on a log that no running
-// node holds.
+// evidenceNodeTimeout bounds each call to a node, connection included.
+const evidenceNodeTimeout = 30 * time.Second
+
+// runEvidence runs "ketnoi evidence trace|verify" on a log file that no
+// running node holds, or through a running node's local endpoint.
 func runEvidence(ctx context.Context, args []string, stdout io.Writer) error {
 	if len(args) == 0 {
 		return usagef("want a subcommand: trace or verify")
 	}
 	switch args[0] {
 	case "trace":
-		return evidenceTrace(args[1:], stdout)
+		return evidenceTrace(ctx, args[1:], stdout)
 	case "verify":
 		return evidenceVerify(ctx, args[1:], stdout)
 	case "help", "-h", "--help":
@@ -46,23 +61,60 @@ func runEvidence(ctx context.Context, args []string, stdout io.Writer) error {
 	}
 }
 
+// evidenceTarget holds the --log and --node flags; exactly one is set.
+type evidenceTarget struct{ log, node string }
+
+// addEvidenceTargetFlags defines --log and --node on fs.
+func addEvidenceTargetFlags(fs *flag.FlagSet) *evidenceTarget {
+	t := &evidenceTarget{}
+	fs.StringVar(&t.log, "log", "", "evidence log `FILE` that no running node holds")
+	fs.StringVar(&t.node, "node", "", "local endpoint `ADDR` (loopback host:port) of a running node")
+	return t
+}
+
+// check reports a usage error unless exactly one of --log and --node is
+// set, and --node is a loopback address: the evidence service is plain
+// text and must not cross a network.
+func (t *evidenceTarget) check() error {
+	switch {
+	case t.log == "" && t.node == "":
+		return usagef("want --log FILE or --node ADDR")
+	case t.log != "" && t.node != "":
+		return usagef("--log and --node exclude each other")
+	case t.node == "":
+		return nil
+	}
+	host, _, err := net.SplitHostPort(t.node)
+	if err != nil {
+		return usagef("--node %q: want a loopback host:port: %v", t.node, err)
+	}
+	if ip := net.ParseIP(host); host != "localhost" && (ip == nil || !ip.IsLoopback()) {
+		return usagef("--node %q: not a loopback address; "+
+			"a node serves evidence only on its local endpoints", t.node)
+	}
+	return nil
+}
+
 // evidenceTrace prints the records of one exchange.
-func evidenceTrace(args []string, stdout io.Writer) error {
+func evidenceTrace(ctx context.Context, args []string, stdout io.Writer) error {
 	fs := flag.NewFlagSet("ketnoi evidence trace", flag.ContinueOnError)
-	logFile := fs.String("log", "", "evidence log `FILE` of the node")
-	const usage = "ketnoi evidence trace --log FILE MESSAGE_ID"
+	target := addEvidenceTargetFlags(fs)
+	const usage = "ketnoi evidence trace (--log FILE | --node ADDR) MESSAGE_ID"
 	pos, help, err := parseEvidenceFlags(fs, args, usage, stdout)
 	if err != nil || help {
 		return err
 	}
-	if *logFile == "" {
-		return usagef("--log is required")
+	if err := target.check(); err != nil {
+		return err
 	}
 	if len(pos) != 1 {
 		return usagef("want one MESSAGE_ID, got %d arguments", len(pos))
 	}
+	if target.node != "" {
+		return traceOnNode(ctx, target.node, pos[0], stdout)
+	}
 
-	l, err := openEvidence(*logFile)
+	l, err := openEvidence(target.log)
 	if err != nil {
 		return err
 	}
@@ -74,31 +126,49 @@ func evidenceTrace(args []string, stdout io.Writer) error {
 	if len(entries) == 0 {
 		return fmt.Errorf("no records for message %s", pos[0])
 	}
-	for i, e := range entries {
-		if i > 0 {
-			fmt.Fprintln(stdout)
-		}
-		printEvidenceEntry(stdout, l, e)
-	}
+	printEvidenceEntries(stdout, l.Certificate, entries)
 	return nil
+}
+
+// traceOnNode prints the records of one exchange as a running node
+// returns them.
+func traceOnNode(ctx context.Context, addr, messageID string, stdout io.Writer) error {
+	return callEvidenceNode(ctx, addr, func(ctx context.Context, c evidenceClient) error {
+		resp, err := c.TraceMessage(ctx, &evidencev1.TraceMessageRequest{MessageId: messageID})
+		if err != nil {
+			return err
+		}
+		entries := make([]evidence.Entry, 0, len(resp.GetRecords()))
+		for _, tr := range resp.GetRecords() {
+			entries = append(entries, tracedEntry(tr))
+		}
+		printEvidenceEntries(stdout, tracedCertificates(resp.GetRecords()...), entries)
+		return nil
+	})
 }
 
 // evidenceVerify checks a whole log and prints its size and root.
 func evidenceVerify(ctx context.Context, args []string, stdout io.Writer) error {
 	fs := flag.NewFlagSet("ketnoi evidence verify", flag.ContinueOnError)
-	logFile := fs.String("log", "", "evidence log `FILE` of the node")
+	target := addEvidenceTargetFlags(fs)
 	bundle := fs.String("bundle", "",
-		"PEM `FILE` of the CA certificates signer certificates must chain to")
-	const usage = "ketnoi evidence verify --log FILE [--bundle CA.pem]"
+		"PEM `FILE` of the CA certificates signer certificates must chain to (with --log)")
+	const usage = "ketnoi evidence verify (--log FILE [--bundle CA.pem] | --node ADDR)"
 	pos, help, err := parseEvidenceFlags(fs, args, usage, stdout)
 	if err != nil || help {
 		return err
 	}
-	if *logFile == "" {
-		return usagef("--log is required")
+	if err := target.check(); err != nil {
+		return err
 	}
 	if len(pos) != 0 {
 		return usagef("unexpected argument %q", pos[0])
+	}
+	if target.node != "" {
+		if *bundle != "" {
+			return usagef("--bundle goes with --log; a node verifies with its own trust bundle")
+		}
+		return verifyOnNode(ctx, target.node, stdout)
 	}
 	var roots *x509.CertPool
 	if *bundle != "" {
@@ -107,7 +177,7 @@ func evidenceVerify(ctx context.Context, args []string, stdout io.Writer) error 
 		}
 	}
 
-	l, err := openEvidence(*logFile)
+	l, err := openEvidence(target.log)
 	if err != nil {
 		return err
 	}
@@ -117,7 +187,7 @@ func evidenceVerify(ctx context.Context, args []string, stdout io.Writer) error 
 	if errors.As(err, &verr) {
 		if e, err := l.Entry(verr.Index); err == nil {
 			fmt.Fprintln(stdout, "first bad record:")
-			printEvidenceEntry(stdout, l, e)
+			printEvidenceEntry(stdout, l.Certificate, e)
 		}
 		return verr
 	}
@@ -130,6 +200,86 @@ func evidenceVerify(ctx context.Context, args []string, stdout io.Writer) error 
 		fmt.Fprintln(stdout, "certificate chains not checked (no --bundle)")
 	}
 	return nil
+}
+
+// verifyOnNode has a running node verify its log and prints the result
+// as evidenceVerify does, with the bad record the node names.
+func verifyOnNode(ctx context.Context, addr string, stdout io.Writer) error {
+	return callEvidenceNode(ctx, addr, func(ctx context.Context, c evidenceClient) error {
+		resp, err := c.VerifyLog(ctx, &evidencev1.VerifyLogRequest{})
+		if st := status.Convert(err); st.Code() == codes.DataLoss {
+			for _, d := range st.Details() {
+				if tr, ok := d.(*evidencev1.TracedRecord); ok {
+					fmt.Fprintln(stdout, "first bad record:")
+					printEvidenceEntry(stdout, tracedCertificates(tr), tracedEntry(tr))
+				}
+			}
+		}
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "ok: %d records, root %x, %d signatures checked\n",
+			resp.GetTreeSize(), resp.GetTreeRoot(), resp.GetSignaturesChecked())
+		if !resp.GetCertificateChainsChecked() {
+			fmt.Fprintln(stdout, "certificate chains not checked (the node has no trust bundle)")
+		}
+		return nil
+	})
+}
+
+// evidenceClient is the client of a node's evidence service.
+type evidenceClient = evidencev1.EvidenceServiceClient
+
+// callEvidenceNode connects in plain text to a node's local endpoint and
+// runs call within evidenceNodeTimeout. A gRPC error becomes its status
+// message and code.
+func callEvidenceNode(
+	ctx context.Context,
+	addr string,
+	call func(context.Context, evidenceClient) error,
+) error {
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return fmt.Errorf("node %s: %w", addr, err)
+	}
+	defer conn.Close()
+	ctx, cancel := context.WithTimeout(ctx, evidenceNodeTimeout)
+	defer cancel()
+	err = call(ctx, evidencev1.NewEvidenceServiceClient(conn))
+	if st, ok := status.FromError(err); ok && err != nil {
+		return fmt.Errorf("%s (%s)", st.Message(), st.Code())
+	}
+	return err
+}
+
+// tracedEntry returns a record received from a node as a log entry.
+func tracedEntry(tr *evidencev1.TracedRecord) evidence.Entry {
+	e := evidence.Entry{Index: tr.GetIndex(), Record: tr.GetRecord()}
+	h := new(exchangev1.Header)
+	if proto.Unmarshal(e.Record.GetHeader(), h) == nil {
+		e.Header = h
+	}
+	return e
+}
+
+// tracedCertificates returns a lookup, by SHA-256, of the signer
+// certificates received with recs.
+func tracedCertificates(recs ...*evidencev1.TracedRecord) func(sum []byte) ([]byte, error) {
+	certs := make(map[[sha256.Size]byte][]byte)
+	for _, tr := range recs {
+		if der := tr.GetSignerCertificate(); len(der) > 0 {
+			certs[sha256.Sum256(der)] = der
+		}
+	}
+	return func(sum []byte) ([]byte, error) {
+		if len(sum) != sha256.Size {
+			return nil, evidence.ErrNotFound
+		}
+		if der, ok := certs[[sha256.Size]byte(sum)]; ok {
+			return der, nil
+		}
+		return nil, evidence.ErrNotFound
+	}
 }
 
 // parseEvidenceFlags parses args with fs, accepting flags before and after
@@ -172,7 +322,7 @@ func parseEvidenceFlags(
 func openEvidence(path string) (*evidence.Log, error) {
 	l, err := evidence.OpenReadOnly(path)
 	if errors.Is(err, evidence.ErrLocked) {
-		return nil, fmt.Errorf("%w; stop the node first", err)
+		return nil, fmt.Errorf("%w; stop the node first, or use --node", err)
 	}
 	return l, err
 }
@@ -194,8 +344,27 @@ func loadEvidenceRoots(path string) (*x509.CertPool, error) {
 	return pool, nil
 }
 
-// printEvidenceEntry prints one record as a block of labelled lines.
-func printEvidenceEntry(w io.Writer, l *evidence.Log, e evidence.Entry) {
+// printEvidenceEntries prints records separated by blank lines.
+func printEvidenceEntries(
+	w io.Writer,
+	certificate func(sum []byte) ([]byte, error),
+	entries []evidence.Entry,
+) {
+	for i, e := range entries {
+		if i > 0 {
+			fmt.Fprintln(w)
+		}
+		printEvidenceEntry(w, certificate, e)
+	}
+}
+
+// printEvidenceEntry prints one record as a block of labelled lines;
+// certificate returns the DER signer certificate with a given SHA-256.
+func printEvidenceEntry(
+	w io.Writer,
+	certificate func(sum []byte) ([]byte, error),
+	e evidence.Entry,
+) {
 	line := func(label, format string, args ...any) {
 		fmt.Fprintf(w, "  %-19s %s\n", label, fmt.Sprintf(format, args...))
 	}
@@ -209,7 +378,7 @@ func printEvidenceEntry(w io.Writer, l *evidence.Log, e evidence.Entry) {
 	if h == nil {
 		line("header", "does not parse (%d bytes)", len(r.GetHeader()))
 	} else {
-		printEvidenceHeader(line, l, h)
+		printEvidenceHeader(line, certificate, h)
 	}
 	line("signature verified", "%s", evidenceYesNo(r.GetSignatureVerified()))
 	outcome := codes.Code(uint32(r.GetCode())).String()
@@ -222,7 +391,7 @@ func printEvidenceEntry(w io.Writer, l *evidence.Log, e evidence.Entry) {
 // printEvidenceHeader prints the fields of a signed header.
 func printEvidenceHeader(
 	line func(label, format string, args ...any),
-	l *evidence.Log,
+	certificate func(sum []byte) ([]byte, error),
 	h *exchangev1.Header,
 ) {
 	line("direction", "%s", strings.TrimPrefix(h.GetDirection().String(), "DIRECTION_"))
@@ -252,15 +421,15 @@ func printEvidenceHeader(
 		}
 		line("final status", "%s", status)
 	}
-	line("signer certificate", "%s", evidenceSigner(l, h.GetSignerCertificateSha256()))
+	line("signer certificate", "%s", evidenceSigner(certificate, h.GetSignerCertificateSha256()))
 }
 
 // evidenceSigner describes the signer certificate with SHA-256 sum by its URI SANs.
-func evidenceSigner(l *evidence.Log, sum []byte) string {
+func evidenceSigner(certificate func(sum []byte) ([]byte, error), sum []byte) string {
 	if len(sum) == 0 {
 		return "(none)"
 	}
-	der, err := l.Certificate(sum)
+	der, err := certificate(sum)
 	if err != nil {
 		return fmt.Sprintf("%x (not in the log)", sum)
 	}

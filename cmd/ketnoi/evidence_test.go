@@ -13,6 +13,7 @@ import (
 	"encoding/pem"
 	"fmt"
 	"math/big"
+	"net"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -22,6 +23,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	bolt "go.etcd.io/bbolt"
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -282,7 +284,7 @@ func TestEvidenceVerify(t *testing.T) {
 		{"with bundle", []string{"--log", f.path, "--bundle", f.bundle}, 0, ok, ""},
 		{"without bundle", []string{"--log", f.path}, 0,
 			ok + "certificate chains not checked (no --bundle)\n", ""},
-		{"missing log flag", nil, 2, "", "ketnoi evidence: --log is required\n"},
+		{"missing log flag", nil, 2, "", "ketnoi evidence: want --log FILE or --node ADDR\n"},
 		{"extra argument", []string{"--log", f.path, "m-1"}, 2, "",
 			"ketnoi evidence: unexpected argument \"m-1\"\n"},
 		{"missing bundle", []string{"--log", f.path, "--bundle", f.bundle + ".none"}, 1, "",
@@ -338,7 +340,7 @@ func TestEvidenceLogHeldByNode(t *testing.T) {
 	defer l.Close()
 	code, _, stderr := runEvidenceCLI("evidence", "verify", "--log", f.path)
 	want := "ketnoi evidence: open evidence log " + f.path +
-		": evidence log is in use by a running node; stop the node first\n"
+		": evidence log is in use by a running node; stop the node first, or use --node\n"
 	if code != 1 || stderr != want {
 		t.Errorf("verify of a held log = %d, %q; want 1, %q", code, stderr, want)
 	}
@@ -368,6 +370,155 @@ func TestEvidenceUsage(t *testing.T) {
 			code, _, stderr := runEvidenceCLI(append([]string{"evidence"}, tt.args...)...)
 			if code != tt.code || stderr != tt.stderr {
 				t.Errorf("exit %d, stderr %q; want %d, %q", code, stderr, tt.code, tt.stderr)
+			}
+		})
+	}
+}
+
+// serveEvidence opens the log at path as a node does and serves its
+// evidence service, trusting the CA certificates of bundle, on loopback.
+// It returns the address.
+func serveEvidence(t *testing.T, path, bundle string) string {
+	t.Helper()
+	roots, err := loadEvidenceRoots(bundle)
+	if err != nil {
+		t.Fatalf("load bundle: %v", err)
+	}
+	l, err := evidence.Open(path, evidence.Options{Node: evTestNode})
+	if err != nil {
+		t.Fatalf("Open: %v", err)
+	}
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		l.Close()
+		t.Fatalf("listen: %v", err)
+	}
+	srv := grpc.NewServer()
+	evidencev1.RegisterEvidenceServiceServer(srv, evidence.NewService(l, roots))
+	go srv.Serve(lis)
+	t.Cleanup(func() {
+		srv.Stop()
+		l.Close()
+	})
+	return lis.Addr().String()
+}
+
+// TestEvidenceNodeSameOutput checks that --node prints what --log prints
+// for the same log.
+func TestEvidenceNodeSameOutput(t *testing.T) {
+	f := newEvidenceFixture(t)
+	tests := []struct {
+		name    string
+		args    []string // followed by --log FILE or --node ADDR
+		logOnly []string // extra arguments in --log mode only
+	}{
+		{name: "trace request and response", args: []string{"trace", "m-1"}},
+		{name: "trace refusal", args: []string{"trace", "m-2"}},
+		{name: "verify", args: []string{"verify"}, logOnly: []string{"--bundle", f.bundle}},
+	}
+	type result struct {
+		Code           int
+		Stdout, Stderr string
+	}
+	fromLog := make([]result, len(tests))
+	for i, tt := range tests {
+		args := append(append([]string{"evidence"}, tt.args...), "--log", f.path)
+		code, stdout, stderr := runEvidenceCLI(append(args, tt.logOnly...)...)
+		if code != 0 || stdout == "" {
+			t.Fatalf("%s with --log: exit %d, stderr %q", tt.name, code, stderr)
+		}
+		fromLog[i] = result{code, stdout, stderr}
+	}
+
+	addr := serveEvidence(t, f.path, f.bundle)
+	for i, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			args := append(append([]string{"evidence"}, tt.args...), "--node", addr)
+			code, stdout, stderr := runEvidenceCLI(args...)
+			if diff := cmp.Diff(fromLog[i], result{code, stdout, stderr}); diff != "" {
+				t.Errorf("--node output differs from --log (-log +node):\n%s", diff)
+			}
+		})
+	}
+}
+
+func TestEvidenceNodeVerifyTampered(t *testing.T) {
+	f := newEvidenceFixture(t)
+	db, err := bolt.Open(f.path, 0o600, &bolt.Options{Timeout: time.Second})
+	if err != nil {
+		t.Fatalf("open bbolt: %v", err)
+	}
+	err = db.Update(func(tx *bolt.Tx) error {
+		b := tx.Bucket([]byte("leaves"))
+		k := binary.BigEndian.AppendUint64(nil, 1)
+		v := bytes.Clone(b.Get(k))
+		v[len(v)-3] ^= 0x01
+		return b.Put(k, v)
+	})
+	db.Close()
+	if err != nil {
+		t.Fatalf("tamper: %v", err)
+	}
+	_, logStdout, _ := runEvidenceCLI("evidence", "verify", "--log", f.path, "--bundle", f.bundle)
+	if !strings.HasPrefix(logStdout, "first bad record:\nrecord 1\n") {
+		t.Fatalf("--log stdout = %q, want the bad record first", logStdout)
+	}
+
+	addr := serveEvidence(t, f.path, f.bundle)
+	code, stdout, stderr := runEvidenceCLI("evidence", "verify", "--node", addr)
+	want := []any{1, logStdout,
+		"ketnoi evidence: record 1: leaf hash does not match the tree (DataLoss)\n"}
+	if diff := cmp.Diff(want, []any{code, stdout, stderr}); diff != "" {
+		t.Errorf("verify --node of a tampered log mismatch (-want +got):\n%s", diff)
+	}
+}
+
+func TestEvidenceNodeErrors(t *testing.T) {
+	f := newEvidenceFixture(t)
+	addr := serveEvidence(t, f.path, f.bundle)
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatalf("listen: %v", err)
+	}
+	closed := lis.Addr().String()
+	lis.Close()
+
+	tests := []struct {
+		name   string
+		args   []string
+		code   int
+		stderr string // prefix
+	}{
+		{"no records", []string{"trace", "--node", addr, "m-9"}, 1,
+			"ketnoi evidence: no records for message m-9 (NotFound)\n"},
+		{"empty message id", []string{"trace", "--node", addr, ""}, 1,
+			"ketnoi evidence: message id is empty (InvalidArgument)\n"},
+		{"node not listening", []string{"verify", "--node", closed}, 1,
+			"ketnoi evidence: connection error: "},
+		{"both log and node", []string{"verify", "--log", f.path, "--node", addr}, 2,
+			"ketnoi evidence: --log and --node exclude each other\n"},
+		{"neither log nor node", []string{"trace", "m-1"}, 2,
+			"ketnoi evidence: want --log FILE or --node ADDR\n"},
+		{"bundle with node", []string{"verify", "--node", addr, "--bundle", f.bundle}, 2,
+			"ketnoi evidence: --bundle goes with --log; a node verifies with its own trust bundle\n"},
+		{"node without port", []string{"verify", "--node", "127.0.0.1"}, 2,
+			"ketnoi evidence: --node \"127.0.0.1\": want a loopback host:port: "},
+		{"node not on loopback", []string{"trace", "--node", "192.0.2.1:4000", "m-1"}, 2,
+			"ketnoi evidence: --node \"192.0.2.1:4000\": not a loopback address; " +
+				"a node serves evidence only on its local endpoints\n"},
+		{"node host name", []string{"trace", "--node", "node.example:4000", "m-1"}, 2,
+			"ketnoi evidence: --node \"node.example:4000\": not a loopback address; " +
+				"a node serves evidence only on its local endpoints\n"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			code, stdout, stderr := runEvidenceCLI(append([]string{"evidence"}, tt.args...)...)
+			if code != tt.code || !strings.HasPrefix(stderr, tt.stderr) || stdout != "" {
+				t.Errorf("exit %d, stdout %q, stderr %q; want %d, no output, stderr starting %q",
+					code, stdout, stderr, tt.code, tt.stderr)
+			}
+			if strings.Count(stderr, "\n") != 1 {
+				t.Errorf("stderr %q is not one line", stderr)
 			}
 		})
 	}

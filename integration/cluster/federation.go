@@ -75,6 +75,7 @@ func (c *Cluster) StartNode(ctx context.Context, spec NodeSpec) error {
 		c.Path(spec.Name+".pem"), c.Path(spec.Name+"-key.pem"), c.Path("bundle.pem"))
 	fmt.Fprintf(&b, "signing:\n  cert: %s\n  key: %s\n", c.Path(spec.Name+"-sign.pem"), c.Path(spec.Name+"-sign-key.pem"))
 	fmt.Fprintf(&b, "federation:\n  listen: 127.0.0.1:0\n")
+	fmt.Fprintf(&b, "admin:\n  listen: 127.0.0.1:0\n")
 	if len(spec.Local) > 0 {
 		b.WriteString("local:\n")
 		for _, cl := range spec.Local {
@@ -97,6 +98,7 @@ func (c *Cluster) StartNode(ctx context.Context, spec NodeSpec) error {
 	}
 	// Pin the bound ports so that a restart keeps the registered address.
 	pinned := strings.Replace(b.String(), "federation:\n  listen: 127.0.0.1:0", "federation:\n  listen: "+p.Addrs["federation"], 1)
+	pinned = strings.Replace(pinned, "admin:\n  listen: 127.0.0.1:0", "admin:\n  listen: "+p.Addrs["admin"], 1)
 	for _, cl := range spec.Local {
 		pinned = strings.Replace(pinned, "  - listen: 127.0.0.1:0\n    client: "+cl,
 			"  - listen: "+p.Addrs["local/"+cl]+"\n    client: "+cl, 1)

@@ -124,19 +124,17 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	reason, _ := exchange.PlatformReason(st)
 	fmt.Fprintf(out, "   refused: code=%s reason=%s\n   message: %s\n", st.Code(), reason, st.Message())
 
-	fmt.Fprintln(out, "\n== 4. evidence of the first exchange (nodes stopped so their logs can be read)")
-	c.Stop("vpcp")
-	c.Stop("bnv")
+	fmt.Fprintln(out, "\n== 4. evidence of the first exchange, read from the running nodes")
 	for _, node := range []string{"vpcp", "bnv"} {
-		log := filepath.Join(dir, node, "evidence.db")
-		fmt.Fprintf(out, "\n-- ketnoi evidence trace (node %s)\n", node)
-		o, err := c.CLI(ctx, "evidence", "trace", "--log", log, msgID)
+		admin := c.Proc(node).Addrs["admin"]
+		fmt.Fprintf(out, "\n-- ketnoi evidence trace --node %s %s   (node %s)\n", admin, msgID, node)
+		o, err := c.CLI(ctx, "evidence", "trace", "--node", admin, msgID)
 		if err != nil {
 			return err
 		}
 		fmt.Fprint(out, o)
-		fmt.Fprintf(out, "-- ketnoi evidence verify (node %s)\n", node)
-		o, err = c.CLI(ctx, "evidence", "verify", "--log", log, "--bundle", c.Path("bundle.pem"))
+		fmt.Fprintf(out, "-- ketnoi evidence verify --node %s   (node %s)\n", admin, node)
+		o, err = c.CLI(ctx, "evidence", "verify", "--node", admin)
 		if err != nil {
 			return err
 		}

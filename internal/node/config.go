@@ -54,6 +54,12 @@ type Config struct {
 	// subsystem that callers on it speak for.
 	Local []LocalEndpoint `yaml:"local"`
 
+	// Admin is an optional loopback endpoint for operators: health and the
+	// evidence service (trace and verify of the live log).
+	Admin struct {
+		Listen string `yaml:"listen"`
+	} `yaml:"admin"`
+
 	// Backends serve the services this node provides.
 	Backends []Backend `yaml:"backends"`
 
@@ -155,6 +161,11 @@ func (c *Config) validate() error {
 		}
 		if err := loopback(l.Listen); err != nil {
 			return fmt.Errorf("local[%d].listen: %w", i, err)
+		}
+	}
+	if c.Admin.Listen != "" {
+		if err := loopback(c.Admin.Listen); err != nil {
+			return fmt.Errorf("admin.listen: %w", err)
 		}
 	}
 	for i, b := range c.Backends {

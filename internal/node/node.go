@@ -30,6 +30,7 @@ import (
 	"github.com/ketnoi/ketnoi/internal/proxy"
 	"github.com/ketnoi/ketnoi/internal/ready"
 	"github.com/ketnoi/ketnoi/internal/sign"
+	evidencev1 "github.com/ketnoi/ketnoi/proto/ketnoi/evidence/v1"
 	exchangev1 "github.com/ketnoi/ketnoi/proto/ketnoi/exchange/v1"
 	registryv1 "github.com/ketnoi/ketnoi/proto/ketnoi/registry/v1"
 )
@@ -230,6 +231,20 @@ func (n *Node) Run(ctx context.Context, readyFile string) error {
 		addrs["local/"+le.Client] = l.Addr().String()
 	}
 
+	if n.cfg.Admin.Listen != "" {
+		l, err := net.Listen("tcp", n.cfg.Admin.Listen)
+		if err != nil {
+			fedLis.Close()
+			for _, o := range lis {
+				o.Close()
+			}
+			return fmt.Errorf("admin listener: %w", err)
+		}
+		servers = append(servers, n.adminServer())
+		lis = append(lis, l)
+		addrs["admin"] = l.Addr().String()
+	}
+
 	var wg sync.WaitGroup
 	errc := make(chan error, len(servers)+2)
 	wg.Go(func() { errc <- fed.Serve(fedLis) })
@@ -242,7 +257,7 @@ func (n *Node) Run(ctx context.Context, readyFile string) error {
 		cancel()
 	}
 	n.log.InfoContext(ctx, "node serving", slog.String(logging.KeyAddress, addrs["federation"]),
-		slog.Int("local_endpoints", len(servers)))
+		slog.Int("local_endpoints", len(n.cfg.Local)))
 
 	var runErr error
 	select {
@@ -295,6 +310,15 @@ func (n *Node) federationServer() *grpc.Server {
 	return s
 }
 
+// adminServer serves operators on loopback: health and the live evidence
+// log.
+func (n *Node) adminServer() *grpc.Server {
+	s := grpc.NewServer(grpc.ChainUnaryInterceptor(recoverUnary(n.log)))
+	healthpb.RegisterHealthServer(s, &nodeHealth{n: n})
+	evidencev1.RegisterEvidenceServiceServer(s, evidence.NewService(n.evidence, n.roots))
+	return s
+}
+
 func (n *Node) localServer(client id.Client) *grpc.Server {
 	c := &consumer{n: n, client: client}
 	s := grpc.NewServer(
@@ -303,7 +327,11 @@ func (n *Node) localServer(client id.Client) *grpc.Server {
 		grpc.MaxRecvMsgSize(n.cfg.MaxMessageBytes),
 		grpc.MaxSendMsgSize(n.cfg.MaxMessageBytes),
 		grpc.ChainStreamInterceptor(recoverStream(n.log)),
+		grpc.ChainUnaryInterceptor(recoverUnary(n.log)),
 	)
 	healthpb.RegisterHealthServer(s, &nodeHealth{n: n})
+	// Operators trace and verify the live log here; the listener is
+	// loopback-only and records hold identifiers and digests, no payloads.
+	evidencev1.RegisterEvidenceServiceServer(s, evidence.NewService(n.evidence, n.roots))
 	return s
 }

@@ -87,12 +87,20 @@ func (r *replayCache) add(key string, now time.Time) bool {
 	return true
 }
 
+// recovered turns a panic in a handler into Internal, logged once.
+func recovered(log *slog.Logger) recovery.Option {
+	return recovery.WithRecoveryHandlerContext(func(ctx context.Context, p any) error {
+		log.ErrorContext(ctx, "panic in handler", slog.Any("panic", p))
+		return status.Error(codes.Internal, "internal error in node")
+	})
+}
+
 func recoverStream(log *slog.Logger) grpc.StreamServerInterceptor {
-	return recovery.StreamServerInterceptor(recovery.WithRecoveryHandlerContext(
-		func(ctx context.Context, p any) error {
-			log.ErrorContext(ctx, "panic in handler", slog.Any("panic", p))
-			return status.Error(codes.Internal, "internal error in node")
-		}))
+	return recovery.StreamServerInterceptor(recovered(log))
+}
+
+func recoverUnary(log *slog.Logger) grpc.UnaryServerInterceptor {
+	return recovery.UnaryServerInterceptor(recovered(log))
 }
 
 // Metadata keys ketnoi reads from applications or adds for backends and
