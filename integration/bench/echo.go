@@ -108,7 +108,7 @@ type echoServer struct{}
 
 // echo returns the request bytes: EchoRequest and EchoResponse have the
 // same wire form.
-func (echoServer) echo(_ any, ctx context.Context, dec func(any) error, _ grpc.UnaryServerInterceptor) (any, error) {
+func (echoServer) echo(_ any, _ context.Context, dec func(any) error, _ grpc.UnaryServerInterceptor) (any, error) {
 	var b []byte
 	if err := dec(&b); err != nil {
 		return nil, err

@@ -134,3 +134,55 @@ func childrenOf(pid int) []int {
 	}
 	return out
 }
+
+// machine is the busy CPU time of the whole machine and of this process
+// (client and backends) at one moment.
+type machine struct {
+	Busy, Self time.Duration
+	At         time.Time
+}
+
+// readMachine samples /proc/stat and this process.
+func readMachine() machine {
+	m := machine{At: time.Now()}
+	m.Self, _ = cpuTime(os.Getpid())
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return m
+	}
+	line, _, _ := strings.Cut(string(b), "\n")
+	f := strings.Fields(line)
+	// cpu user nice system idle iowait irq softirq steal ...; guest time
+	// is already part of user.
+	if len(f) < 9 || f[0] != "cpu" {
+		return m
+	}
+	var busy int64
+	for i, v := range f[1:9] {
+		if i == 3 || i == 4 { // idle, iowait
+			continue
+		}
+		n, _ := strconv.ParseInt(v, 10, 64)
+		busy += n
+	}
+	m.Busy = time.Duration(busy) * clockTick
+	return m
+}
+
+// machineUse is what the bench process and everything else on the machine
+// spent during a case.
+type machineUse struct {
+	Self   time.Duration
+	Others float64 // cores busy with work outside the measured processes
+}
+
+// since returns the use from m0 to m1, given what the watched processes
+// spent in between.
+func since(m0, m1 machine, watchedCPU time.Duration) machineUse {
+	u := machineUse{Self: m1.Self - m0.Self}
+	wall := m1.At.Sub(m0.At)
+	if wall > 0 {
+		u.Others = max(0, (m1.Busy-m0.Busy-u.Self-watchedCPU).Seconds()/wall.Seconds())
+	}
+	return u
+}
