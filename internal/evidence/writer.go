@@ -48,23 +48,46 @@ func (l *Log) Append(
 	rec *evidencev1.Record,
 	signerCert []byte,
 ) (uint64, error) {
+	r, err := l.Start(ctx, rec, signerCert)
+	if err != nil {
+		return 0, err
+	}
+	return r.Wait(ctx)
+}
+
+// Receipt is a record handed to the writer and not yet known to be
+// durable. Records are committed in the order they were started.
+type Receipt struct {
+	p *pending
+}
+
+// Start hands rec to the writer like Append but returns at once, so that a
+// caller with a stream of messages can prepare the next one while this one
+// is being committed. The caller must not act on the record (send the
+// message it is about) before Wait has returned without error.
+func (l *Log) Start(ctx context.Context, rec *evidencev1.Record, signerCert []byte) (*Receipt, error) {
 	p, err := newPending(rec, signerCert)
 	if err != nil {
-		return 0, fmt.Errorf("append evidence: %w", err)
+		return nil, fmt.Errorf("append evidence: %w", err)
 	}
 	if err := ctx.Err(); err != nil {
-		return 0, fmt.Errorf("append evidence: %w", err)
+		return nil, fmt.Errorf("append evidence: %w", err)
 	}
 	if err := l.enqueue(ctx, p); err != nil {
-		return 0, fmt.Errorf("append evidence: %w", err)
+		return nil, fmt.Errorf("append evidence: %w", err)
 	}
+	return &Receipt{p: p}, nil
+}
 
+// Wait returns the record's index once the commit holding it is on disk,
+// or the commit's error. It may be called once.
+func (r *Receipt) Wait(ctx context.Context) (uint64, error) {
 	select {
-	case r := <-p.done:
-		if r.err != nil {
-			return 0, fmt.Errorf("append evidence: %w", r.err)
+	case res := <-r.p.done:
+		if res.err != nil {
+			return 0, fmt.Errorf("append evidence: %w", res.err)
 		}
-		return r.index, nil
+		return res.index, nil
 	case <-ctx.Done():
 		return 0, fmt.Errorf("append evidence: waiting for commit: %w", ctx.Err())
 	}

@@ -14,6 +14,7 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
+	"github.com/ketnoi/ketnoi/internal/evidence"
 	"github.com/ketnoi/ketnoi/internal/exchange"
 	"github.com/ketnoi/ketnoi/internal/gconf"
 	"github.com/ketnoi/ketnoi/internal/id"
@@ -235,12 +236,15 @@ func (cl *call) sendFirst(ctx context.Context, ss grpc.ServerStream, stream exch
 	return false, nil
 }
 
-// pumpRequests relays further request messages of a client stream.
+// pumpRequests relays further request messages of a client stream, each
+// sent once its record is durable while the next ones are signed.
 func (cl *call) pumpRequests(ctx context.Context, ss grpc.ServerStream, stream exchangev1.FederationService_ExchangeClient) error {
+	p := newPipeline(ctx, cl.n)
 	for {
 		f := &proxy.Frame{}
 		err := ss.RecvMsg(f)
 		if err != nil && err != io.EOF {
+			_ = p.close()
 			return err
 		}
 		hasMsg := err == nil
@@ -251,19 +255,34 @@ func (cl *call) pumpRequests(ctx context.Context, ss grpc.ServerStream, stream e
 		}
 		h := cl.header(exchangev1.Direction_DIRECTION_REQUEST, &cl.reqChain)
 		h.Final = !hasMsg
-		sealed, serr := cl.sealAndRecord(ctx, h, payload, hasMsg)
-		if serr != nil {
+		sealed, r, serr := cl.sealAndStart(ctx, h, payload, hasMsg)
+		if serr == nil {
+			serr = p.push(step{receipt: r, msgID: h.GetMessageId(), last: !hasMsg, send: func(uint64) error {
+				if err := stream.Send(&exchangev1.ExchangeRequest{Frame: sealed.Frame}); err != nil {
+					// The provider ended the call; its final frame says why.
+					return errProviderEnded
+				}
+				if !hasMsg {
+					return stream.CloseSend()
+				}
+				return nil
+			}})
+		}
+		if serr != nil || !hasMsg {
+			if cerr := p.close(); serr == nil {
+				serr = cerr
+			}
+			if serr == errProviderEnded {
+				return nil
+			}
 			return serr
-		}
-		if err := stream.Send(&exchangev1.ExchangeRequest{Frame: sealed.Frame}); err != nil {
-			// The provider ended the call; its final frame says why.
-			return nil
-		}
-		if !hasMsg {
-			return stream.CloseSend()
 		}
 	}
 }
+
+// errProviderEnded stops a request pump when the provider has already
+// ended the call.
+var errProviderEnded = errors.New("provider ended the call")
 
 func (cl *call) header(dir exchangev1.Direction, chain *exchange.Chain) *exchangev1.Header {
 	h := cloneHeader(cl.template)
@@ -275,36 +294,62 @@ func (cl *call) header(dir exchangev1.Direction, chain *exchange.Chain) *exchang
 // sealAndRecord signs a request frame and makes it durable in evidence
 // before it may be sent.
 func (cl *call) sealAndRecord(ctx context.Context, h *exchangev1.Header, payload []byte, hasMsg bool) (*exchange.Sealed, error) {
-	n := cl.n
-	sealed, err := exchange.Seal(ctx, n.batch, h, payload, hasMsg, n.now())
+	sealed, r, err := cl.sealAndStart(ctx, h, payload, hasMsg)
 	if err != nil {
-		return nil, status.Errorf(codes.Internal, "sign request: %v", err)
-	}
-	if _, err := n.record(ctx, evidencev1.RecordKind_RECORD_KIND_REQUEST_SENT, sealed.Frame.GetSignedHeader(),
-		h.GetMessageId(), cl.target.GetSpiffeId(), true, codes.OK, "", n.signer.Certificate().Raw); err != nil {
 		return nil, err
 	}
-	cl.reqChain.Advance(sealed.Digest)
+	if _, err := cl.n.awaitRecord(ctx, r, h.GetMessageId()); err != nil {
+		return nil, err
+	}
 	return sealed, nil
 }
 
+// sealAndStart signs a request frame and starts its evidence record.
+func (cl *call) sealAndStart(ctx context.Context, h *exchangev1.Header, payload []byte, hasMsg bool) (*exchange.Sealed, *evidence.Receipt, error) {
+	n := cl.n
+	sealed, err := exchange.Seal(ctx, n.batch, h, payload, hasMsg, n.now())
+	if err != nil {
+		return nil, nil, status.Errorf(codes.Internal, "sign request: %v", err)
+	}
+	r, err := n.startRecord(ctx, evidencev1.RecordKind_RECORD_KIND_REQUEST_SENT, sealed.Frame.GetSignedHeader(),
+		h.GetMessageId(), cl.target.GetSpiffeId(), true, codes.OK, "", n.signer.Certificate().Raw)
+	if err != nil {
+		return nil, nil, err
+	}
+	cl.reqChain.Advance(sealed.Digest)
+	return sealed, r, nil
+}
+
 // relayResponses verifies and records each response frame, then hands it to
-// the application.
+// the application. Records of stream messages are committed while the next
+// messages are verified; each message reaches the application only once its
+// record is durable.
 func (cl *call) relayResponses(ctx context.Context, ss grpc.ServerStream, stream exchangev1.FederationService_ExchangeClient) error {
 	n := cl.n
 	msgID := cl.template.GetMessageId()
+	p := newPipeline(ctx, n)
 	headerSent := false
+	var final error // the call's status, once the final frame is delivered
 	for {
 		resp, err := stream.Recv()
 		if err == io.EOF {
-			return exchange.Errorf(codes.DataLoss, exchange.ReasonSequence,
+			err = exchange.Errorf(codes.DataLoss, exchange.ReasonSequence,
 				"provider node closed exchange %s without a signed final response", msgID).Status(n.self.String()).Err()
+		} else if err != nil {
+			err = cl.transportError(ctx, err)
 		}
 		if err != nil {
-			return cl.transportError(ctx, err)
+			if cerr := p.close(); cerr != nil {
+				return cerr
+			}
+			return err
 		}
 		o, perr := cl.check(resp.GetFrame())
 		if perr != nil {
+			// Messages before the bad one still reach the application.
+			if cerr := p.close(); cerr != nil {
+				return cerr
+			}
 			var cert []byte
 			if o.Signer != nil {
 				cert = o.Signer.Raw
@@ -320,30 +365,46 @@ func (cl *call) relayResponses(ctx context.Context, ss grpc.ServerStream, stream
 		if h.GetFinal() {
 			code = codes.Code(h.GetStatus().GetCode())
 		}
-		index, err := n.record(ctx, evidencev1.RecordKind_RECORD_KIND_RESPONSE_RECEIVED, resp.GetFrame().GetSignedHeader(),
+		r, err := n.startRecord(ctx, evidencev1.RecordKind_RECORD_KIND_RESPONSE_RECEIVED, resp.GetFrame().GetSignedHeader(),
 			msgID, cl.target.GetSpiffeId(), true, code, "", o.Signer.Raw)
 		if err != nil {
+			_ = p.close()
 			return err
 		}
-		if !headerSent {
-			md := fromEntries(h.GetMetadata())
-			md.Set(MDMessageID, msgID)
-			if err := ss.SendHeader(md); err != nil {
-				return err
+		payload := resp.GetFrame().GetPayload()
+		first := !headerSent
+		headerSent = true
+		err = p.push(step{receipt: r, msgID: msgID, last: h.GetFinal(), send: func(index uint64) error {
+			if first {
+				md := fromEntries(h.GetMetadata())
+				md.Set(MDMessageID, msgID)
+				if err := ss.SendHeader(md); err != nil {
+					return err
+				}
 			}
-			headerSent = true
-		}
-		if h.GetHasMessage() {
-			if err := ss.SendMsg(proxy.NewFrame(resp.GetFrame().GetPayload())); err != nil {
-				return err
+			if h.GetHasMessage() {
+				if err := ss.SendMsg(proxy.NewFrame(payload)); err != nil {
+					return err
+				}
 			}
+			if h.GetFinal() {
+				tr := fromEntries(h.GetTrailers())
+				tr.Set(MDMessageID, msgID)
+				tr.Set(MDEvidence, strconv.FormatUint(index, 10))
+				ss.SetTrailer(tr)
+				final = statusFromHeader(h).Err()
+			}
+			return nil
+		}})
+		if err != nil {
+			_ = p.close()
+			return err
 		}
 		if h.GetFinal() {
-			tr := fromEntries(h.GetTrailers())
-			tr.Set(MDMessageID, msgID)
-			tr.Set(MDEvidence, strconv.FormatUint(index, 10))
-			ss.SetTrailer(tr)
-			return statusFromHeader(h).Err()
+			if err := p.close(); err != nil {
+				return err
+			}
+			return final
 		}
 	}
 }

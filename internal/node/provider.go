@@ -224,12 +224,15 @@ func (s *serve) toBackend(bs grpc.ClientStream, o *exchange.Opened) error {
 }
 
 // pumpRequests verifies, records and forwards the further request frames
-// of a client stream.
+// of a client stream; each reaches the backend once its record is durable,
+// while the next frames are verified.
 func (s *serve) pumpRequests(ctx context.Context, bs grpc.ClientStream) error {
 	n := s.n
+	p := newPipeline(ctx, n)
 	for {
 		req, err := s.stream.Recv()
 		if err != nil {
+			_ = p.close()
 			return err
 		}
 		o, perr := exchange.Open(req.GetFrame(), n.certLookup(), n.verifier)
@@ -237,6 +240,9 @@ func (s *serve) pumpRequests(ctx context.Context, bs grpc.ClientStream) error {
 			perr = s.follows(o)
 		}
 		if perr != nil {
+			if cerr := p.close(); cerr != nil {
+				return cerr
+			}
 			var cert []byte
 			if o.Signer != nil {
 				cert = o.Signer.Raw
@@ -245,15 +251,17 @@ func (s *serve) pumpRequests(ctx context.Context, bs grpc.ClientStream) error {
 				s.request.GetMessageId(), s.peer, o.Verified, perr.Code, perr.Reason+": "+perr.Msg, cert)
 			return perr
 		}
-		if _, err := n.record(ctx, evidencev1.RecordKind_RECORD_KIND_REQUEST_RECEIVED, req.GetFrame().GetSignedHeader(),
-			s.request.GetMessageId(), s.peer, true, codes.OK, "", o.Signer.Raw); err != nil {
-			return err
+		r, err := n.startRecord(ctx, evidencev1.RecordKind_RECORD_KIND_REQUEST_RECEIVED, req.GetFrame().GetSignedHeader(),
+			s.request.GetMessageId(), s.peer, true, codes.OK, "", o.Signer.Raw)
+		if err == nil {
+			err = p.push(step{receipt: r, msgID: s.request.GetMessageId(), last: o.Header.GetFinal(),
+				send: func(uint64) error { return s.toBackend(bs, o) }})
 		}
-		if err := s.toBackend(bs, o); err != nil {
+		if err != nil || o.Header.GetFinal() {
+			if cerr := p.close(); err == nil {
+				err = cerr
+			}
 			return err
-		}
-		if o.Header.GetFinal() {
-			return nil
 		}
 	}
 }
@@ -278,31 +286,56 @@ func (s *serve) follows(o *exchange.Opened) *exchange.Error {
 func (s *serve) relay(ctx context.Context, bs grpc.ClientStream) error {
 	hdr, _ := bs.Header()
 	headers := toEntries(hdr)
+	if !s.method.GetServerStreaming() {
+		return s.relayUnary(ctx, bs, headers)
+	}
+	// A stream: each message is signed and its record started while the
+	// previous ones are still being committed, then sent in order.
+	p := newPipeline(ctx, s.n)
 	for {
 		f := &proxy.Frame{}
 		err := bs.RecvMsg(f)
+		var st *step
 		if err != nil {
 			if err == io.EOF {
 				err = nil
 			}
-			return s.send(ctx, nil, false, true, headers, toEntries(bs.Trailer()), s.finalStatus(err))
+			st, err = s.prepare(ctx, nil, false, true, headers, toEntries(bs.Trailer()), s.finalStatus(err))
+		} else {
+			payload := f.Bytes()
+			f.Free()
+			st, err = s.prepare(ctx, payload, true, false, headers, nil, nil)
+			headers = nil
 		}
-		payload := f.Bytes()
-		f.Free()
-		if !s.method.GetServerStreaming() {
-			// One response message: wait for the status so that message and
-			// status travel, and are signed, together.
-			err := bs.RecvMsg(&proxy.Frame{})
-			if err == io.EOF {
-				return s.send(ctx, payload, true, true, headers, toEntries(bs.Trailer()), status.New(codes.OK, ""))
+		if err == nil {
+			err = p.push(*st)
+		}
+		if err != nil || st.last {
+			if cerr := p.close(); err == nil {
+				err = cerr
 			}
-			return s.send(ctx, nil, false, true, headers, toEntries(bs.Trailer()), s.finalStatus(err))
-		}
-		if err := s.send(ctx, payload, true, false, headers, nil, nil); err != nil {
 			return err
 		}
-		headers = nil
 	}
+}
+
+// relayUnary waits for the backend's status after its one response
+// message, so that message and status travel, and are signed, together.
+func (s *serve) relayUnary(ctx context.Context, bs grpc.ClientStream, headers []*exchangev1.MetadataEntry) error {
+	f := &proxy.Frame{}
+	if err := bs.RecvMsg(f); err != nil {
+		if err == io.EOF {
+			err = nil
+		}
+		return s.send(ctx, nil, false, true, headers, toEntries(bs.Trailer()), s.finalStatus(err))
+	}
+	payload := f.Bytes()
+	f.Free()
+	err := bs.RecvMsg(&proxy.Frame{})
+	if err == io.EOF {
+		return s.send(ctx, payload, true, true, headers, toEntries(bs.Trailer()), status.New(codes.OK, ""))
+	}
+	return s.send(ctx, nil, false, true, headers, toEntries(bs.Trailer()), s.finalStatus(err))
 }
 
 // finalStatus is the status the call ends with after the backend returned
@@ -324,6 +357,20 @@ func (s *serve) fail(ctx context.Context, perr *exchange.Error) error {
 
 // send seals one response frame, records it, then sends it.
 func (s *serve) send(ctx context.Context, payload []byte, hasMsg, final bool, headers, trailers []*exchangev1.MetadataEntry, st *status.Status) error {
+	step, err := s.prepare(ctx, payload, hasMsg, final, headers, trailers, st)
+	if err != nil {
+		return err
+	}
+	index, err := s.n.awaitRecord(ctx, step.receipt, step.msgID)
+	if err != nil {
+		return err
+	}
+	return step.send(index)
+}
+
+// prepare seals one response frame and starts its evidence record; the
+// returned step sends the frame.
+func (s *serve) prepare(ctx context.Context, payload []byte, hasMsg, final bool, headers, trailers []*exchangev1.MetadataEntry, st *status.Status) (*step, error) {
 	n := s.n
 	req := s.request
 	h := &exchangev1.Header{
@@ -343,25 +390,32 @@ func (s *serve) send(ctx context.Context, payload []byte, hasMsg, final bool, he
 		SenderNode:     n.self.String(),
 		AudienceNode:   s.peer,
 	}
+	code := codes.OK
 	if final {
 		h.Trailers = trailers
 		h.Status = &exchangev1.CallStatus{Code: int32(st.Code()), Message: st.Message(), Details: st.Proto().GetDetails()}
+		code = st.Code()
 	}
 	s.resChain.Next(h)
 	sealed, err := exchange.Seal(ctx, n.batch, h, payload, hasMsg, n.now())
 	if err != nil {
-		return status.Errorf(codes.Internal, "sign response: %v", err)
+		return nil, status.Errorf(codes.Internal, "sign response: %v", err)
 	}
-	code := codes.OK
-	if final {
-		code = st.Code()
-	}
-	if _, err := n.record(ctx, evidencev1.RecordKind_RECORD_KIND_RESPONSE_SENT, sealed.Frame.GetSignedHeader(),
-		req.GetMessageId(), s.peer, true, code, "", n.signer.Certificate().Raw); err != nil {
-		return err
+	r, err := n.startRecord(ctx, evidencev1.RecordKind_RECORD_KIND_RESPONSE_SENT, sealed.Frame.GetSignedHeader(),
+		req.GetMessageId(), s.peer, true, code, "", n.signer.Certificate().Raw)
+	if err != nil {
+		return nil, err
 	}
 	s.resChain.Advance(sealed.Digest)
-	return s.stream.Send(&exchangev1.ExchangeResponse{Frame: sealed.Frame})
+	frame := sealed.Frame
+	return &step{
+		receipt: r,
+		msgID:   req.GetMessageId(),
+		last:    final,
+		send: func(uint64) error {
+			return s.stream.Send(&exchangev1.ExchangeResponse{Frame: frame})
+		},
+	}, nil
 }
 
 // backendContext derives the backend call's context. When the caller set a

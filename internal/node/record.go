@@ -10,6 +10,7 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/ketnoi/ketnoi/internal/evidence"
 	"github.com/ketnoi/ketnoi/internal/exchange"
 	"github.com/ketnoi/ketnoi/internal/logging"
 	evidencev1 "github.com/ketnoi/ketnoi/proto/ketnoi/evidence/v1"
@@ -23,6 +24,17 @@ import (
 // so a message already on its way is always recorded.
 func (n *Node) record(ctx context.Context, kind evidencev1.RecordKind, sh *exchangev1.SignedHeader, msgID, peer string,
 	verified bool, code codes.Code, reason string, cert []byte) (uint64, error) {
+	r, err := n.startRecord(ctx, kind, sh, msgID, peer, verified, code, reason, cert)
+	if err != nil {
+		return 0, err
+	}
+	return n.awaitRecord(ctx, r, msgID)
+}
+
+// startRecord hands a record to the evidence writer without waiting; the
+// caller must awaitRecord before acting on the message.
+func (n *Node) startRecord(ctx context.Context, kind evidencev1.RecordKind, sh *exchangev1.SignedHeader, msgID, peer string,
+	verified bool, code codes.Code, reason string, cert []byte) (*evidence.Receipt, error) {
 	rec := &evidencev1.Record{
 		Kind:              kind,
 		RecordedAt:        timestamppb.New(n.now()),
@@ -36,14 +48,27 @@ func (n *Node) record(ctx context.Context, kind evidencev1.RecordKind, sh *excha
 		Reason:            reason,
 		Batch:             sh.GetBatch(),
 	}
-	index, err := n.evidence.Append(context.WithoutCancel(ctx), rec, cert)
+	r, err := n.evidence.Start(context.WithoutCancel(ctx), rec, cert)
 	if err != nil {
-		n.log.ErrorContext(ctx, "evidence append failed; exchange stopped", slog.String(logging.KeyMessageID, msgID),
-			slog.Any(logging.KeyError, err))
-		return 0, exchange.Errorf(codes.Unavailable, exchange.ReasonEvidenceUnavailable,
-			"evidence log unavailable; exchange stopped").Status(n.self.String()).Err()
+		return nil, n.evidenceFailed(ctx, msgID, err)
+	}
+	return r, nil
+}
+
+// awaitRecord waits until a started record is durable.
+func (n *Node) awaitRecord(ctx context.Context, r *evidence.Receipt, msgID string) (uint64, error) {
+	index, err := r.Wait(context.WithoutCancel(ctx))
+	if err != nil {
+		return 0, n.evidenceFailed(ctx, msgID, err)
 	}
 	return index, nil
+}
+
+func (n *Node) evidenceFailed(ctx context.Context, msgID string, err error) error {
+	n.log.ErrorContext(ctx, "evidence append failed; exchange stopped", slog.String(logging.KeyMessageID, msgID),
+		slog.Any(logging.KeyError, err))
+	return exchange.Errorf(codes.Unavailable, exchange.ReasonEvidenceUnavailable,
+		"evidence log unavailable; exchange stopped").Status(n.self.String()).Err()
 }
 
 // certLookup finds registered signing certificates in the current
