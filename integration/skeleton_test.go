@@ -268,6 +268,26 @@ func TestWalkingSkeleton(t *testing.T) {
 		}
 	})
 
+	t.Run("a failed call is recorded by the consumer with its cause", func(t *testing.T) {
+		c.Stop("bnv")
+		_, trailer, err := convert(ctx, dial(t, c.LocalAddr("vpcp", cluster.ConsumerClient)), "00013")
+		st := status.Convert(err)
+		if reason, _ := exchange.PlatformReason(st); st.Code() != codes.Unavailable || reason != exchange.ReasonProviderUnreachable {
+			t.Fatalf("call with the provider node down: %v (reason %q), want Unavailable %s", err, reason, exchange.ReasonProviderUnreachable)
+		}
+		ids := trailer.Get("ketnoi-message-id")
+		if len(ids) != 1 {
+			t.Fatalf("failed call carries no message id: %v", trailer)
+		}
+		out, err := c.CLI(ctx, "evidence", "trace", "--node", c.Proc("vpcp").Addrs["admin"], ids[0])
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !strings.Contains(out, "REQUEST_SENT") || !strings.Contains(out, "FAILED") || !strings.Contains(out, exchange.ReasonProviderUnreachable) {
+			t.Errorf("consumer evidence of the failed call:\n%s", out)
+		}
+	})
+
 	// Evidence is read from the log files, so the nodes stop first.
 	c.Stop("vpcp")
 	c.Stop("bnv")

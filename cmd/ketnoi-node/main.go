@@ -5,8 +5,10 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"os"
 	"os/signal"
 	"syscall"
@@ -19,11 +21,20 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	err := run(ctx, os.Args[1:])
 	stop()
-	if err != nil {
+	var ue usageError
+	switch {
+	case err == nil, errors.Is(err, flag.ErrHelp):
+	case errors.As(err, &ue):
+		fmt.Fprintf(os.Stderr, "ketnoi-node: %v\n", err)
+		os.Exit(2)
+	default:
 		fmt.Fprintf(os.Stderr, "ketnoi-node: %v\n", err)
 		os.Exit(1)
 	}
 }
+
+// usageError is a wrong command line; it exits with code 2.
+type usageError struct{ error }
 
 func run(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("ketnoi-node", flag.ContinueOnError)
@@ -33,7 +44,16 @@ func run(ctx context.Context, args []string) error {
 	format := fs.String("log-format", "text", "log format: text or json")
 	debug := fs.String("debug-listen", "", "serve /debug/pprof on this loopback address (off when empty)")
 	if err := fs.Parse(args); err != nil {
-		return err
+		if errors.Is(err, flag.ErrHelp) {
+			return err
+		}
+		return usageError{err}
+	}
+	if fs.NArg() > 0 {
+		return usageError{fmt.Errorf("unexpected arguments %q (all settings are flags or in --config)", fs.Args())}
+	}
+	if _, err := logging.New(io.Discard, *level, *format); err != nil {
+		return usageError{err}
 	}
 	logger, err := logging.New(os.Stderr, *level, *format)
 	if err != nil {

@@ -37,6 +37,7 @@ const (
 	ReasonPeerMismatch        = "PEER_MISMATCH"
 	ReasonEvidenceUnavailable = "EVIDENCE_UNAVAILABLE"
 	ReasonProviderUnreachable = "PROVIDER_UNREACHABLE"
+	ReasonPeerRefused         = "PEER_REFUSED"
 	ReasonBackendUnreachable  = "BACKEND_UNREACHABLE"
 	ReasonMessageTooLarge     = "MESSAGE_TOO_LARGE"
 )

@@ -1,8 +1,10 @@
 package node
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"path/filepath"
@@ -98,7 +100,9 @@ func LoadConfig(path string) (*Config, error) {
 		return nil, fmt.Errorf("read config: %w", err)
 	}
 	c := &Config{}
-	if err := yaml.Unmarshal(b, c); err != nil {
+	dec := yaml.NewDecoder(bytes.NewReader(b))
+	dec.KnownFields(true) // a misspelt key must not be silently ignored
+	if err := dec.Decode(c); err != nil && !errors.Is(err, io.EOF) {
 		return nil, fmt.Errorf("parse config %s: %w", path, err)
 	}
 	base := filepath.Dir(path)
@@ -119,6 +123,9 @@ func (c *Config) validate() error {
 	}
 	if c.TrustDomain == "" {
 		c.TrustDomain = "vn.ketnoi"
+	}
+	if c.MaxMessageBytes < 0 || c.ClockSkew < 0 || c.DeadlineMargin < 0 {
+		return errors.New("max_message_bytes, clock_skew and deadline_margin must not be negative")
 	}
 	if c.MaxMessageBytes == 0 {
 		c.MaxMessageBytes = DefaultMaxMessageBytes

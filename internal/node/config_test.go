@@ -58,6 +58,8 @@ func TestLoadConfigRejects(t *testing.T) {
 		{"local endpoint off loopback", `  - listen: "127.0.0.1:0"`, `  - listen: "0.0.0.0:7001"`, "loopback"},
 		{"local client of another member", "client: VN/NN/000.00.00.G22/vanban", "client: VN/NN/000.00.00.G09/vanban", "not a client of member"},
 		{"unknown field type", "name: node1", "name: [x]", "parse config"},
+		{"misspelt key", "data_dir: data", "data_dir: data\nbackend: []", "field backend not found"},
+		{"negative limit", "data_dir: data", "data_dir: data\nmax_message_bytes: -5", "must not be negative"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

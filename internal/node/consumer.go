@@ -42,6 +42,10 @@ type call struct {
 	reqChain exchange.Chain
 	resChain exchange.Chain
 	first    []byte // digest of the first request header
+	// firstSigned is the first request header as signed and sent.
+	firstSigned *exchangev1.SignedHeader
+	// finished is set once a verified final response reached the app.
+	finished bool
 }
 
 func (c *consumer) handle(_ any, ss grpc.ServerStream) error {
@@ -49,28 +53,32 @@ func (c *consumer) handle(_ any, ss grpc.ServerStream) error {
 	ctx := ss.Context()
 	full, _ := grpc.MethodFromServerStream(ss)
 	cl, perr := c.prepare(ctx, full)
+	if perr == nil {
+		// Every outcome, failures included, tells the caller which
+		// exchange to trace.
+		defer func() {
+			if !cl.finished {
+				ss.SetTrailer(metadata.Pairs(MDMessageID, cl.template.GetMessageId()))
+			}
+		}()
+	}
 	if perr != nil {
 		n.log.InfoContext(ctx, "call refused before sending", slog.String(logging.KeyMethod, full),
 			slog.String(logging.KeyReason, perr.Reason))
 		return perr.Status(n.self.String()).Err()
 	}
 
-	conn, err := n.peers.get(cl.target.GetSpiffeId(), cl.target.GetAddress())
+	clientStreams := cl.template.GetCallKind() == exchangev1.CallKind_CALL_KIND_CLIENT_STREAMING ||
+		cl.template.GetCallKind() == exchangev1.CallKind_CALL_KIND_BIDI_STREAMING
+	first, final, err := cl.firstFrame(ctx, ss, clientStreams)
 	if err != nil {
-		return exchange.Errorf(codes.Unavailable, exchange.ReasonProviderUnreachable,
-			"cannot reach provider node %s: %v", cl.target.GetSpiffeId(), err).Status(n.self.String()).Err()
+		return err
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	stream, err := exchangev1.NewFederationServiceClient(conn).Exchange(ctx)
+	stream, err := cl.open(ctx, first, final)
 	if err != nil {
-		return cl.transportError(ctx, err)
-	}
-
-	clientStreams := cl.template.GetCallKind() == exchangev1.CallKind_CALL_KIND_CLIENT_STREAMING ||
-		cl.template.GetCallKind() == exchangev1.CallKind_CALL_KIND_BIDI_STREAMING
-	final, err := cl.sendFirst(ctx, ss, stream, clientStreams)
-	if err != nil {
+		cl.recordFailure(ctx, err)
 		return err
 	}
 	sendErr := make(chan error, 1)
@@ -90,11 +98,27 @@ func (c *consumer) handle(_ any, ss grpc.ServerStream) error {
 	if err != nil {
 		cancel()
 		if se := <-sendErr; se != nil && status.Code(err) == codes.Canceled {
-			return se
+			err = se
+		}
+		if !cl.finished {
+			cl.recordFailure(ctx, err)
 		}
 		return err
 	}
 	return nil
+}
+
+// recordFailure records how an exchange ended when no verified final
+// response did: the consumer's log must show that the call failed, and why,
+// not only that a request was sent.
+func (cl *call) recordFailure(ctx context.Context, err error) {
+	st := status.Convert(err)
+	reason, _ := exchange.PlatformReason(st)
+	if reason == "" {
+		reason = st.Code().String()
+	}
+	_, _ = cl.n.record(ctx, evidencev1.RecordKind_RECORD_KIND_FAILED, cl.firstSigned, cl.template.GetMessageId(),
+		cl.target.GetSpiffeId(), true, st.Code(), reason+": "+st.Message(), nil)
 }
 
 // prepare resolves the call against the global configuration.
@@ -202,16 +226,17 @@ func callKind(m *registryv1.Method) exchangev1.CallKind {
 	}
 }
 
-// sendFirst sends the first request frame and reports whether it closed
-// the request direction: for calls where the client sends one message, and
-// for streams the client half-closes before sending anything.
-func (cl *call) sendFirst(ctx context.Context, ss grpc.ServerStream, stream exchangev1.FederationService_ExchangeClient, clientStreams bool) (bool, error) {
+// firstFrame reads the application's first message, then signs and
+// records the first request frame. The frame closes the request direction
+// (final) for calls where the client sends one message, and for streams the
+// client half-closes before sending anything.
+func (cl *call) firstFrame(ctx context.Context, ss grpc.ServerStream, clientStreams bool) (*exchange.Sealed, bool, error) {
 	md, _ := metadata.FromIncomingContext(ctx)
 	f := &proxy.Frame{}
 	err := ss.RecvMsg(f)
 	hasMsg := err == nil
 	if err != nil && err != io.EOF {
-		return false, err
+		return nil, false, err
 	}
 	var payload []byte
 	if hasMsg {
@@ -224,16 +249,35 @@ func (cl *call) sendFirst(ctx context.Context, ss grpc.ServerStream, stream exch
 	h.Final = final
 	sealed, err := cl.sealAndRecord(ctx, h, payload, hasMsg)
 	if err != nil {
-		return false, err
+		return nil, false, err
 	}
 	cl.first = sealed.Digest
-	if err := stream.Send(&exchangev1.ExchangeRequest{Frame: sealed.Frame}); err != nil {
-		return false, cl.transportError(ctx, err)
+	cl.firstSigned = sealed.Frame.GetSignedHeader()
+	return sealed, final, nil
+}
+
+// open starts the exchange with the provider node and sends the first
+// frame.
+func (cl *call) open(ctx context.Context, first *exchange.Sealed, final bool) (exchangev1.FederationService_ExchangeClient, error) {
+	n := cl.n
+	conn, err := n.peers.get(cl.target.GetSpiffeId(), cl.target.GetAddress())
+	if err != nil {
+		return nil, exchange.Errorf(codes.Unavailable, exchange.ReasonProviderUnreachable,
+			"cannot reach provider node %s: %v", cl.target.GetSpiffeId(), err).Status(n.self.String()).Err()
+	}
+	stream, err := exchangev1.NewFederationServiceClient(conn).Exchange(ctx)
+	if err != nil {
+		return nil, cl.transportError(ctx, err)
+	}
+	if err := stream.Send(&exchangev1.ExchangeRequest{Frame: first.Frame}); err != nil {
+		return nil, cl.transportError(ctx, err)
 	}
 	if final {
-		return true, stream.CloseSend()
+		if err := stream.CloseSend(); err != nil {
+			return nil, cl.transportError(ctx, err)
+		}
 	}
-	return false, nil
+	return stream, nil
 }
 
 // pumpRequests relays further request messages of a client stream, each
@@ -393,6 +437,7 @@ func (cl *call) relayResponses(ctx context.Context, ss grpc.ServerStream, stream
 				tr.Set(MDEvidence, strconv.FormatUint(index, 10))
 				ss.SetTrailer(tr)
 				final = statusFromHeader(h).Err()
+				cl.finished = true
 			}
 			return nil
 		}})
@@ -449,6 +494,14 @@ func (cl *call) transportError(ctx context.Context, err error) error {
 	}
 	if errors.Is(err, io.EOF) {
 		st = status.New(codes.Unavailable, "connection closed")
+	}
+	if strings.Contains(st.Message(), "tls: bad certificate") || strings.Contains(st.Message(), "certificate required") {
+		// The provider's authorizer turned this node away during the
+		// handshake: usually this node is missing from the configuration
+		// the provider holds.
+		return exchange.Errorf(codes.PermissionDenied, exchange.ReasonPeerRefused,
+			"provider node %s refused this node's identity %s at the TLS handshake; is this node registered?",
+			cl.target.GetSpiffeId(), cl.n.self).Status(cl.n.self.String()).Err()
 	}
 	return exchange.Errorf(codes.Unavailable, exchange.ReasonProviderUnreachable,
 		"provider node %s: %s", cl.target.GetSpiffeId(), st.Message()).Status(cl.n.self.String()).Err()

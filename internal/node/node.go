@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"os"
 	"path/filepath"
 	"sync"
 	"time"
@@ -133,6 +134,9 @@ func checkSigner(s *sign.Signer, member id.Member, roots *x509.CertPool) error {
 }
 
 func (n *Node) open() error {
+	if err := os.MkdirAll(n.cfg.DataDir, 0o700); err != nil {
+		return fmt.Errorf("data_dir: %w", err)
+	}
 	var err error
 	n.evidence, err = evidence.Open(filepath.Join(n.cfg.DataDir, "evidence.db"),
 		evidence.Options{Logger: n.log, Node: n.self.String()})
@@ -206,6 +210,11 @@ func (n *Node) Close() error {
 func (n *Node) Run(ctx context.Context, readyFile string) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	// A ready file left by an earlier run must not announce this one.
+	if readyFile != "" {
+		_ = os.Remove(readyFile)
+		defer os.Remove(readyFile)
+	}
 
 	fedLis, err := net.Listen("tcp", n.cfg.Federation.Listen)
 	if err != nil {
@@ -253,13 +262,15 @@ func (n *Node) Run(ctx context.Context, readyFile string) error {
 	}
 	wg.Go(func() { _ = n.gconf.Run(ctx) })
 
-	if err := ready.Write(readyFile, addrs); err != nil {
-		cancel()
-	}
-	n.log.InfoContext(ctx, "node serving", slog.String(logging.KeyAddress, addrs["federation"]),
-		slog.Int("local_endpoints", len(n.cfg.Local)))
-
 	var runErr error
+	if err := ready.Write(readyFile, addrs); err != nil {
+		runErr = err
+		cancel()
+	} else {
+		n.log.InfoContext(ctx, "node serving", slog.String(logging.KeyAddress, addrs["federation"]),
+			slog.Int("local_endpoints", len(n.cfg.Local)))
+	}
+
 	select {
 	case <-ctx.Done():
 	case runErr = <-errc:

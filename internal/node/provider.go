@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -182,14 +183,14 @@ func (s *serve) forward(ctx context.Context, o *exchange.Opened) error {
 	}
 	conn, err := n.backends.get("", n.backend[s.svc.GetId()])
 	if err != nil {
-		return s.fail(ctx, exchange.Errorf(codes.Unavailable, exchange.ReasonBackendUnreachable, "backend: %v", err))
+		return s.backendFailed(ctx, err)
 	}
 	bctx, cancel := backendContext(metadata.NewOutgoingContext(ctx, md), n.cfg.DeadlineMargin)
 	defer cancel()
 	desc := &grpc.StreamDesc{ServerStreams: true, ClientStreams: true}
 	bs, err := conn.NewStream(bctx, desc, "/"+s.svc.GetGrpcService()+"/"+s.method.GetName())
 	if err != nil {
-		return s.fail(ctx, exchange.Errorf(codes.Unavailable, exchange.ReasonBackendUnreachable, "backend: %v", err))
+		return s.backendFailed(ctx, err)
 	}
 	if err := s.toBackend(bs, o); err != nil {
 		cancel()
@@ -345,7 +346,30 @@ func (s *serve) finalStatus(err error) *status.Status {
 	if perr := s.abort.Load(); perr != nil {
 		return perr.Status(s.n.self.String())
 	}
-	return status.Convert(err)
+	st := status.Convert(err)
+	if st.Code() == codes.Unavailable && strings.HasPrefix(st.Message(), "connection error") {
+		// gRPC's own transport failure toward the backend, not a status
+		// the backend chose; its text names internal addresses.
+		s.n.log.Warn("backend connection failed", slog.String(logging.KeyService, s.svc.GetId()),
+			slog.Any(logging.KeyError, err))
+		return exchange.Errorf(codes.Unavailable, exchange.ReasonBackendUnreachable,
+			"the backend of service %s is unavailable", s.svc.GetId()).Status(s.n.self.String())
+	}
+	return st
+}
+
+// backendFailed answers an exchange whose backend call could not start. The
+// cause stays in this node's log: backend addresses are the provider's
+// internal network and must not reach other agencies.
+func (s *serve) backendFailed(ctx context.Context, err error) error {
+	if ctx.Err() != nil {
+		// The caller gave up; nothing failed here.
+		return s.send(ctx, nil, false, true, nil, nil, status.FromContextError(ctx.Err()))
+	}
+	s.n.log.WarnContext(ctx, "backend call failed", slog.String(logging.KeyService, s.svc.GetId()),
+		slog.Any(logging.KeyError, err))
+	return s.fail(ctx, exchange.Errorf(codes.Unavailable, exchange.ReasonBackendUnreachable,
+		"the backend of service %s is unavailable", s.svc.GetId()))
 }
 
 // fail answers the exchange with a platform failure after admission.

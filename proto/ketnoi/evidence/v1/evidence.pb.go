@@ -38,6 +38,10 @@ const (
 	RecordKind_RECORD_KIND_RESPONSE_RECEIVED RecordKind = 4
 	// The node refused a message; reason says why.
 	RecordKind_RECORD_KIND_REFUSED RecordKind = 5
+	// The exchange ended without a verified final response (provider node
+	// unreachable, deadline exceeded, cancelled); the record repeats the
+	// first request header, and code and reason say how it ended.
+	RecordKind_RECORD_KIND_FAILED RecordKind = 6
 )
 
 // Enum value maps for RecordKind.
@@ -49,6 +53,7 @@ var (
 		3: "RECORD_KIND_RESPONSE_SENT",
 		4: "RECORD_KIND_RESPONSE_RECEIVED",
 		5: "RECORD_KIND_REFUSED",
+		6: "RECORD_KIND_FAILED",
 	}
 	RecordKind_value = map[string]int32{
 		"RECORD_KIND_UNSPECIFIED":       0,
@@ -57,6 +62,7 @@ var (
 		"RECORD_KIND_RESPONSE_SENT":     3,
 		"RECORD_KIND_RESPONSE_RECEIVED": 4,
 		"RECORD_KIND_REFUSED":           5,
+		"RECORD_KIND_FAILED":            6,
 	}
 )
 
@@ -248,7 +254,7 @@ const file_ketnoi_evidence_v1_evidence_proto_rawDesc = "" +
 	"\x04code\x18\t \x01(\x05R\x04code\x12\x16\n" +
 	"\x06reason\x18\n" +
 	" \x01(\tR\x06reason\x124\n" +
-	"\x05batch\x18\v \x01(\v2\x1e.ketnoi.exchange.v1.BatchProofR\x05batch*\xc4\x01\n" +
+	"\x05batch\x18\v \x01(\v2\x1e.ketnoi.exchange.v1.BatchProofR\x05batch*\xdc\x01\n" +
 	"\n" +
 	"RecordKind\x12\x1b\n" +
 	"\x17RECORD_KIND_UNSPECIFIED\x10\x00\x12\x1c\n" +
@@ -256,7 +262,8 @@ const file_ketnoi_evidence_v1_evidence_proto_rawDesc = "" +
 	"\x1cRECORD_KIND_REQUEST_RECEIVED\x10\x02\x12\x1d\n" +
 	"\x19RECORD_KIND_RESPONSE_SENT\x10\x03\x12!\n" +
 	"\x1dRECORD_KIND_RESPONSE_RECEIVED\x10\x04\x12\x17\n" +
-	"\x13RECORD_KIND_REFUSED\x10\x05B>Z<github.com/ketnoi/ketnoi/proto/ketnoi/evidence/v1;evidencev1b\x06proto3"
+	"\x13RECORD_KIND_REFUSED\x10\x05\x12\x16\n" +
+	"\x12RECORD_KIND_FAILED\x10\x06B>Z<github.com/ketnoi/ketnoi/proto/ketnoi/evidence/v1;evidencev1b\x06proto3"
 
 var (
 	file_ketnoi_evidence_v1_evidence_proto_rawDescOnce sync.Once
