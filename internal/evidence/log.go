@@ -101,9 +101,13 @@ type treeHead struct {
 // Open opens or creates the log at path for reading and writing and starts
 // its writer. Only one process can hold a log open this way; a second Open
 // fails after two seconds.
-func Open(path string, opts Options) (*Log, error) {
+func Open(path string, opts Options) (_ *Log, err error) {
+	defer guardFaults(&err)()
 	if opts.MaxBatch < 0 {
 		return nil, fmt.Errorf("open evidence log: negative MaxBatch %d", opts.MaxBatch)
+	}
+	if err := precheck(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("open evidence log %s: %w", path, err)
 	}
 	db, err := bolt.Open(path, 0o600, &bolt.Options{
 		Timeout:         lockTimeout,
@@ -115,6 +119,10 @@ func Open(path string, opts Options) (*Log, error) {
 		return nil, fmt.Errorf("open evidence log %s: another process holds it: %w", path, err)
 	}
 	if err != nil {
+		return nil, fmt.Errorf("open evidence log %s: %w", path, err)
+	}
+	if err := checkSize(db, path); err != nil {
+		db.Close()
 		return nil, fmt.Errorf("open evidence log %s: %w", path, err)
 	}
 
@@ -181,13 +189,17 @@ func (l *Log) init(node string) error {
 
 // OpenReadOnly opens an existing log for reading, as tools do. If a running
 // node holds the log, the error wraps ErrLocked.
-func OpenReadOnly(path string) (*Log, error) {
+func OpenReadOnly(path string) (_ *Log, err error) {
+	defer guardFaults(&err)()
 	info, err := os.Stat(path)
 	if err != nil {
 		return nil, fmt.Errorf("open evidence log: %w", err)
 	}
 	if info.Size() == 0 {
 		return nil, fmt.Errorf("open evidence log %s: empty file, not an evidence log", path)
+	}
+	if err := precheck(path); err != nil {
+		return nil, fmt.Errorf("open evidence log %s: %w", path, err)
 	}
 	db, err := bolt.Open(path, 0o600, &bolt.Options{
 		ReadOnly:        true,
@@ -198,6 +210,10 @@ func OpenReadOnly(path string) (*Log, error) {
 		return nil, fmt.Errorf("open evidence log %s: %w", path, ErrLocked)
 	}
 	if err != nil {
+		return nil, fmt.Errorf("open evidence log %s: %w", path, err)
+	}
+	if err := checkSize(db, path); err != nil {
+		db.Close()
 		return nil, fmt.Errorf("open evidence log %s: %w", path, err)
 	}
 

@@ -25,9 +25,10 @@ type Entry struct {
 
 // ByMessageID returns every committed record of the exchange id, in index
 // order; none is not an error. Ids longer than 1024 bytes are not indexed.
-func (l *Log) ByMessageID(id string) ([]Entry, error) {
+func (l *Log) ByMessageID(id string) (_ []Entry, err error) {
+	defer guardFaults(&err)()
 	var entries []Entry
-	err := l.db.View(func(tx *bolt.Tx) error {
+	err = l.db.View(func(tx *bolt.Tx) error {
 		var indexes []uint64
 		p := messageKey(id, 0)[:len(id)+1]
 		c := tx.Bucket(bucketMessages).Cursor()
@@ -56,9 +57,10 @@ func (l *Log) ByMessageID(id string) ([]Entry, error) {
 }
 
 // Entry returns the record at index n.
-func (l *Log) Entry(n uint64) (Entry, error) {
+func (l *Log) Entry(n uint64) (_ Entry, err error) {
+	defer guardFaults(&err)()
 	var e Entry
-	err := l.db.View(func(tx *bolt.Tx) error {
+	err = l.db.View(func(tx *bolt.Tx) error {
 		var err error
 		e, err = entryAt(tx.Bucket(bucketLeaves), n)
 		return err
@@ -89,9 +91,10 @@ func entryAt(leaves *bolt.Bucket, n uint64) (Entry, error) {
 
 // Certificate returns the DER signing certificate whose SHA-256 is sum, or
 // an error wrapping ErrNotFound.
-func (l *Log) Certificate(sum []byte) ([]byte, error) {
+func (l *Log) Certificate(sum []byte) (_ []byte, err error) {
+	defer guardFaults(&err)()
 	var der []byte
-	err := l.db.View(func(tx *bolt.Tx) error {
+	err = l.db.View(func(tx *bolt.Tx) error {
 		der = bytes.Clone(tx.Bucket(bucketCerts).Get(sum))
 		return nil
 	})

@@ -55,9 +55,10 @@ func (e *VerifyError) Error() string {
 // The first bad record (lowest index) is returned as a *VerifyError, not
 // wrapped; other errors mean the log could not be read or its root does not
 // match.
-func (l *Log) Verify(ctx context.Context, roots *x509.CertPool) (Report, error) {
+func (l *Log) Verify(ctx context.Context, roots *x509.CertPool) (_ Report, err error) {
+	defer guardFaults(&err)()
 	var rep Report
-	err := l.db.View(func(tx *bolt.Tx) error {
+	err = l.db.View(func(tx *bolt.Tx) error {
 		head, err := readHead(tx)
 		if err != nil {
 			return err
