@@ -139,6 +139,8 @@ func (c *Cluster) start(ctx context.Context, name, binary string, args ...string
 	full := append(append([]string(nil), args...), "--ready-file", readyFile)
 	cmd := exec.Command(filepath.Join(c.Bin, binary), full...)
 	cmd.Stdout, cmd.Stderr = logf, logf
+	// If the test or demo dies without stopping its servers, they go too.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM}
 	if err := cmd.Start(); err != nil {
 		logf.Close()
 		return nil, fmt.Errorf("start %s: %w", name, err)
