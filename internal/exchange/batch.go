@@ -22,21 +22,24 @@ const TypeBatch = "application/vnd.ketnoi.exchange.batch.v1"
 // maxBatch bounds how many headers share one signature.
 const maxBatch = 512
 
-// BatchSigner signs headers in batches: one goroutine takes every header
-// queued while it was busy, builds the Merkle tree of the batch, signs its
-// root once and hands each caller its inclusion proof. An idle signer signs
-// a lone header at once, so batching never adds waiting time; under load one
-// ECDSA signature covers many messages.
+// BatchSigner signs headers in batches without a goroutine of its own: the
+// caller that finds the signer idle becomes the leader, signs its own
+// header at once, then keeps signing whatever other callers queued
+// meanwhile, one Merkle root per batch, until the queue is empty. An idle
+// signer so costs no hand-off between goroutines, and under load one ECDSA
+// signature covers many messages.
 type BatchSigner struct {
 	signer *sign.Signer
-	queue  chan *signReq
-	done   chan struct{}
-	once   sync.Once
+
+	mu     sync.Mutex
+	queue  []*signReq
+	busy   bool // a leader is signing
+	closed bool
 }
 
 type signReq struct {
 	header []byte
-	out    chan signResult
+	out    chan signResult // buffered, receives exactly once
 }
 
 type signResult struct {
@@ -44,11 +47,9 @@ type signResult struct {
 	err error
 }
 
-// NewBatchSigner starts a batch signer; Close stops it.
+// NewBatchSigner returns a batch signer; Close stops it.
 func NewBatchSigner(s *sign.Signer) *BatchSigner {
-	b := &BatchSigner{signer: s, queue: make(chan *signReq, maxBatch), done: make(chan struct{})}
-	go b.run()
-	return b
+	return &BatchSigner{signer: s}
 }
 
 // Signer returns the underlying signer.
@@ -60,44 +61,63 @@ var ErrSignerClosed = errors.New("exchange: signer closed")
 // Sign signs header bytes and returns them with the batch signature.
 func (b *BatchSigner) Sign(ctx context.Context, header []byte) (*exchangev1.SignedHeader, error) {
 	r := &signReq{header: header, out: make(chan signResult, 1)}
-	select {
-	case b.queue <- r:
-	case <-b.done:
-		return nil, ErrSignerClosed
-	case <-ctx.Done():
-		return nil, ctx.Err()
-	}
-	select {
-	case res := <-r.out:
-		return res.sh, res.err
-	case <-b.done:
+	b.mu.Lock()
+	if b.closed {
+		b.mu.Unlock()
 		return nil, ErrSignerClosed
 	}
+	b.queue = append(b.queue, r)
+	if b.busy {
+		b.mu.Unlock()
+		select {
+		case res := <-r.out:
+			return res.sh, res.err
+		case <-ctx.Done():
+			// The leader still signs the header; its result is dropped.
+			return nil, ctx.Err()
+		}
+	}
+	b.busy = true
+	b.signQueued()
+	if len(b.queue) > 0 {
+		// Headers queued while this caller signed: a goroutine carries on,
+		// so this caller returns without waiting for other callers' work.
+		b.mu.Unlock()
+		go b.drain()
+	} else {
+		b.busy = false
+		b.mu.Unlock()
+	}
+	res := <-r.out
+	return res.sh, res.err
 }
 
-// Close stops the signer.
-func (b *BatchSigner) Close() { b.once.Do(func() { close(b.done) }) }
+// signQueued signs one batch of the queue; b.mu is held on entry and exit.
+func (b *BatchSigner) signQueued() {
+	n := min(len(b.queue), maxBatch)
+	batch := b.queue[:n:n]
+	b.queue = b.queue[n:]
+	b.mu.Unlock()
+	b.signBatch(batch)
+	b.mu.Lock()
+}
 
-func (b *BatchSigner) run() {
-	batch := make([]*signReq, 0, maxBatch)
-	for {
-		select {
-		case <-b.done:
-			return
-		case r := <-b.queue:
-			batch = append(batch[:0], r)
-		}
-	drain:
-		for len(batch) < maxBatch {
-			select {
-			case r := <-b.queue:
-				batch = append(batch, r)
-			default:
-				break drain
-			}
-		}
-		b.signBatch(batch)
+// drain signs until the queue is empty, then leaves the signer idle.
+func (b *BatchSigner) drain() {
+	b.mu.Lock()
+	for len(b.queue) > 0 {
+		b.signQueued()
 	}
+	b.queue = nil
+	b.busy = false
+	b.mu.Unlock()
+}
+
+// Close makes further Sign calls fail.
+func (b *BatchSigner) Close() {
+	b.mu.Lock()
+	b.closed = true
+	b.mu.Unlock()
 }
 
 func (b *BatchSigner) signBatch(batch []*signReq) {
