@@ -405,8 +405,11 @@ func wantKinds(t *testing.T, es []evidence.Entry, kinds ...string) {
 	}
 }
 
-// testTampering plays a consumer node that alters a message after signing.
-func testTampering(ctx context.Context, t *testing.T, c *cluster.Cluster) {
+// actAsConsumerNode returns a federation client to the provider node that
+// presents the consumer node's SVID and signs with its member key, so a
+// test can send frames no honest node would.
+func actAsConsumerNode(t *testing.T, c *cluster.Cluster) (exchangev1.FederationServiceClient, *exchange.BatchSigner) {
+	t.Helper()
 	td := spiffeid.RequireTrustDomainFromString(cluster.TrustDomain)
 	ident, err := mtls.LoadFiles(c.Path("vpcp.pem"), c.Path("vpcp-key.pem"), c.Path("bundle.pem"), td)
 	if err != nil {
@@ -421,10 +424,14 @@ func testTampering(ctx context.Context, t *testing.T, c *cluster.Cluster) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer conn.Close()
-	fed := exchangev1.NewFederationServiceClient(conn)
 	batch := exchange.NewBatchSigner(signer)
-	defer batch.Close()
+	t.Cleanup(func() { conn.Close(); batch.Close() })
+	return exchangev1.NewFederationServiceClient(conn), batch
+}
+
+// testTampering plays a consumer node that alters a message after signing.
+func testTampering(ctx context.Context, t *testing.T, c *cluster.Cluster) {
+	fed, batch := actAsConsumerNode(t, c)
 	payload, _ := proto.Marshal(&dvhcv1.ConvertOldUnitRequest{OldCode: "00013"})
 
 	cases := []struct {

@@ -10,8 +10,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/spiffe/go-spiffe/v2/spiffeid"
-	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
@@ -22,8 +20,6 @@ import (
 
 	"github.com/ketnoi/ketnoi/integration/cluster"
 	"github.com/ketnoi/ketnoi/internal/exchange"
-	"github.com/ketnoi/ketnoi/internal/mtls"
-	"github.com/ketnoi/ketnoi/internal/sign"
 	exchangev1 "github.com/ketnoi/ketnoi/proto/ketnoi/exchange/v1"
 )
 
@@ -181,24 +177,8 @@ func TestStreamFidelity(t *testing.T) {
 // final status.
 func sendChained(ctx context.Context, t *testing.T, c *cluster.Cluster, order []int) *exchangev1.CallStatus {
 	t.Helper()
-	td := spiffeid.RequireTrustDomainFromString(cluster.TrustDomain)
-	ident, err := mtls.LoadFiles(c.Path("vpcp.pem"), c.Path("vpcp-key.pem"), c.Path("bundle.pem"), td)
-	if err != nil {
-		t.Fatal(err)
-	}
-	signer, err := sign.LoadSigner(c.Path("vpcp-sign.pem"), c.Path("vpcp-sign-key.pem"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	conn, err := grpc.NewClient(c.Proc("bnv").Addrs["federation"], grpc.WithTransportCredentials(
-		mtls.ClientCredentials(ident, tlsconfig.AuthorizeID(spiffeid.RequireFromString(providerNode)))))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	batch := exchange.NewBatchSigner(signer)
-	defer batch.Close()
-	stream, err := exchangev1.NewFederationServiceClient(conn).Exchange(ctx)
+	fed, batch := actAsConsumerNode(t, c)
+	stream, err := fed.Exchange(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
