@@ -69,6 +69,13 @@ func TestMain(m *testing.M) {
 
 func startStandard(t *testing.T) *cluster.Cluster {
 	t.Helper()
+	return startStandardWith(t, "")
+}
+
+// startStandardWith starts the standard scenario with extra node
+// configuration.
+func startStandardWith(t *testing.T, nodeYAML string) *cluster.Cluster {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	var log strings.Builder
@@ -76,6 +83,7 @@ func startStandard(t *testing.T) *cluster.Cluster {
 	if err != nil {
 		t.Fatalf("new cluster: %v\n%s", err, log.String())
 	}
+	c.NodeYAML = nodeYAML
 	t.Cleanup(func() {
 		c.Close()
 		if races := c.DataRaces(); len(races) > 0 {

@@ -23,11 +23,12 @@ const (
 // registers the echo service at backend (plaintext, behind the provider
 // node) with the ketnoi CLI, and connects the client to the consumer
 // node's local endpoint.
-func startKetnoi(ctx context.Context, dir, bin, backend string, log io.Writer) (*topology, error) {
+func startKetnoi(ctx context.Context, dir, bin, backend, order string, log io.Writer) (*topology, error) {
 	c, err := cluster.New(ctx, dir, bin, log)
 	if err != nil {
 		return nil, err
 	}
+	c.NodeYAML = "evidence_order: " + order + "\n"
 	if err := setupKetnoi(ctx, c, backend); err != nil {
 		c.Close()
 		return nil, fmt.Errorf("%w (logs in %s)", err, filepath.Join(dir, "logs"))

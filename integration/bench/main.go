@@ -61,6 +61,7 @@ type options struct {
 	streamBytes int64
 	chunks      []int32
 	paths       map[string]bool
+	order       string
 	keep        bool
 	workers     string
 	payloads    []int
@@ -78,6 +79,7 @@ func parseOptions(args []string, stderr io.Writer) (options, error) {
 	payloads := fs.String("payloads", "100,10240,1048576", "comma-separated payload sizes of the unary cases")
 	conc := fs.String("concurrency", "1,16,64", "comma-separated concurrencies of the unary cases")
 	paths := fs.String("paths", "direct,ketnoi,nginx", "comma-separated paths to measure")
+	order := fs.String("evidence-order", "strict", "evidence_order of the ketnoi nodes: strict or overlap")
 	fs.BoolVar(&o.keep, "keep", false, "keep the state directory (logs, configs)")
 	fs.StringVar(&o.workers, "nginx-workers", "auto", "worker_processes of each nginx: a count or auto (one per CPU)")
 	if err := fs.Parse(args); err != nil {
@@ -102,6 +104,10 @@ func parseOptions(args []string, stderr io.Writer) (options, error) {
 	}
 	for _, c := range cs {
 		o.chunks = append(o.chunks, int32(c))
+	}
+	o.order = *order
+	if o.order != "strict" && o.order != "overlap" {
+		return o, fmt.Errorf("--evidence-order: %q, want strict or overlap", o.order)
 	}
 	o.paths = map[string]bool{}
 	for _, p := range strings.Split(*paths, ",") {
@@ -194,7 +200,7 @@ func startPaths(ctx context.Context, o options, dir, bin string, stderr io.Write
 	}
 	if o.paths["ketnoi"] {
 		fmt.Fprintln(stderr, "starting registry, consumer node and provider node")
-		k, err := startKetnoi(ctx, filepath.Join(dir, "ketnoi"), bin, backend, io.Discard)
+		k, err := startKetnoi(ctx, filepath.Join(dir, "ketnoi"), bin, backend, o.order, io.Discard)
 		if err != nil {
 			return fail(fmt.Errorf("start ketnoi: %w", err))
 		}

@@ -58,6 +58,9 @@ type Cluster struct {
 	// NodeArgs are extra arguments for every ketnoi-node started, by node
 	// name (for example a profiler address).
 	NodeArgs map[string][]string
+	// NodeYAML is appended to every node's configuration file (for example
+	// "evidence_order: overlap\n").
+	NodeYAML string
 	procs    map[string]*Proc
 }
 

@@ -88,6 +88,7 @@ func (c *Cluster) StartNode(ctx context.Context, spec NodeSpec) error {
 			fmt.Fprintf(&b, "  - service: %s\n    address: %s\n", svc, addr)
 		}
 	}
+	b.WriteString(c.NodeYAML)
 	cfgPath := filepath.Join(dataDir, "node.yaml")
 	if err := os.WriteFile(cfgPath, []byte(b.String()), 0o644); err != nil {
 		return err

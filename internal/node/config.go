@@ -72,7 +72,19 @@ type Config struct {
 	// DeadlineMargin is taken off the caller's remaining deadline before a
 	// provider node calls its backend.
 	DeadlineMargin time.Duration `yaml:"deadline_margin"`
+	// EvidenceOrder is "strict" (default): the first request message leaves
+	// each node only once its record is durable. With "overlap" it leaves
+	// while its record commits, and the node answers only once both the
+	// request's and the response's records are durable: one durable commit
+	// per node on the critical path instead of two.
+	EvidenceOrder string `yaml:"evidence_order"`
 }
+
+// Evidence orders.
+const (
+	EvidenceStrict  = "strict"
+	EvidenceOverlap = "overlap"
+)
 
 // LocalEndpoint is a listener for applications of one subsystem.
 type LocalEndpoint struct {
@@ -135,6 +147,13 @@ func (c *Config) validate() error {
 	}
 	if c.DeadlineMargin == 0 {
 		c.DeadlineMargin = DefaultDeadlineMargin
+	}
+	switch c.EvidenceOrder {
+	case "":
+		c.EvidenceOrder = EvidenceStrict
+	case EvidenceStrict, EvidenceOverlap:
+	default:
+		return fmt.Errorf("evidence_order: %q, want strict or overlap", c.EvidenceOrder)
 	}
 	m, err := id.ParseMember(c.Member)
 	if err != nil {

@@ -46,6 +46,9 @@ type call struct {
 	firstSigned *exchangev1.SignedHeader
 	// finished is set once a verified final response reached the app.
 	finished bool
+	// reqReceipt is the first request's record while it may still be
+	// committing (evidence_order: overlap).
+	reqReceipt *evidence.Receipt
 }
 
 func (c *consumer) handle(_ any, ss grpc.ServerStream) error {
@@ -247,7 +250,14 @@ func (cl *call) firstFrame(ctx context.Context, ss grpc.ServerStream, clientStre
 	h := cl.header(exchangev1.Direction_DIRECTION_REQUEST, &cl.reqChain)
 	h.Metadata = toEntries(md)
 	h.Final = final
-	sealed, err := cl.sealAndRecord(ctx, h, payload, hasMsg)
+	var sealed *exchange.Sealed
+	if cl.n.cfg.EvidenceOrder == EvidenceOverlap {
+		// The record commits while the request travels; no response
+		// reaches the application before it is durable.
+		sealed, cl.reqReceipt, err = cl.sealAndStart(ctx, h, payload, hasMsg)
+	} else {
+		sealed, err = cl.sealAndRecord(ctx, h, payload, hasMsg)
+	}
 	if err != nil {
 		return nil, false, err
 	}
@@ -418,7 +428,14 @@ func (cl *call) relayResponses(ctx context.Context, ss grpc.ServerStream, stream
 		payload := resp.GetFrame().GetPayload()
 		first := !headerSent
 		headerSent = true
+		reqReceipt := cl.reqReceipt
+		cl.reqReceipt = nil
 		err = p.push(step{receipt: r, msgID: msgID, last: h.GetFinal(), send: func(index uint64) error {
+			if reqReceipt != nil {
+				if _, err := n.awaitRecord(ctx, reqReceipt, msgID); err != nil {
+					return err
+				}
+			}
 			if first {
 				md := fromEntries(h.GetMetadata())
 				md.Set(MDMessageID, msgID)

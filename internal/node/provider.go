@@ -14,6 +14,7 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
+	"github.com/ketnoi/ketnoi/internal/evidence"
 	"github.com/ketnoi/ketnoi/internal/exchange"
 	"github.com/ketnoi/ketnoi/internal/gconf"
 	"github.com/ketnoi/ketnoi/internal/id"
@@ -46,6 +47,10 @@ type serve struct {
 	// abort holds the check a later request frame failed; the call then
 	// ends with that status instead of the backend's cancellation.
 	abort atomic.Pointer[exchange.Error]
+	// reqReceipt is the first request's record while it may still be
+	// committing (evidence_order: overlap); only the goroutine that sends
+	// response frames reads it.
+	reqReceipt *evidence.Receipt
 }
 
 func (p *provider) Exchange(stream exchangev1.FederationService_ExchangeServer) error {
@@ -67,8 +72,16 @@ func (p *provider) Exchange(stream exchangev1.FederationService_ExchangeServer) 
 	if perr != nil {
 		return s.refuse(ctx, o, perr)
 	}
-	if _, err := n.record(ctx, evidencev1.RecordKind_RECORD_KIND_REQUEST_RECEIVED, o.Frame.GetSignedHeader(),
-		o.Header.GetMessageId(), s.peer, true, codes.OK, "", o.Signer.Raw); err != nil {
+	r, err := n.startRecord(ctx, evidencev1.RecordKind_RECORD_KIND_REQUEST_RECEIVED, o.Frame.GetSignedHeader(),
+		o.Header.GetMessageId(), s.peer, true, codes.OK, "", o.Signer.Raw)
+	if err != nil {
+		return err
+	}
+	if n.cfg.EvidenceOrder == EvidenceOverlap {
+		// The backend works while the record commits; no response leaves
+		// before it is durable.
+		s.reqReceipt = r
+	} else if _, err := n.awaitRecord(ctx, r, o.Header.GetMessageId()); err != nil {
 		return err
 	}
 	s.reqChain.Advance(o.Digest)
@@ -437,6 +450,12 @@ func (s *serve) prepare(ctx context.Context, payload []byte, hasMsg, final bool,
 		msgID:   req.GetMessageId(),
 		last:    final,
 		send: func(uint64) error {
+			if s.reqReceipt != nil {
+				if _, err := n.awaitRecord(ctx, s.reqReceipt, req.GetMessageId()); err != nil {
+					return err
+				}
+				s.reqReceipt = nil
+			}
 			return s.stream.Send(&exchangev1.ExchangeResponse{Frame: frame})
 		},
 	}, nil
