@@ -54,6 +54,23 @@ func TestOverlappedEvidenceOrder(t *testing.T) {
 		t.Errorf("ungranted call: %v, want PermissionDenied", err)
 	}
 
+	// A unary call that gets no response still leaves both records at the
+	// consumer: the held-back request, and how the call ended.
+	c.Stop("dvhc")
+	_, ftrailer, err := convert(ctx, consumer, "00013")
+	if status.Code(err) != codes.Unavailable {
+		t.Fatalf("call with the backend down: %v, want Unavailable", err)
+	}
+	out, err := c.CLI(ctx, "evidence", "trace", "--node", c.Proc("vpcp").Addrs["admin"], ftrailer.Get("ketnoi-message-id")[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range []string{"REQUEST_SENT", "RESPONSE_RECEIVED", "is unavailable"} {
+		if !strings.Contains(out, k) {
+			t.Errorf("consumer evidence of a call to a stopped backend lacks %s:\n%s", k, out)
+		}
+	}
+
 	for node, kinds := range map[string][]string{"vpcp": {"REQUEST_SENT", "RESPONSE_RECEIVED"}, "bnv": {"REQUEST_RECEIVED", "RESPONSE_SENT"}} {
 		out, err := c.CLI(ctx, "evidence", "trace", "--node", c.Proc(node).Addrs["admin"], id)
 		if err != nil {

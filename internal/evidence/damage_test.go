@@ -9,6 +9,8 @@ import (
 	"testing"
 
 	bolt "go.etcd.io/bbolt"
+
+	evidencev1 "github.com/ketnoi/ketnoi/proto/ketnoi/evidence/v1"
 )
 
 // A truncated log must give ErrDamaged, not crash the process that reads
@@ -53,5 +55,35 @@ func TestTruncatedLogIsDamaged(t *testing.T) {
 	}
 	if _, err := Open(other, Options{Node: testNode}); !errors.Is(err, ErrDamaged) {
 		t.Errorf("Open of a truncated log: %v, want ErrDamaged", err)
+	}
+}
+
+// Records started together are committed in one transaction, in order.
+func TestStartAllCommitsTogether(t *testing.T) {
+	ca := newCA(t, "vn.ketnoi")
+	s := ca.signer(t, "urn:ketnoi:member:VN/NN/000.00.00.G22")
+	l, _ := openLog(t)
+	var sizes []int
+	l.commitHook = func(n int) error { sizes = append(sizes, n); return nil }
+	recs := []*evidencev1.Record{
+		signedRecord(t, s, header(s, "m-1", 0)),
+		signedRecord(t, s, header(s, "m-1", 1)),
+		signedRecord(t, s, header(s, "m-1", 2)),
+	}
+	rs, err := l.StartAll(context.Background(), recs, [][]byte{s.Certificate().Raw, nil, nil})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, r := range rs {
+		idx, err := r.Wait(context.Background())
+		if err != nil || idx != uint64(i) {
+			t.Errorf("record %d: index %d, %v", i, idx, err)
+		}
+	}
+	if len(sizes) != 1 || sizes[0] != 3 {
+		t.Errorf("commits of sizes %v, want one of 3", sizes)
+	}
+	if _, err := l.StartAll(context.Background(), recs, nil); err == nil {
+		t.Error("StartAll with mismatched certificates accepted")
 	}
 }

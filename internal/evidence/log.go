@@ -84,7 +84,7 @@ type Log struct {
 	maxBatch int
 	mu       sync.RWMutex // guards closed and sends on queue
 	closed   bool
-	queue    chan *pending
+	queue    chan []*pending // each item is committed whole
 	done     chan struct{}
 
 	// commitHook, when set by tests before the first Append, runs at the
@@ -138,7 +138,7 @@ func Open(path string, opts Options) (_ *Log, err error) {
 		return nil, fmt.Errorf("open evidence log %s: %w", path, err)
 	}
 
-	l.queue = make(chan *pending, l.maxBatch)
+	l.queue = make(chan []*pending, l.maxBatch)
 	l.done = make(chan struct{})
 	go l.write()
 

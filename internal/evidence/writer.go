@@ -66,17 +66,46 @@ type Receipt struct {
 // is being committed. The caller must not act on the record (send the
 // message it is about) before Wait has returned without error.
 func (l *Log) Start(ctx context.Context, rec *evidencev1.Record, signerCert []byte) (*Receipt, error) {
-	p, err := newPending(rec, signerCert)
+	rs, err := l.StartAll(ctx, []*evidencev1.Record{rec}, [][]byte{signerCert})
 	if err != nil {
-		return nil, fmt.Errorf("append evidence: %w", err)
+		return nil, err
+	}
+	return rs[0], nil
+}
+
+// StartAll is Start for records that must be committed in the same
+// transaction, in order: a node that records a request and its response
+// together pays for one commit. certs[i] is the signer certificate of
+// recs[i] (or nil).
+func (l *Log) StartAll(ctx context.Context, recs []*evidencev1.Record, certs [][]byte) ([]*Receipt, error) {
+	if len(recs) != len(certs) {
+		return nil, errors.New("append evidence: one certificate slot per record")
+	}
+	if l.queue == nil {
+		return nil, fmt.Errorf("append evidence: %w", ErrReadOnly)
+	}
+	if len(recs) > l.maxBatch {
+		return nil, fmt.Errorf("append evidence: %d records exceed a commit's %d", len(recs), l.maxBatch)
+	}
+	ps := make([]*pending, len(recs))
+	for i, rec := range recs {
+		p, err := newPending(rec, certs[i])
+		if err != nil {
+			return nil, fmt.Errorf("append evidence: %w", err)
+		}
+		ps[i] = p
 	}
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("append evidence: %w", err)
 	}
-	if err := l.enqueue(ctx, p); err != nil {
+	if err := l.enqueue(ctx, ps); err != nil {
 		return nil, fmt.Errorf("append evidence: %w", err)
 	}
-	return &Receipt{p: p}, nil
+	rs := make([]*Receipt, len(ps))
+	for i, p := range ps {
+		rs[i] = &Receipt{p: p}
+	}
+	return rs, nil
 }
 
 // Wait returns the record's index once the commit holding it is on disk,
@@ -129,8 +158,9 @@ func newPending(rec *evidencev1.Record, signerCert []byte) (*pending, error) {
 	return p, nil
 }
 
-// enqueue hands p to the writer unless the log is closed.
-func (l *Log) enqueue(ctx context.Context, p *pending) error {
+// enqueue hands ps to the writer, to be committed in one transaction,
+// unless the log is closed.
+func (l *Log) enqueue(ctx context.Context, ps []*pending) error {
 	if l.queue == nil {
 		return ErrReadOnly
 	}
@@ -140,7 +170,7 @@ func (l *Log) enqueue(ctx context.Context, p *pending) error {
 		return ErrClosed
 	}
 	select {
-	case l.queue <- p:
+	case l.queue <- ps:
 		return nil
 	case <-ctx.Done():
 		return ctx.Err()
@@ -154,15 +184,15 @@ func (l *Log) write() {
 	defer close(l.done)
 	batch := make([]*pending, 0, l.maxBatch)
 	for first := range l.queue {
-		batch = append(batch[:0], first)
+		batch = append(batch[:0], first...)
 	fill:
 		for len(batch) < l.maxBatch {
 			select {
-			case p, ok := <-l.queue:
+			case ps, ok := <-l.queue:
 				if !ok {
 					break fill
 				}
-				batch = append(batch, p)
+				batch = append(batch, ps...)
 			default:
 				break fill
 			}

@@ -49,6 +49,9 @@ type call struct {
 	// reqReceipt is the first request's record while it may still be
 	// committing (evidence_order: overlap).
 	reqReceipt *evidence.Receipt
+	// deferred is the first request's record of a unary call held back to
+	// be committed with the response's (evidence_order: overlap).
+	deferred *pendingRecord
 }
 
 func (c *consumer) handle(_ any, ss grpc.ServerStream) error {
@@ -120,8 +123,22 @@ func (cl *call) recordFailure(ctx context.Context, err error) {
 	if reason == "" {
 		reason = st.Code().String()
 	}
-	_, _ = cl.n.record(ctx, evidencev1.RecordKind_RECORD_KIND_FAILED, cl.firstSigned, cl.template.GetMessageId(),
-		cl.target.GetSpiffeId(), true, st.Code(), reason+": "+st.Message(), nil)
+	cl.recordEnd(ctx, cl.n.newRecord(evidencev1.RecordKind_RECORD_KIND_FAILED, cl.firstSigned, cl.template.GetMessageId(),
+		cl.target.GetSpiffeId(), true, st.Code(), reason+": "+st.Message(), nil))
+}
+
+// recordEnd records how a call ended without a verified final response,
+// together with the request's record if that was held back.
+func (cl *call) recordEnd(ctx context.Context, pr pendingRecord) {
+	msgID := cl.template.GetMessageId()
+	r, req, err := cl.n.withDeferred(ctx, msgID, &cl.deferred, pr)
+	if err != nil {
+		return
+	}
+	if req != nil {
+		_, _ = cl.n.awaitRecord(ctx, req, msgID)
+	}
+	_, _ = cl.n.awaitRecord(ctx, r, msgID)
 }
 
 // prepare resolves the call against the global configuration.
@@ -251,11 +268,21 @@ func (cl *call) firstFrame(ctx context.Context, ss grpc.ServerStream, clientStre
 	h.Metadata = toEntries(md)
 	h.Final = final
 	var sealed *exchange.Sealed
-	if cl.n.cfg.EvidenceOrder == EvidenceOverlap {
+	switch {
+	case cl.n.cfg.EvidenceOrder == EvidenceOverlap && cl.template.GetCallKind() == exchangev1.CallKind_CALL_KIND_UNARY:
+		// The record is committed together with the response's, before
+		// the application sees the response.
+		if sealed, err = cl.seal(ctx, h, payload, hasMsg); err == nil {
+			pr := cl.n.newRecord(evidencev1.RecordKind_RECORD_KIND_REQUEST_SENT, sealed.Frame.GetSignedHeader(),
+				h.GetMessageId(), cl.target.GetSpiffeId(), true, codes.OK, "", cl.n.signer.Certificate().Raw)
+			cl.deferred = &pr
+			cl.reqChain.Advance(sealed.Digest)
+		}
+	case cl.n.cfg.EvidenceOrder == EvidenceOverlap:
 		// The record commits while the request travels; no response
 		// reaches the application before it is durable.
 		sealed, cl.reqReceipt, err = cl.sealAndStart(ctx, h, payload, hasMsg)
-	} else {
+	default:
 		sealed, err = cl.sealAndRecord(ctx, h, payload, hasMsg)
 	}
 	if err != nil {
@@ -358,12 +385,21 @@ func (cl *call) sealAndRecord(ctx context.Context, h *exchangev1.Header, payload
 	return sealed, nil
 }
 
+// seal signs a request frame.
+func (cl *call) seal(ctx context.Context, h *exchangev1.Header, payload []byte, hasMsg bool) (*exchange.Sealed, error) {
+	sealed, err := exchange.Seal(ctx, cl.n.batch, h, payload, hasMsg, cl.n.now())
+	if err != nil {
+		return nil, status.Errorf(codes.Internal, "sign request: %v", err)
+	}
+	return sealed, nil
+}
+
 // sealAndStart signs a request frame and starts its evidence record.
 func (cl *call) sealAndStart(ctx context.Context, h *exchangev1.Header, payload []byte, hasMsg bool) (*exchange.Sealed, *evidence.Receipt, error) {
 	n := cl.n
-	sealed, err := exchange.Seal(ctx, n.batch, h, payload, hasMsg, n.now())
+	sealed, err := cl.seal(ctx, h, payload, hasMsg)
 	if err != nil {
-		return nil, nil, status.Errorf(codes.Internal, "sign request: %v", err)
+		return nil, nil, err
 	}
 	r, err := n.startRecord(ctx, evidencev1.RecordKind_RECORD_KIND_REQUEST_SENT, sealed.Frame.GetSignedHeader(),
 		h.GetMessageId(), cl.target.GetSpiffeId(), true, codes.OK, "", n.signer.Certificate().Raw)
@@ -408,8 +444,8 @@ func (cl *call) relayResponses(ctx context.Context, ss grpc.ServerStream, stream
 			if o.Signer != nil {
 				cert = o.Signer.Raw
 			}
-			_, _ = n.record(ctx, evidencev1.RecordKind_RECORD_KIND_REFUSED, resp.GetFrame().GetSignedHeader(),
-				msgID, cl.target.GetSpiffeId(), o.Verified, perr.Code, perr.Reason+": "+perr.Msg, cert)
+			cl.recordEnd(ctx, n.newRecord(evidencev1.RecordKind_RECORD_KIND_REFUSED, resp.GetFrame().GetSignedHeader(),
+				msgID, cl.target.GetSpiffeId(), o.Verified, perr.Code, perr.Reason+": "+perr.Msg, cert))
 			n.log.WarnContext(ctx, "response refused", slog.String(logging.KeyMessageID, msgID),
 				slog.String(logging.KeyReason, perr.Reason))
 			return perr.Status(n.self.String()).Err()
@@ -419,11 +455,15 @@ func (cl *call) relayResponses(ctx context.Context, ss grpc.ServerStream, stream
 		if h.GetFinal() {
 			code = codes.Code(h.GetStatus().GetCode())
 		}
-		r, err := n.startRecord(ctx, evidencev1.RecordKind_RECORD_KIND_RESPONSE_RECEIVED, resp.GetFrame().GetSignedHeader(),
-			msgID, cl.target.GetSpiffeId(), true, code, "", o.Signer.Raw)
+		r, reqR, err := n.withDeferred(ctx, msgID, &cl.deferred,
+			n.newRecord(evidencev1.RecordKind_RECORD_KIND_RESPONSE_RECEIVED, resp.GetFrame().GetSignedHeader(),
+				msgID, cl.target.GetSpiffeId(), true, code, "", o.Signer.Raw))
 		if err != nil {
 			_ = p.close()
 			return err
+		}
+		if reqR != nil {
+			cl.reqReceipt = reqR
 		}
 		payload := resp.GetFrame().GetPayload()
 		first := !headerSent

@@ -51,6 +51,23 @@ type serve struct {
 	// committing (evidence_order: overlap); only the goroutine that sends
 	// response frames reads it.
 	reqReceipt *evidence.Receipt
+	// deferred is the first request's record of a unary call held back to
+	// be committed with the response's (evidence_order: overlap).
+	deferred *pendingRecord
+}
+
+// flushDeferred records a held-back request record when the call ended
+// without a response that carried it.
+func (s *serve) flushDeferred(ctx context.Context) {
+	if s.deferred == nil {
+		return
+	}
+	msgID := s.deferred.rec.GetMessageId()
+	rs, err := s.n.startRecords(ctx, msgID, *s.deferred)
+	s.deferred = nil
+	if err == nil {
+		_, _ = s.n.awaitRecord(ctx, rs[0], msgID)
+	}
 }
 
 func (p *provider) Exchange(stream exchangev1.FederationService_ExchangeServer) error {
@@ -72,17 +89,30 @@ func (p *provider) Exchange(stream exchangev1.FederationService_ExchangeServer) 
 	if perr != nil {
 		return s.refuse(ctx, o, perr)
 	}
-	r, err := n.startRecord(ctx, evidencev1.RecordKind_RECORD_KIND_REQUEST_RECEIVED, o.Frame.GetSignedHeader(),
+	pr := n.newRecord(evidencev1.RecordKind_RECORD_KIND_REQUEST_RECEIVED, o.Frame.GetSignedHeader(),
 		o.Header.GetMessageId(), s.peer, true, codes.OK, "", o.Signer.Raw)
-	if err != nil {
-		return err
-	}
-	if n.cfg.EvidenceOrder == EvidenceOverlap {
+	switch {
+	case n.cfg.EvidenceOrder == EvidenceOverlap && o.Header.GetCallKind() == exchangev1.CallKind_CALL_KIND_UNARY:
+		// The record is committed together with the response's, before
+		// the response leaves: one commit for the exchange on this node.
+		s.deferred = &pr
+		defer s.flushDeferred(ctx)
+	case n.cfg.EvidenceOrder == EvidenceOverlap:
 		// The backend works while the record commits; no response leaves
 		// before it is durable.
-		s.reqReceipt = r
-	} else if _, err := n.awaitRecord(ctx, r, o.Header.GetMessageId()); err != nil {
-		return err
+		rs, err := n.startRecords(ctx, o.Header.GetMessageId(), pr)
+		if err != nil {
+			return err
+		}
+		s.reqReceipt = rs[0]
+	default:
+		rs, err := n.startRecords(ctx, o.Header.GetMessageId(), pr)
+		if err != nil {
+			return err
+		}
+		if _, err := n.awaitRecord(ctx, rs[0], o.Header.GetMessageId()); err != nil {
+			return err
+		}
 	}
 	s.reqChain.Advance(o.Digest)
 	return s.forward(ctx, o)
@@ -438,10 +468,14 @@ func (s *serve) prepare(ctx context.Context, payload []byte, hasMsg, final bool,
 	if err != nil {
 		return nil, status.Errorf(codes.Internal, "sign response: %v", err)
 	}
-	r, err := n.startRecord(ctx, evidencev1.RecordKind_RECORD_KIND_RESPONSE_SENT, sealed.Frame.GetSignedHeader(),
-		req.GetMessageId(), s.peer, true, code, "", n.signer.Certificate().Raw)
+	r, reqR, err := n.withDeferred(ctx, req.GetMessageId(), &s.deferred,
+		n.newRecord(evidencev1.RecordKind_RECORD_KIND_RESPONSE_SENT, sealed.Frame.GetSignedHeader(),
+			req.GetMessageId(), s.peer, true, code, "", n.signer.Certificate().Raw))
 	if err != nil {
 		return nil, err
+	}
+	if reqR != nil {
+		s.reqReceipt = reqR
 	}
 	s.resChain.Advance(sealed.Digest)
 	frame := sealed.Frame

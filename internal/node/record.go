@@ -35,7 +35,23 @@ func (n *Node) record(ctx context.Context, kind evidencev1.RecordKind, sh *excha
 // caller must awaitRecord before acting on the message.
 func (n *Node) startRecord(ctx context.Context, kind evidencev1.RecordKind, sh *exchangev1.SignedHeader, msgID, peer string,
 	verified bool, code codes.Code, reason string, cert []byte) (*evidence.Receipt, error) {
-	rec := &evidencev1.Record{
+	rs, err := n.startRecords(ctx, msgID, n.newRecord(kind, sh, msgID, peer, verified, code, reason, cert))
+	if err != nil {
+		return nil, err
+	}
+	return rs[0], nil
+}
+
+// pendingRecord is a record built but not yet handed to the evidence log,
+// with its signer certificate.
+type pendingRecord struct {
+	rec  *evidencev1.Record
+	cert []byte
+}
+
+func (n *Node) newRecord(kind evidencev1.RecordKind, sh *exchangev1.SignedHeader, msgID, peer string,
+	verified bool, code codes.Code, reason string, cert []byte) pendingRecord {
+	return pendingRecord{cert: cert, rec: &evidencev1.Record{
 		Kind:              kind,
 		RecordedAt:        timestamppb.New(n.now()),
 		MessageId:         msgID,
@@ -47,12 +63,41 @@ func (n *Node) startRecord(ctx context.Context, kind evidencev1.RecordKind, sh *
 		Code:              int32(code),
 		Reason:            reason,
 		Batch:             sh.GetBatch(),
+	}}
+}
+
+// startRecords hands records to the evidence writer to be committed in one
+// transaction.
+func (n *Node) startRecords(ctx context.Context, msgID string, prs ...pendingRecord) ([]*evidence.Receipt, error) {
+	recs := make([]*evidencev1.Record, len(prs))
+	certs := make([][]byte, len(prs))
+	for i, pr := range prs {
+		recs[i], certs[i] = pr.rec, pr.cert
 	}
-	r, err := n.evidence.Start(context.WithoutCancel(ctx), rec, cert)
+	rs, err := n.evidence.StartAll(context.WithoutCancel(ctx), recs, certs)
 	if err != nil {
 		return nil, n.evidenceFailed(ctx, msgID, err)
 	}
-	return r, nil
+	return rs, nil
+}
+
+// withDeferred starts pr, preceded by *deferred when a request record was
+// held back (evidence_order: overlap), in one commit. It returns the
+// receipt of pr and, if there was one, of the deferred record.
+func (n *Node) withDeferred(ctx context.Context, msgID string, deferred **pendingRecord, pr pendingRecord) (rec, req *evidence.Receipt, err error) {
+	if *deferred == nil {
+		rs, err := n.startRecords(ctx, msgID, pr)
+		if err != nil {
+			return nil, nil, err
+		}
+		return rs[0], nil, nil
+	}
+	rs, err := n.startRecords(ctx, msgID, **deferred, pr)
+	*deferred = nil
+	if err != nil {
+		return nil, nil, err
+	}
+	return rs[1], rs[0], nil
 }
 
 // awaitRecord waits until a started record is durable.
