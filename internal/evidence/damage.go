@@ -3,8 +3,8 @@ package evidence
 import (
 	"encoding/binary"
 	"errors"
-	"hash/fnv"
 	"fmt"
+	"hash/fnv"
 	"os"
 	"runtime/debug"
 
