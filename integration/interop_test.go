@@ -56,6 +56,13 @@ const orcaConfig = `{"loadBalancingConfig":[{"test_backend_metrics_load_balancer
 
 func startInterop(t *testing.T) *cluster.Cluster {
 	t.Helper()
+	return startInteropWith(t, "")
+}
+
+// startInteropWith starts the interop scenario with extra node
+// configuration.
+func startInteropWith(t *testing.T, nodeYAML string) *cluster.Cluster {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	if err := cluster.BuildInterop(ctx, filepath.Join("interop", "tools"), binDir); err != nil {
@@ -66,6 +73,7 @@ func startInterop(t *testing.T) *cluster.Cluster {
 	if err != nil {
 		t.Fatalf("new cluster: %v\n%s", err, log.String())
 	}
+	c.NodeYAML = nodeYAML
 	t.Cleanup(func() {
 		c.Close()
 		if t.Failed() {
@@ -98,6 +106,23 @@ func skipKnownFault(t *testing.T, target, tc string) {
 	t.Helper()
 	if cause, ok := knownNodeFaults[tc]; ok && target == "node" {
 		t.Skipf("known node fault: %s", cause)
+	}
+}
+
+// TestInteropOverlappedEvidence runs the interop cases through nodes whose
+// evidence_order is overlap, where records commit while messages travel.
+func TestInteropOverlappedEvidence(t *testing.T) {
+	c := startInteropWith(t, "evidence_order: overlap\n")
+	for _, tc := range interopCases {
+		t.Run(tc, func(t *testing.T) {
+			skipKnownFault(t, "node", tc)
+			ctx, cancel := context.WithTimeout(context.Background(), 45*time.Second)
+			defer cancel()
+			out, err := c.RunInteropClient(ctx, c.LocalAddr("vpcp", cluster.ConsumerClient), tc, "--service_config_json="+orcaConfig)
+			if err != nil {
+				t.Errorf("interop client %s: %v\n%s", tc, err, out)
+			}
+		})
 	}
 }
 
