@@ -151,6 +151,32 @@ func TestWalkingSkeleton(t *testing.T) {
 		}
 	})
 
+	t.Run("the shared catalogue holds both editions and the countries", func(t *testing.T) {
+		for _, q := range []struct{ list, version, code, want string }{
+			{"vn-admin-units", "2025-03", "00013", "Phường Quán Thánh"},
+			{"vn-admin-units", "2026-07", "00004", "Phường Ba Đình"},
+			{"iso3166-countries", "7.14.0", "VN", "VNM"},
+		} {
+			out, err := c.CLI(ctx, "catalogue", "lookup", "--list", q.list, "--version", q.version, q.code)
+			if err != nil || !strings.Contains(out, q.want) {
+				t.Errorf("lookup %s/%s %s: %v\n%s", q.list, q.version, q.code, err, out)
+			}
+		}
+	})
+
+	t.Run("operators see the signed configuration", func(t *testing.T) {
+		out, err := c.CLI(ctx, "config", "show")
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, want := range []string{"signature verified", cluster.GovernmentOffice, "Bộ Nội vụ", providerNode,
+			cluster.AdminUnits, "g-1", cluster.ConsumerClient, "vn-admin-units 2026-07: 3355 entries"} {
+			if !strings.Contains(out, want) {
+				t.Errorf("config show lacks %q:\n%s", want, out)
+			}
+		}
+	})
+
 	t.Run("backend errors pass through unchanged", func(t *testing.T) {
 		_, _, err := convert(ctx, consumer, "99999")
 		st := status.Convert(err)

@@ -25,12 +25,20 @@ const catalogueUsage = `usage:
 
 import reads a CSV file with a header row; the column named by --key-column
 gives each entry's code and every other column becomes a field. The data sets built
-into ketnoi are:
-  ` + dataset.AdminUnits2026 + `
-  ` + dataset.AdminUnits2025 + `
-  ` + dataset.WardMapping2025 + `
-  ` + dataset.Countries + `
+into ketnoi, with the key column --embedded uses unless --key-column is given:
+  ` + dataset.AdminUnits2026 + `  (code)
+  ` + dataset.AdminUnits2025 + `  (code)
+  ` + dataset.Countries + `  (alpha2)
+(` + dataset.WardMapping2025 + ` links old to new codes and has no
+unique key; it is not a code list.)
 ` + connectionUsage
+
+// embeddedKeys names the key column of each built-in code list.
+var embeddedKeys = map[string]string{
+	dataset.AdminUnits2026: "code",
+	dataset.AdminUnits2025: "code",
+	dataset.Countries:      "alpha2",
+}
 
 func runCatalogue(ctx context.Context, args []string, stdout io.Writer) error {
 	return subcommand(ctx, args, stdout, catalogueUsage, map[string]verb{
@@ -60,6 +68,9 @@ func catalogueImport(ctx context.Context, args []string, stdout io.Writer) error
 	}
 	if (*csvFile == "") == (*embedded == "") {
 		return usagef("exactly one of --csv and --embedded is required")
+	}
+	if k, ok := embeddedKeys[*embedded]; ok && !flagSet(fs, "key-column") {
+		*key = k
 	}
 	fields, entries, err := readCodeList(*csvFile, *embedded, *key)
 	if err != nil {
@@ -193,4 +204,11 @@ func printEntry(w io.Writer, e *cataloguev1.CodeEntry) {
 	for _, name := range names {
 		fmt.Fprintf(w, "  %s: %s\n", name, e.GetFields()[name])
 	}
+}
+
+// flagSet reports whether the command line set the named flag.
+func flagSet(fs *flag.FlagSet, name string) bool {
+	set := false
+	fs.Visit(func(f *flag.Flag) { set = set || f.Name == name })
+	return set
 }

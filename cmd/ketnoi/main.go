@@ -30,6 +30,7 @@ var commands = []command{
 	{"service", "register services in the registry", runService},
 	{"grant", "allow or revoke a client's access to a service", runGrant},
 	{"catalogue", "import and query shared code lists", runCatalogue},
+	{"config", "show the registry's signed global configuration", runConfig},
 	{"evidence", "trace exchanges and verify evidence logs", runEvidence},
 }
 
@@ -48,7 +49,11 @@ func main() {
 }
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	if len(args) == 0 || args[0] == "help" || args[0] == "-h" || args[0] == "--help" {
+	if len(args) == 0 {
+		printUsage(stderr)
+		return 2
+	}
+	if args[0] == "help" || args[0] == "-h" || args[0] == "--help" {
 		printUsage(stdout)
 		return 0
 	}

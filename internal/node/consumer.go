@@ -197,6 +197,9 @@ func (c *consumer) prepare(ctx context.Context, full string) (*call, *exchange.E
 
 func resolve(v *gconf.View, grpcName, named string) (*registryv1.Service, *exchange.Error) {
 	if named != "" {
+		if _, err := id.ParseService(named); err != nil {
+			return nil, exchange.Errorf(codes.InvalidArgument, exchange.ReasonServiceUnknown, "%s metadata: %v", MDService, err)
+		}
 		s, ok := v.Service(named)
 		if !ok {
 			return nil, exchange.Errorf(codes.NotFound, exchange.ReasonServiceUnknown,

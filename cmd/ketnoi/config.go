@@ -1,0 +1,116 @@
+package main
+
+import (
+	"context"
+	"crypto/x509"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"time"
+
+	"google.golang.org/grpc"
+
+	"github.com/ketnoi/ketnoi/internal/gconf"
+	"github.com/ketnoi/ketnoi/internal/sign"
+	registryv1 "github.com/ketnoi/ketnoi/proto/ketnoi/registry/v1"
+)
+
+const configUsage = `usage:
+  ketnoi config show
+
+show fetches the registry's current global configuration, verifies its
+signature against the trust bundle, and lists what it holds: members with
+their subsystems, nodes, services, grants and code lists.
+` + connectionUsage
+
+func runConfig(ctx context.Context, args []string, stdout io.Writer) error {
+	return subcommand(ctx, args, stdout, configUsage, map[string]verb{
+		"show": configShow,
+	})
+}
+
+func configShow(ctx context.Context, args []string, stdout io.Writer) error {
+	fs := flag.NewFlagSet("config show", flag.ContinueOnError)
+	conn := addRegistryFlags(fs)
+	if err := parseFlags(fs, args, stdout); err != nil {
+		return helpOrError(err)
+	}
+	return callRegistry(ctx, conn, func(ctx context.Context, cc *grpc.ClientConn) error {
+		resp, err := registryv1.NewRegistryServiceClient(cc).GetConfiguration(ctx, &registryv1.GetConfigurationRequest{})
+		if err != nil {
+			return err
+		}
+		pem, err := os.ReadFile(conn.bundle)
+		if err != nil {
+			return err
+		}
+		anchors, err := sign.ParseCertificates(pem)
+		if err != nil {
+			return fmt.Errorf("--bundle: %w", err)
+		}
+		roots := x509.NewCertPool()
+		for _, a := range anchors {
+			roots.AddCert(a)
+		}
+		cfg, err := gconf.Verify(resp.GetConfiguration(), roots, time.Now())
+		if err != nil {
+			return err
+		}
+		printConfig(stdout, cfg)
+		return nil
+	})
+}
+
+func printConfig(w io.Writer, cfg *registryv1.GlobalConfiguration) {
+	fmt.Fprintf(w, "global configuration version %d (signature verified), instance %s, trust domain %s\n",
+		cfg.GetVersion(), cfg.GetInstance(), cfg.GetTrustDomain())
+	fmt.Fprintf(w, "issued %s, expires %s\n",
+		cfg.GetIssuedAt().AsTime().UTC().Format(time.RFC3339), cfg.GetExpiresAt().AsTime().UTC().Format(time.RFC3339))
+	fmt.Fprintf(w, "\nmembers (%d)\n", len(cfg.GetMembers()))
+	for _, m := range cfg.GetMembers() {
+		fmt.Fprintf(w, "  %-24s %s; subsystems: %s; signing certificates: %d\n", m.GetId(), m.GetName(),
+			orNone(strings.Join(m.GetSubsystems(), ", ")), len(m.GetSigningCertificates()))
+	}
+	fmt.Fprintf(w, "\nnodes (%d)\n", len(cfg.GetNodes()))
+	for _, n := range cfg.GetNodes() {
+		fmt.Fprintf(w, "  %s at %s\n", n.GetSpiffeId(), n.GetAddress())
+	}
+	fmt.Fprintf(w, "\nservices (%d)\n", len(cfg.GetServices()))
+	for _, s := range cfg.GetServices() {
+		var methods []string
+		for _, m := range s.GetMethods() {
+			methods = append(methods, m.GetName())
+		}
+		fmt.Fprintf(w, "  %s [%s] methods: %s; custodian: %s\n", s.GetId(), classificationName(s.GetClassification()),
+			strings.Join(methods, ", "), s.GetCustodian())
+	}
+	fmt.Fprintf(w, "\ngrants (%d)\n", len(cfg.GetGrants()))
+	for _, g := range cfg.GetGrants() {
+		expires := ""
+		if g.GetExpiresAt() != nil {
+			expires = ", until " + g.GetExpiresAt().AsTime().UTC().Format(time.RFC3339)
+		}
+		fmt.Fprintf(w, "  %-6s %s -> %s; methods: %s; purposes: %s%s\n", g.GetId(), g.GetClient(), g.GetService(),
+			orAll(g.GetMethods()), orAll(g.GetPurposes()), expires)
+	}
+	fmt.Fprintf(w, "\ncode lists (%d)\n", len(cfg.GetCodeLists()))
+	for _, l := range cfg.GetCodeLists() {
+		fmt.Fprintf(w, "  %s %s: %d entries, sha256 %x\n", l.GetList(), l.GetVersion(), l.GetEntryCount(), l.GetSha256())
+	}
+}
+
+func orAll(s []string) string {
+	if len(s) == 0 {
+		return "all"
+	}
+	return strings.Join(s, ", ")
+}
+
+func orNone(s string) string {
+	if s == "" {
+		return "none"
+	}
+	return s
+}
