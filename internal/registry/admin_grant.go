@@ -11,6 +11,7 @@ import (
 	bolt "go.etcd.io/bbolt"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	registryv1 "github.com/ketnoi/ketnoi/proto/ketnoi/registry/v1"
@@ -67,6 +68,12 @@ func (s *adminServer) AddGrant(
 		if err := checkMethods(service, methods); err != nil {
 			return err
 		}
+		if dup, err := sameGrant(tx, client.String(), svc.String(), methods, purposes); err != nil {
+			return err
+		} else if dup != "" {
+			return status.Errorf(codes.AlreadyExists, "grant %s already allows %s to call %s on the same methods and purposes",
+				dup, client, svc)
+		}
 
 		meta := tx.Bucket(bucketMeta)
 		seq := getUint(meta, keyGrantSeq) + 1
@@ -89,6 +96,25 @@ func (s *adminServer) AddGrant(
 	}
 	s.r.logChange(ctx, fmt.Sprintf("add grant %s: %s to %s", grant.Id, grant.Client, grant.Service), version)
 	return &registryv1.AddGrantResponse{Grant: grant, Version: version}, nil
+}
+
+// sameGrant returns the id of a grant with the same client, service,
+// methods and purposes, or "". An operator who means to extend a grant's
+// validity revokes the old one.
+func sameGrant(tx *bolt.Tx, client, service string, methods, purposes []string) (string, error) {
+	found := ""
+	err := tx.Bucket(bucketGrants).ForEach(func(_, v []byte) error {
+		g := &registryv1.Grant{}
+		if err := proto.Unmarshal(v, g); err != nil {
+			return err
+		}
+		if g.GetClient() == client && g.GetService() == service &&
+			slices.Equal(g.GetMethods(), methods) && slices.Equal(g.GetPurposes(), purposes) {
+			found = g.GetId()
+		}
+		return nil
+	})
+	return found, err
 }
 
 // checkMethods checks that the service defines every named method.

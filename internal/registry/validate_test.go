@@ -228,6 +228,8 @@ func badCases(t *testing.T, f *fixture) []badCase {
 		{"grant expired", addGrant(&registryv1.AddGrantRequest{
 			Client: memberG22, Service: serviceDVHC, ExpiresAt: past,
 		}), inv, "expires_at: "},
+		{"grant twice", addGrant(&registryv1.AddGrantRequest{Client: memberG22, Service: serviceDVHC}), dup,
+			"grant g-1 already allows " + memberG22},
 
 		{"revoke malformed", revokeGrant("1"), inv, `grant_id: "1" is not a grant identifier`},
 		{"revoke zero", revokeGrant("g-0"), inv, `grant_id: "g-0" is not a grant identifier`},
@@ -274,6 +276,9 @@ func TestAdminRejectsBadInput(t *testing.T) {
 	f.populate(t, ctx, admin)
 	if _, err := admin.ImportCodeList(ctx, smallList()); err != nil {
 		t.Fatalf("ImportCodeList: %v", err)
+	}
+	if _, err := admin.AddGrant(ctx, &registryv1.AddGrantRequest{Client: memberG22, Service: serviceDVHC}); err != nil {
+		t.Fatal(err)
 	}
 	before := f.reg.Configuration()
 
