@@ -132,8 +132,13 @@ func (s *Source) Run(ctx context.Context) error {
 			failing, wait = false, minWait
 		}
 		if !failing {
-			s.log.WarnContext(ctx, "registry watch interrupted; serving from the current configuration",
-				slog.Any(logging.KeyError, err))
+			if s.Current() == nil {
+				s.log.WarnContext(ctx, "registry unreachable and no global configuration yet; exchanges are refused",
+					slog.Any(logging.KeyError, err))
+			} else {
+				s.log.WarnContext(ctx, "registry watch interrupted; serving from the current configuration",
+					slog.Any(logging.KeyError, err))
+			}
 			failing = true
 		}
 		select {

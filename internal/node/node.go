@@ -9,6 +9,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 
@@ -261,6 +262,7 @@ func (n *Node) Run(ctx context.Context, readyFile string) error {
 		wg.Go(func() { errc <- s.Serve(lis[i]) })
 	}
 	wg.Go(func() { _ = n.gconf.Run(ctx) })
+	wg.Go(func() { n.watchRegistration(ctx) })
 
 	var runErr error
 	if err := ready.Write(readyFile, addrs); err != nil {
@@ -279,6 +281,38 @@ func (n *Node) Run(ctx context.Context, readyFile string) error {
 	stopAll(append(servers, fed), 5*time.Second)
 	wg.Wait()
 	return runErr
+}
+
+// watchRegistration warns, at each configuration change, when this node or
+// one of its local clients is missing from the global configuration: the
+// node serves, but peers would refuse it and its calls would fail.
+func (n *Node) watchRegistration(ctx context.Context) {
+	last := ""
+	for {
+		changed := n.gconf.Changed()
+		if v := n.gconf.Current(); v != nil {
+			var missing []string
+			if _, ok := v.Node(n.self.String()); !ok {
+				missing = append(missing, "node "+n.self.String())
+			}
+			for _, le := range n.cfg.Local {
+				if c, err := id.ParseClient(le.Client); err == nil && !v.HasClient(c) {
+					missing = append(missing, "client "+le.Client)
+				}
+			}
+			now := strings.Join(missing, ", ")
+			if now != last && now != "" {
+				n.log.WarnContext(ctx, "not in the global configuration; register with the ketnoi CLI",
+					slog.String("missing", now), slog.Uint64(logging.KeyVersion, v.Version()))
+			}
+			last = now
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-changed:
+		}
+	}
 }
 
 func stopAll(servers []*grpc.Server, grace time.Duration) {
