@@ -159,6 +159,47 @@ func TestStreamFidelity(t *testing.T) {
 		}
 	})
 
+	t.Run("a bidi stream reaches a server that speaks first", func(t *testing.T) {
+		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		defer cancel()
+		stream, err := client.FullDuplexCall(metadata.AppendToOutgoingContext(cctx, "x-grpc-test-echo-initial", "hello"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		// No message sent yet: the headers must still arrive.
+		h, err := stream.Header()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := h.Get("x-grpc-test-echo-initial"); len(got) != 1 || got[0] != "hello" {
+			t.Errorf("headers before any request message: %v", h)
+		}
+		_ = stream.CloseSend()
+	})
+
+	t.Run("a stream the backend ends early returns its status at once", func(t *testing.T) {
+		cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		defer cancel()
+		stream, err := client.FullDuplexCall(cctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := stream.Send(&testpb.StreamingOutputCallRequest{
+			ResponseStatus: &testpb.EchoStatus{Code: int32(codes.InvalidArgument), Message: "stop here"},
+		}); err != nil {
+			t.Fatal(err)
+		}
+		start := time.Now()
+		// The client has not half-closed; the node must not wait for it.
+		_, err = stream.Recv()
+		if st := status.Convert(err); st.Code() != codes.InvalidArgument || st.Message() != "stop here" {
+			t.Fatalf("got %v, want InvalidArgument \"stop here\"", err)
+		}
+		if d := time.Since(start); d > 3*time.Second {
+			t.Errorf("status took %v", d)
+		}
+	})
+
 	t.Run("a server stream is cancelled by the caller within the call", func(t *testing.T) {
 		cctx, cancel := context.WithCancel(ctx)
 		stream, err := client.FullDuplexCall(cctx)

@@ -103,8 +103,13 @@ func (c *consumer) handle(_ any, ss grpc.ServerStream) error {
 	err = cl.relayResponses(ctx, ss, stream)
 	if err != nil {
 		cancel()
-		if se := <-sendErr; se != nil && status.Code(err) == codes.Canceled {
-			err = se
+		// A call cancelled because the request side failed reports that
+		// failure. Any other end returns at once: the request pump may be
+		// waiting for the application, and returning is what releases it.
+		if status.Code(err) == codes.Canceled {
+			if se := <-sendErr; se != nil {
+				err = se
+			}
 		}
 		if !cl.finished {
 			cl.recordFailure(ctx, err)
@@ -255,18 +260,25 @@ func callKind(m *registryv1.Method) exchangev1.CallKind {
 // client half-closes before sending anything.
 func (cl *call) firstFrame(ctx context.Context, ss grpc.ServerStream, clientStreams bool) (*exchange.Sealed, bool, error) {
 	md, _ := metadata.FromIncomingContext(ctx)
-	f := &proxy.Frame{}
-	err := ss.RecvMsg(f)
-	hasMsg := err == nil
-	if err != nil && err != io.EOF {
-		return nil, false, err
+	var (
+		payload []byte
+		hasMsg  bool
+		err     error
+	)
+	if !clientStreams {
+		// One request message: it travels, and is signed, with the call.
+		f := &proxy.Frame{}
+		if err = ss.RecvMsg(f); err != nil && err != io.EOF {
+			return nil, false, err
+		}
+		if hasMsg = err == nil; hasMsg {
+			payload = f.Bytes()
+			f.Free()
+		}
 	}
-	var payload []byte
-	if hasMsg {
-		payload = f.Bytes()
-		f.Free()
-	}
-	final := !hasMsg || !clientStreams
+	// A client or bidi stream opens with a frame that carries no message, so
+	// that a server that speaks first is reached before the client sends.
+	final := !clientStreams
 	h := cl.header(exchangev1.Direction_DIRECTION_REQUEST, &cl.reqChain)
 	h.Metadata = toEntries(md)
 	h.Final = final

@@ -336,6 +336,19 @@ func (s *serve) relay(ctx context.Context, bs grpc.ClientStream) error {
 	// A stream: each message is signed and its record started while the
 	// previous ones are still being committed, then sent in order.
 	p := newPipeline(ctx, s.n)
+	if hdr != nil {
+		// Headers go ahead of the first message, as a backend sent them:
+		// a client may wait for them before it sends anything.
+		st, err := s.prepare(ctx, nil, false, false, headers, nil, nil)
+		if err == nil {
+			err = p.push(*st)
+		}
+		if err != nil {
+			_ = p.close()
+			return err
+		}
+		headers = nil
+	}
 	for {
 		f := &proxy.Frame{}
 		err := bs.RecvMsg(f)
