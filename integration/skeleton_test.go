@@ -34,6 +34,7 @@ import (
 	"github.com/ketnoi/ketnoi/internal/pki"
 	"github.com/ketnoi/ketnoi/internal/sign"
 	exchangev1 "github.com/ketnoi/ketnoi/proto/ketnoi/exchange/v1"
+	registryv1 "github.com/ketnoi/ketnoi/proto/ketnoi/registry/v1"
 	dvhcv1 "github.com/ketnoi/ketnoi/proto/vn/gov/dvhc/v1"
 )
 
@@ -232,7 +233,7 @@ func TestWalkingSkeleton(t *testing.T) {
 		}
 	})
 
-	t.Run("altered payload or header is rejected", func(t *testing.T) {
+	t.Run("altered or mislabelled requests are rejected", func(t *testing.T) {
 		testTampering(ctx, t, c)
 	})
 
@@ -470,18 +471,26 @@ func testTampering(ctx context.Context, t *testing.T, c *cluster.Cluster) {
 
 	cases := []struct {
 		name   string
-		alter  func(f *exchangev1.Frame)
+		header func(h *exchangev1.Header) // changes made before signing
+		alter  func(f *exchangev1.Frame)  // changes made after signing
+		code   codes.Code
 		reason string
+		msg    string
 	}{
-		{"payload", func(f *exchangev1.Frame) {
+		{"payload", nil, func(f *exchangev1.Frame) {
 			f.Payload = append([]byte(nil), f.Payload...)
 			f.Payload[len(f.Payload)-1] ^= 1
-		}, exchange.ReasonPayloadMismatch},
-		{"header", func(f *exchangev1.Frame) {
+		}, codes.Unauthenticated, exchange.ReasonPayloadMismatch, "does not match its signed digest"},
+		{"header", nil, func(f *exchangev1.Frame) {
 			h := f.SignedHeader.Header
 			i := strings.Index(string(h), "ConvertOldUnit")
 			h[i+len("ConvertOldUnit")-1] = 'X'
-		}, exchange.ReasonSignatureInvalid},
+		}, codes.Unauthenticated, exchange.ReasonSignatureInvalid, "does not verify"},
+		{"classification lowered", func(h *exchangev1.Header) {
+			h.Classification = registryv1.Classification_CLASSIFICATION_UNSPECIFIED
+		}, nil, codes.InvalidArgument, exchange.ReasonHeaderMalformed, "the service is CLASSIFICATION_NORMAL"},
+		{"unary request left open", func(h *exchangev1.Header) { h.Final = false }, nil,
+			codes.InvalidArgument, exchange.ReasonHeaderMalformed, "takes one request message"},
 	}
 	for _, tc := range cases {
 		h := &exchangev1.Header{
@@ -489,12 +498,18 @@ func testTampering(ctx context.Context, t *testing.T, c *cluster.Cluster) {
 			CallKind: exchangev1.CallKind_CALL_KIND_UNARY, Client: cluster.ConsumerClient,
 			Service: cluster.AdminUnits, Method: "ConvertOldUnit", Final: true,
 			SenderNode: consumerNode, AudienceNode: providerNode,
+			Classification: registryv1.Classification_CLASSIFICATION_NORMAL,
+		}
+		if tc.header != nil {
+			tc.header(h)
 		}
 		sealed, err := exchange.Seal(ctx, batch, h, payload, true, time.Now())
 		if err != nil {
 			t.Fatal(err)
 		}
-		tc.alter(sealed.Frame)
+		if tc.alter != nil {
+			tc.alter(sealed.Frame)
+		}
 		stream, err := fed.Exchange(ctx)
 		if err != nil {
 			t.Fatal(err)
@@ -511,10 +526,10 @@ func testTampering(ctx context.Context, t *testing.T, c *cluster.Cluster) {
 		if err := proto.Unmarshal(resp.GetFrame().GetSignedHeader().GetHeader(), &rh); err != nil {
 			t.Fatal(err)
 		}
-		if codes.Code(rh.GetStatus().GetCode()) != codes.Unauthenticated || !rh.GetFinal() || rh.GetHasMessage() {
-			t.Errorf("%s: response status %v final=%v, want a final Unauthenticated refusal", tc.name, rh.GetStatus(), rh.GetFinal())
+		if codes.Code(rh.GetStatus().GetCode()) != tc.code || !rh.GetFinal() || rh.GetHasMessage() {
+			t.Errorf("%s: response status %v final=%v, want a final %v refusal", tc.name, rh.GetStatus(), rh.GetFinal(), tc.code)
 		}
-		if !strings.Contains(rh.GetStatus().GetMessage(), "does not") {
+		if !strings.Contains(rh.GetStatus().GetMessage(), tc.msg) {
 			t.Errorf("%s: status message %q is not precise", tc.name, rh.GetStatus().GetMessage())
 		}
 		// The refusal is signed by the provider and bound to what was received.

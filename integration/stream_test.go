@@ -20,7 +20,9 @@ import (
 
 	"github.com/ketnoi/ketnoi/integration/cluster"
 	"github.com/ketnoi/ketnoi/internal/exchange"
+	"github.com/ketnoi/ketnoi/internal/sign"
 	exchangev1 "github.com/ketnoi/ketnoi/proto/ketnoi/exchange/v1"
+	registryv1 "github.com/ketnoi/ketnoi/proto/ketnoi/registry/v1"
 )
 
 // TestStreamFidelity checks behaviours of streams through two nodes that the
@@ -55,6 +57,20 @@ func TestStreamFidelity(t *testing.T) {
 					t.Errorf("reason %q, want %s", r, exchange.ReasonSequence)
 				}
 			})
+		}
+	})
+
+	t.Run("a later stream frame signed by another member is refused", func(t *testing.T) {
+		other, err := sign.LoadSigner(c.Path("bnv-sign.pem"), c.Path("bnv-sign-key.pem"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		bs := exchange.NewBatchSigner(other)
+		defer bs.Close()
+		st := sendChainedSigned(ctx, t, c, []int{1}, bs)
+		if codes.Code(st.GetCode()) != codes.Unauthenticated || statusDetailReason(st) != exchange.ReasonSignerMismatch {
+			t.Errorf("status %v %q (%s), want Unauthenticated %s", codes.Code(st.GetCode()), st.GetMessage(),
+				statusDetailReason(st), exchange.ReasonSignerMismatch)
 		}
 	})
 
@@ -223,6 +239,12 @@ func TestStreamFidelity(t *testing.T) {
 // message #0, then the given sequence numbers, and returns the provider's
 // final status.
 func sendChained(ctx context.Context, t *testing.T, c *cluster.Cluster, order []int) *exchangev1.CallStatus {
+	return sendChainedSigned(ctx, t, c, order, nil)
+}
+
+// sendChainedSigned is sendChained with frames after #0 signed by later
+// (when not nil) instead of the consumer's member key.
+func sendChainedSigned(ctx context.Context, t *testing.T, c *cluster.Cluster, order []int, later *exchange.BatchSigner) *exchangev1.CallStatus {
 	t.Helper()
 	fed, batch := actAsConsumerNode(t, c)
 	stream, err := fed.Exchange(ctx)
@@ -240,9 +262,14 @@ func sendChained(ctx context.Context, t *testing.T, c *cluster.Cluster, order []
 			CallKind: exchangev1.CallKind_CALL_KIND_CLIENT_STREAMING, Client: cluster.ConsumerClient,
 			Service: cluster.InteropService, Method: "StreamingInputCall",
 			SenderNode: consumerNode, AudienceNode: providerNode,
+			Classification: registryv1.Classification_CLASSIFICATION_NORMAL,
 		}
 		chain.Next(h)
-		s, err := exchange.Seal(ctx, batch, h, payload, true, time.Now())
+		signer := batch
+		if i > 0 && later != nil {
+			signer = later
+		}
+		s, err := exchange.Seal(ctx, signer, h, payload, true, time.Now())
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -57,6 +57,11 @@ func (p *pipeline) run(ctx context.Context) {
 // push queues a step; it fails with the pipeline's error once a step failed.
 func (p *pipeline) push(s step) error {
 	select {
+	case <-p.stop:
+		return p.err
+	default:
+	}
+	select {
 	case p.steps <- s:
 		return nil
 	case <-p.stop:

@@ -54,6 +54,9 @@ type serve struct {
 	// deferred is the first request's record of a unary call held back to
 	// be committed with the response's (evidence_order: overlap).
 	deferred *pendingRecord
+	// signer is the member that signed the first request frame; every
+	// later one must be signed by it too.
+	signer string
 }
 
 // flushDeferred records a held-back request record when the call ended
@@ -155,7 +158,7 @@ func (s *serve) admit(o *exchange.Opened) *exchange.Error {
 		return exchange.Errorf(codes.InvalidArgument, exchange.ReasonStale,
 			"request created at %s is outside the accepted clock skew of %s", h.GetCreatedAt().AsTime().UTC().Format(time.RFC3339), n.cfg.ClockSkew)
 	}
-	if !n.replay.add(h.GetMessageId(), n.now()) {
+	if !n.replay.add(h.GetMessageId(), n.now()) || n.seen(h.GetMessageId()) {
 		return exchange.Errorf(codes.AlreadyExists, exchange.ReasonReplay, "message %s was already received", h.GetMessageId())
 	}
 
@@ -174,14 +177,30 @@ func (s *serve) admit(o *exchange.Opened) *exchange.Error {
 		return exchange.Errorf(codes.InvalidArgument, exchange.ReasonHeaderMalformed,
 			"call kind %s does not match method %s", h.GetCallKind(), h.GetMethod())
 	}
+	if !m.GetClientStreaming() && !h.GetFinal() {
+		return exchange.Errorf(codes.InvalidArgument, exchange.ReasonHeaderMalformed,
+			"method %s takes one request message; the first frame must close the request", h.GetMethod())
+	}
+	if h.GetClassification() != svc.GetClassification() {
+		return exchange.Errorf(codes.InvalidArgument, exchange.ReasonHeaderMalformed,
+			"header classifies the exchange %s, the service is %s", h.GetClassification(), svc.GetClassification())
+	}
 	if !v.HasClient(client) {
 		return exchange.Errorf(codes.PermissionDenied, exchange.ReasonClientUnknown, "client %s is not registered", client)
 	}
 	if _, err := v.Authorize(client, svc.GetId(), m.GetName(), h.GetPurpose(), n.now()); err != nil {
 		return exchange.Errorf(codes.PermissionDenied, exchange.ReasonGrantMissing, "%v", err)
 	}
-	s.svc, s.method = svc, m
+	s.svc, s.method, s.signer = svc, m, o.SignerMember
 	return nil
+}
+
+// seen reports whether the evidence log already holds a record of a
+// message id: the replay cache starts empty after a restart, the log does
+// not.
+func (n *Node) seen(msgID string) bool {
+	es, err := n.evidence.ByMessageID(msgID)
+	return err == nil && len(es) > 0
 }
 
 // refuse records a refused request and answers it with a signed final
@@ -315,9 +334,14 @@ func (s *serve) follows(o *exchange.Opened) *exchange.Error {
 	h := o.Header
 	if h.GetMessageId() != s.request.GetMessageId() || h.GetDirection() != exchangev1.Direction_DIRECTION_REQUEST ||
 		h.GetClient() != s.request.GetClient() || h.GetService() != s.request.GetService() ||
-		h.GetMethod() != s.request.GetMethod() || h.GetSenderNode() != s.peer {
+		h.GetMethod() != s.request.GetMethod() || h.GetSenderNode() != s.peer ||
+		h.GetAudienceNode() != s.request.GetAudienceNode() {
 		return exchange.Errorf(codes.InvalidArgument, exchange.ReasonBinding,
 			"request frame does not belong to exchange %s", s.request.GetMessageId())
+	}
+	if o.SignerMember != s.signer {
+		return exchange.Errorf(codes.Unauthenticated, exchange.ReasonSignerMismatch,
+			"request frame signed by member %s, the exchange by %s", o.SignerMember, s.signer)
 	}
 	if perr := s.reqChain.Check(h, o.Digest); perr != nil {
 		return perr
@@ -403,10 +427,10 @@ func (s *serve) finalStatus(err error) *status.Status {
 		return perr.Status(s.n.self.String())
 	}
 	st := status.Convert(err)
-	if st.Code() == codes.Unavailable && strings.HasPrefix(st.Message(), "connection error") {
+	if transportFailure(st) {
 		// gRPC's own transport failure toward the backend, not a status
 		// the backend chose; its text names internal addresses.
-		s.n.log.Warn("backend connection failed", slog.String(logging.KeyService, s.svc.GetId()),
+		s.n.log.WarnContext(s.stream.Context(), "backend connection failed", slog.String(logging.KeyService, s.svc.GetId()),
 			slog.Any(logging.KeyError, err))
 		return exchange.Errorf(codes.Unavailable, exchange.ReasonBackendUnreachable,
 			"the backend of service %s is unavailable", s.svc.GetId()).Status(s.n.self.String())
@@ -519,4 +543,18 @@ func backendContext(ctx context.Context, margin time.Duration) (context.Context,
 		}
 	}
 	return context.WithCancel(ctx)
+}
+
+// transportFailure reports whether st is gRPC's own report of a broken
+// connection rather than a status a backend returned.
+func transportFailure(st *status.Status) bool {
+	if st.Code() != codes.Unavailable && st.Code() != codes.Internal {
+		return false
+	}
+	for _, p := range []string{"connection error", "error reading from server", "transport:", "connection closed"} {
+		if strings.HasPrefix(st.Message(), p) {
+			return true
+		}
+	}
+	return false
 }
