@@ -72,11 +72,13 @@ type Config struct {
 	// DeadlineMargin is taken off the caller's remaining deadline before a
 	// provider node calls its backend.
 	DeadlineMargin time.Duration `yaml:"deadline_margin"`
-	// EvidenceOrder is "strict" (default): the first request message leaves
-	// each node only once its record is durable. With "overlap" it leaves
-	// while its record commits, and the node answers only once both the
-	// request's and the response's records are durable: one durable commit
-	// per node on the critical path instead of two.
+	// EvidenceOrder is "strict" (default): a message moves on only once its
+	// record is durable. With "overlap" a stream's first request leaves
+	// while its record commits, and a unary call's request record is
+	// written in the same commit as its response record; in both cases
+	// nothing is answered before every record of the exchange is durable.
+	// A crash can then lose the record of a request that was never
+	// answered (a backend may still have acted on it).
 	EvidenceOrder string `yaml:"evidence_order"`
 }
 
