@@ -129,6 +129,13 @@ func TestStreamFidelity(t *testing.T) {
 		if st.Code() != codes.ResourceExhausted || !strings.Contains(st.Message(), "4194304") {
 			t.Errorf("oversize response: %v, want ResourceExhausted naming 4194304", err)
 		}
+		// Metadata counts too: it travels in the signed header.
+		bigValue := strings.Repeat("x", 5<<20)
+		_, err = client.UnaryCall(metadata.AppendToOutgoingContext(ctx, "x-big", bigValue), &testpb.SimpleRequest{})
+		st = status.Convert(err)
+		if reason, _ := exchange.PlatformReason(st); st.Code() != codes.ResourceExhausted || reason != exchange.ReasonMessageTooLarge {
+			t.Errorf("oversize metadata: %v (%s), want ResourceExhausted %s", st.Message(), reason, exchange.ReasonMessageTooLarge)
+		}
 	})
 
 	t.Run("a slow reader slows the writer instead of filling node memory", func(t *testing.T) {

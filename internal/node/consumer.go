@@ -406,6 +406,9 @@ func (cl *call) seal(ctx context.Context, h *exchangev1.Header, payload []byte, 
 	if err != nil {
 		return nil, status.Errorf(codes.Internal, "sign request: %v", err)
 	}
+	if err := cl.n.checkFrameSize(sealed); err != nil {
+		return nil, err
+	}
 	return sealed, nil
 }
 

@@ -505,6 +505,9 @@ func (s *serve) prepare(ctx context.Context, payload []byte, hasMsg, final bool,
 	if err != nil {
 		return nil, status.Errorf(codes.Internal, "sign response: %v", err)
 	}
+	if err := n.checkFrameSize(sealed); err != nil {
+		return nil, err
+	}
 	r, reqR, err := n.withDeferred(ctx, req.GetMessageId(), &s.deferred,
 		n.newRecord(evidencev1.RecordKind_RECORD_KIND_RESPONSE_SENT, sealed.Frame.GetSignedHeader(),
 			req.GetMessageId(), s.peer, true, code, "", n.signer.Certificate().Raw))

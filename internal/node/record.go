@@ -137,3 +137,15 @@ func statusFromHeader(h *exchangev1.Header) *status.Status {
 	cs := h.GetStatus()
 	return status.FromProto(&spb.Status{Code: cs.GetCode(), Message: cs.GetMessage(), Details: cs.GetDetails()})
 }
+
+// checkFrameSize refuses, before anything is recorded, a frame the peer
+// would not accept: a message within the limit can still be pushed over it
+// by its metadata.
+func (n *Node) checkFrameSize(sealed *exchange.Sealed) error {
+	if size := proto.Size(sealed.Frame); size > n.frameLimit() {
+		return exchange.Errorf(codes.ResourceExhausted, exchange.ReasonMessageTooLarge,
+			"message with its signed header and metadata is %d bytes, over the limit of %d", size, n.frameLimit()).
+			Status(n.self.String()).Err()
+	}
+	return nil
+}
