@@ -105,3 +105,20 @@ func TestVerifierCachesRootsPerCertificate(t *testing.T) {
 		t.Error("tampered batch signature verified")
 	}
 }
+
+// A message dated outside its signing certificate's validity is refused,
+// even with a good signature.
+func TestOpenRefusesMessagesOutsideCertificateValidity(t *testing.T) {
+	ca := pkitest.NewCA(t, "vn.ketnoi")
+	s := ca.Signer(t, consumer)
+	lookup := lookupOf(map[string]*sign.Signer{consumer: s})
+	for _, at := range []time.Time{s.Certificate().NotBefore.Add(-time.Hour), s.Certificate().NotAfter.Add(time.Hour)} {
+		sealed, err := sealWith(s, requestHeader(), []byte("x"), true, at)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, xerr := openWith(sealed.Frame, lookup); xerr == nil || xerr.Reason != exchange.ReasonSignerUnknown {
+			t.Errorf("message dated %s: %v, want %s", at, xerr, exchange.ReasonSignerUnknown)
+		}
+	}
+}

@@ -121,6 +121,10 @@ func Open(f *exchangev1.Frame, certs CertLookup, v *Verifier) (*Opened, *Error) 
 			"signing certificate %x is not registered in the global configuration", prefix(h.GetSignerCertificateSha256()))
 	}
 	o.SignerMember = member
+	if at := h.GetCreatedAt().AsTime(); at.Before(cert.NotBefore) || at.After(cert.NotAfter) {
+		return o, Errorf(codes.Unauthenticated, ReasonSignerUnknown,
+			"signing certificate of member %s is not valid at the message's time %s", member, at.UTC().Format(time.RFC3339))
+	}
 	if err := v.Verify(cert, sh); err != nil {
 		return o, Errorf(codes.Unauthenticated, ReasonSignatureInvalid,
 			"signature of message %s (%s #%d) does not verify", h.GetMessageId(), h.GetDirection(), h.GetSequence())

@@ -75,7 +75,7 @@ func NewSource(db *bolt.DB, client registryv1.RegistryServiceClient, roots *x509
 		logger.Warn("cached global configuration rejected", slog.Any(logging.KeyError, err))
 		return s, nil
 	}
-	s.cur.Store(NewView(cfg))
+	s.cur.Store(NewTrustedView(cfg, s.roots, s.now()))
 	logger.Info("loaded cached global configuration", slog.Uint64(logging.KeyVersion, cfg.GetVersion()))
 	return s, nil
 }
@@ -107,7 +107,7 @@ func (s *Source) Accept(sc *registryv1.SignedConfiguration) error {
 	}); err != nil {
 		return fmt.Errorf("gconf: store: %w", err)
 	}
-	s.cur.Store(NewView(cfg))
+	s.cur.Store(NewTrustedView(cfg, s.roots, s.now()))
 	next := make(chan struct{})
 	old := s.swapped.Swap(&next)
 	close(*old)

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/ketnoi/ketnoi/internal/id"
+	"github.com/ketnoi/ketnoi/internal/sign"
 	registryv1 "github.com/ketnoi/ketnoi/proto/ketnoi/registry/v1"
 )
 
@@ -31,9 +32,20 @@ type signingCert struct {
 	member string
 }
 
-// NewView indexes cfg. Certificates that do not parse are skipped (they can
-// then never verify a signature).
+// NewView indexes cfg. Signing certificates that do not parse, or whose
+// URI SAN names another member than the one they are listed under, are
+// skipped: they can then never verify a signature.
 func NewView(cfg *registryv1.GlobalConfiguration) *View {
+	return newView(cfg, nil, time.Time{})
+}
+
+// NewTrustedView is NewView that also skips signing certificates that do
+// not chain to roots at time now (expired, or issued by another CA).
+func NewTrustedView(cfg *registryv1.GlobalConfiguration, roots *x509.CertPool, now time.Time) *View {
+	return newView(cfg, roots, now)
+}
+
+func newView(cfg *registryv1.GlobalConfiguration, roots *x509.CertPool, now time.Time) *View {
 	v := &View{
 		Config:   cfg,
 		members:  map[string]*registryv1.Member{},
@@ -48,7 +60,10 @@ func NewView(cfg *registryv1.GlobalConfiguration) *View {
 		v.members[m.GetId()] = m
 		for _, der := range m.GetSigningCertificates() {
 			c, err := x509.ParseCertificate(der)
-			if err != nil {
+			if err != nil || !namesMember(c, m.GetId()) {
+				continue
+			}
+			if roots != nil && sign.VerifyCertificate(c, nil, roots, now) != nil {
 				continue
 			}
 			v.certs[sha256.Sum256(der)] = signingCert{cert: c, member: m.GetId()}
@@ -155,4 +170,13 @@ func (v *View) Authorize(client id.Client, serviceID, method, purpose string, no
 		return nil, fmt.Errorf("%w allows %s to call %s/%s", ErrNoGrant, client, serviceID, method)
 	}
 	return nil, fmt.Errorf("%w allows %s to call %s/%s for purpose %q", ErrNoGrant, client, serviceID, method, purpose)
+}
+
+// namesMember reports whether a signing certificate's URI SAN names member.
+func namesMember(c *x509.Certificate, member string) bool {
+	if len(c.URIs) != 1 {
+		return false
+	}
+	m, err := id.MemberFromURI(c.URIs[0])
+	return err == nil && m.String() == member
 }
