@@ -254,6 +254,7 @@ func (s *serve) forward(ctx context.Context, o *exchange.Opened) error {
 	if err != nil {
 		return s.backendFailed(ctx, err)
 	}
+	go s.watchAuthority(ctx, cancel)
 	if err := s.toBackend(bs, o); err != nil {
 		cancel()
 		return s.relay(ctx, bs)
@@ -417,6 +418,54 @@ func (s *serve) relayUnary(ctx context.Context, bs grpc.ClientStream, headers []
 		return s.send(ctx, payload, true, true, headers, toEntries(bs.Trailer()), status.New(codes.OK, ""))
 	}
 	return s.send(ctx, nil, false, true, headers, toEntries(bs.Trailer()), s.finalStatus(err))
+}
+
+// watchAuthority ends a running call when the configuration stops allowing
+// it: a grant revoked or expired, or the configuration itself expired.
+// Revocation must take effect on streams that run for hours too.
+func (s *serve) watchAuthority(ctx context.Context, cancel context.CancelFunc) {
+	n := s.n
+	client, err := id.ParseClient(s.request.GetClient())
+	if err != nil {
+		return
+	}
+	for {
+		changed := n.gconf.Changed()
+		v := n.gconf.Current()
+		var perr *exchange.Error
+		var until time.Time
+		switch {
+		case v == nil || v.Expired(n.now()):
+			perr = exchange.Errorf(codes.Unavailable, exchange.ReasonConfigExpired,
+				"provider node's global configuration expired during the call")
+		default:
+			g, err := v.Authorize(client, s.svc.GetId(), s.method.GetName(), s.request.GetPurpose(), n.now())
+			if err != nil {
+				perr = exchange.Errorf(codes.PermissionDenied, exchange.ReasonGrantMissing, "%v (grant ended during the call)", err)
+				break
+			}
+			until = v.ExpiresAt()
+			if g.GetExpiresAt() != nil && g.GetExpiresAt().AsTime().Before(until) {
+				until = g.GetExpiresAt().AsTime()
+			}
+		}
+		if perr != nil {
+			n.log.WarnContext(ctx, "call ended by configuration", slog.String(logging.KeyMessageID, s.request.GetMessageId()),
+				slog.String(logging.KeyReason, perr.Reason))
+			s.abort.Store(perr)
+			cancel()
+			return
+		}
+		wake := time.NewTimer(time.Until(until))
+		select {
+		case <-ctx.Done():
+			wake.Stop()
+			return
+		case <-changed:
+		case <-wake.C:
+		}
+		wake.Stop()
+	}
 }
 
 // finalStatus is the status the call ends with after the backend returned
