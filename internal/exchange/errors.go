@@ -56,6 +56,7 @@ func Errorf(code codes.Code, reason, format string, args ...any) *Error {
 	return &Error{Code: code, Reason: reason, Msg: fmt.Sprintf(format, args...)}
 }
 
+// Error returns the message the caller sees.
 func (e *Error) Error() string { return e.Msg }
 
 // Status converts e into a status naming the node that refused.

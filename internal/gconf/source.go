@@ -72,11 +72,11 @@ func NewSource(db *bolt.DB, client registryv1.RegistryServiceClient, roots *x509
 	if err != nil {
 		// A cache that no longer verifies (for example after a CA change) is
 		// not fatal: the node waits for the registry instead.
-		logger.Warn("cached global configuration rejected", slog.Any(logging.KeyError, err))
+		logger.WarnContext(context.Background(), "cached global configuration rejected", slog.Any(logging.KeyError, err))
 		return s, nil
 	}
 	s.cur.Store(NewTrustedView(cfg, s.roots, s.now()))
-	logger.Info("loaded cached global configuration", slog.Uint64(logging.KeyVersion, cfg.GetVersion()))
+	logger.InfoContext(context.Background(), "loaded cached global configuration", slog.Uint64(logging.KeyVersion, cfg.GetVersion()))
 	return s, nil
 }
 
@@ -111,7 +111,7 @@ func (s *Source) Accept(sc *registryv1.SignedConfiguration) error {
 	next := make(chan struct{})
 	old := s.swapped.Swap(&next)
 	close(*old)
-	s.log.Info("global configuration updated", slog.Uint64(logging.KeyVersion, cfg.GetVersion()))
+	s.log.InfoContext(context.Background(), "global configuration updated", slog.Uint64(logging.KeyVersion, cfg.GetVersion()))
 	return nil
 }
 

@@ -24,6 +24,11 @@ const (
 	KeyPath      = "path"
 	KeyReason    = "reason"
 	KeyCode      = "code"
+	KeyNode      = "node"
+	KeyDetail    = "detail"
+	KeyPanic     = "panic"
+	KeyMissing   = "missing"
+	KeyEndpoints = "local_endpoints"
 )
 
 // New returns a logger writing to w at level ("debug", "info", "warn",

@@ -73,22 +73,22 @@ func New(cfg *Config, logger *slog.Logger) (*Node, error) {
 	}
 	member, err := id.ParseMember(cfg.Member)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("member: %w", err)
 	}
 	self, err := id.Node(td, member, cfg.Name)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("node identity: %w", err)
 	}
 	identity, err := mtls.LoadFiles(cfg.TLS.Cert, cfg.TLS.Key, cfg.TLS.Bundle, td)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("tls: %w", err)
 	}
 	if got, _ := identity.ID(); got != self {
 		return nil, fmt.Errorf("tls.cert: SVID is %s, want %s", got, self)
 	}
 	signer, err := sign.LoadSigner(cfg.Signing.Cert, cfg.Signing.Key)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("signing: %w", err)
 	}
 	roots := x509.NewCertPool()
 	b, _ := identity.Bundle.GetX509BundleForTrustDomain(td)
@@ -100,7 +100,7 @@ func New(cfg *Config, logger *slog.Logger) (*Node, error) {
 	}
 
 	n := &Node{
-		cfg: cfg, log: logger.With(slog.String("node", self.String())),
+		cfg: cfg, log: logger.With(slog.String(logging.KeyNode, self.String())),
 		self: self, member: member, identity: identity, signer: signer, roots: roots,
 		batch: exchange.NewBatchSigner(signer), verifier: exchange.NewVerifier(4096),
 		backend: map[string]string{}, replay: newReplayCache(2 * cfg.ClockSkew),
@@ -270,7 +270,7 @@ func (n *Node) Run(ctx context.Context, readyFile string) error {
 		cancel()
 	} else {
 		n.log.InfoContext(ctx, "node serving", slog.String(logging.KeyAddress, addrs["federation"]),
-			slog.Int("local_endpoints", len(n.cfg.Local)))
+			slog.Int(logging.KeyEndpoints, len(n.cfg.Local)))
 	}
 
 	select {
@@ -303,7 +303,7 @@ func (n *Node) watchRegistration(ctx context.Context) {
 			now := strings.Join(missing, ", ")
 			if now != last && now != "" {
 				n.log.WarnContext(ctx, "not in the global configuration; register with the ketnoi CLI",
-					slog.String("missing", now), slog.Uint64(logging.KeyVersion, v.Version()))
+					slog.String(logging.KeyMissing, now), slog.Uint64(logging.KeyVersion, v.Version()))
 			}
 			last = now
 		}

@@ -217,7 +217,7 @@ func (s *serve) refuse(ctx context.Context, o *exchange.Opened, perr *exchange.E
 	}
 	n.log.WarnContext(ctx, "exchange refused", slog.String(logging.KeyMessageID, msgID),
 		slog.String(logging.KeyPeer, s.peer), slog.String(logging.KeyReason, perr.Reason),
-		slog.String("detail", perr.Msg))
+		slog.String(logging.KeyDetail, perr.Msg))
 	if _, err := n.record(ctx, evidencev1.RecordKind_RECORD_KIND_REFUSED, o.Frame.GetSignedHeader(), msgID, s.peer,
 		o.Verified, perr.Code, perr.Reason+": "+perr.Msg, cert); err != nil {
 		return err
@@ -504,7 +504,7 @@ func (s *serve) backendFailed(ctx context.Context, err error) error {
 // fail answers the exchange with a platform failure after admission.
 func (s *serve) fail(ctx context.Context, perr *exchange.Error) error {
 	s.n.log.WarnContext(ctx, "exchange failed", slog.String(logging.KeyMessageID, s.request.GetMessageId()),
-		slog.String(logging.KeyReason, perr.Reason), slog.String("detail", perr.Msg))
+		slog.String(logging.KeyReason, perr.Reason), slog.String(logging.KeyDetail, perr.Msg))
 	return s.send(ctx, nil, false, true, nil, nil, perr.Status(s.n.self.String()))
 }
 

@@ -15,6 +15,7 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
+	"github.com/ketnoi/ketnoi/internal/logging"
 	exchangev1 "github.com/ketnoi/ketnoi/proto/ketnoi/exchange/v1"
 )
 
@@ -90,7 +91,7 @@ func (r *replayCache) add(key string, now time.Time) bool {
 // recovered turns a panic in a handler into Internal, logged once.
 func recovered(log *slog.Logger) recovery.Option {
 	return recovery.WithRecoveryHandlerContext(func(ctx context.Context, p any) error {
-		log.ErrorContext(ctx, "panic in handler", slog.Any("panic", p))
+		log.ErrorContext(ctx, "panic in handler", slog.Any(logging.KeyPanic, p))
 		return status.Error(codes.Internal, "internal error in node")
 	})
 }
