@@ -44,8 +44,10 @@ type call struct {
 	first    []byte // digest of the first request header
 	// firstSigned is the first request header as signed and sent.
 	firstSigned *exchangev1.SignedHeader
-	// finished is set once a verified final response reached the app.
+	// finished is set once a verified final response reached the app, and
+	// finalErr is then the call's status.
 	finished bool
+	finalErr error
 	// reqReceipt is the first request's record while it may still be
 	// committing (evidence_order: overlap).
 	reqReceipt *evidence.Receipt
@@ -436,9 +438,7 @@ func (cl *call) relayResponses(ctx context.Context, ss grpc.ServerStream, stream
 	n := cl.n
 	msgID := cl.template.GetMessageId()
 	p := newPipeline(ctx, n)
-	headerSent := false
-	var final error // the call's status, once the final frame is delivered
-	for {
+	for first := true; ; first = false {
 		resp, err := stream.Recv()
 		if err == io.EOF {
 			err = exchange.Errorf(codes.DataLoss, exchange.ReasonSequence,
@@ -458,75 +458,92 @@ func (cl *call) relayResponses(ctx context.Context, ss grpc.ServerStream, stream
 			if cerr := p.close(); cerr != nil {
 				return cerr
 			}
-			var cert []byte
-			if o.Signer != nil {
-				cert = o.Signer.Raw
-			}
-			cl.recordEnd(ctx, n.newRecord(evidencev1.RecordKind_RECORD_KIND_REFUSED, resp.GetFrame().GetSignedHeader(),
-				msgID, cl.target.GetSpiffeId(), o.Verified, perr.Code, perr.Reason+": "+perr.Msg, cert))
-			n.log.WarnContext(ctx, "response refused", slog.String(logging.KeyMessageID, msgID),
-				slog.String(logging.KeyReason, perr.Reason))
-			return perr.Status(n.self.String()).Err()
+			return cl.refuseResponse(ctx, o, perr)
 		}
-		h := o.Header
-		code := codes.OK
-		if h.GetFinal() {
-			code = codes.Code(h.GetStatus().GetCode())
+		st, err := cl.responseStep(ctx, ss, o, first)
+		if err == nil {
+			err = p.push(st)
 		}
-		r, reqR, err := n.withDeferred(ctx, msgID, &cl.deferred,
-			n.newRecord(evidencev1.RecordKind_RECORD_KIND_RESPONSE_RECEIVED, resp.GetFrame().GetSignedHeader(),
-				msgID, cl.target.GetSpiffeId(), true, code, "", o.Signer.Raw))
 		if err != nil {
 			_ = p.close()
 			return err
 		}
-		if reqR != nil {
-			cl.reqReceipt = reqR
-		}
-		payload := resp.GetFrame().GetPayload()
-		first := !headerSent
-		headerSent = true
-		reqReceipt := cl.reqReceipt
-		cl.reqReceipt = nil
-		err = p.push(step{receipt: r, msgID: msgID, last: h.GetFinal(), send: func(index uint64) error {
-			if reqReceipt != nil {
-				if _, err := n.awaitRecord(ctx, reqReceipt, msgID); err != nil {
-					return err
-				}
-			}
-			if first {
-				md := fromEntries(h.GetMetadata())
-				md.Set(MDMessageID, msgID)
-				if err := ss.SendHeader(md); err != nil {
-					return err
-				}
-			}
-			if h.GetHasMessage() {
-				if err := ss.SendMsg(proxy.NewFrame(payload)); err != nil {
-					return err
-				}
-			}
-			if h.GetFinal() {
-				tr := fromEntries(h.GetTrailers())
-				tr.Set(MDMessageID, msgID)
-				tr.Set(MDEvidence, strconv.FormatUint(index, 10))
-				ss.SetTrailer(tr)
-				final = statusFromHeader(h).Err()
-				cl.finished = true
-			}
-			return nil
-		}})
-		if err != nil {
-			_ = p.close()
-			return err
-		}
-		if h.GetFinal() {
+		if o.Header.GetFinal() {
 			if err := p.close(); err != nil {
 				return err
 			}
-			return final
+			return cl.finalErr
 		}
 	}
+}
+
+// refuseResponse records a response frame that failed its checks and
+// returns the status the application gets.
+func (cl *call) refuseResponse(ctx context.Context, o *exchange.Opened, perr *exchange.Error) error {
+	n := cl.n
+	msgID := cl.template.GetMessageId()
+	var cert []byte
+	if o.Signer != nil {
+		cert = o.Signer.Raw
+	}
+	cl.recordEnd(ctx, n.newRecord(evidencev1.RecordKind_RECORD_KIND_REFUSED, o.Frame.GetSignedHeader(),
+		msgID, cl.target.GetSpiffeId(), o.Verified, perr.Code, perr.Reason+": "+perr.Msg, cert))
+	n.log.WarnContext(ctx, "response refused", slog.String(logging.KeyMessageID, msgID),
+		slog.String(logging.KeyReason, perr.Reason))
+	return perr.Status(n.self.String()).Err()
+}
+
+// responseStep starts the record of a verified response frame and returns
+// the step that hands the frame to the application once it is durable
+// (together with the request's record, when that was still committing).
+func (cl *call) responseStep(ctx context.Context, ss grpc.ServerStream, o *exchange.Opened, first bool) (step, error) {
+	n := cl.n
+	msgID := cl.template.GetMessageId()
+	h := o.Header
+	code := codes.OK
+	if h.GetFinal() {
+		code = codes.Code(h.GetStatus().GetCode())
+	}
+	r, reqR, err := n.withDeferred(ctx, msgID, &cl.deferred,
+		n.newRecord(evidencev1.RecordKind_RECORD_KIND_RESPONSE_RECEIVED, o.Frame.GetSignedHeader(),
+			msgID, cl.target.GetSpiffeId(), true, code, "", o.Signer.Raw))
+	if err != nil {
+		return step{}, err
+	}
+	if reqR != nil {
+		cl.reqReceipt = reqR
+	}
+	reqReceipt := cl.reqReceipt
+	cl.reqReceipt = nil
+	payload := o.Frame.GetPayload()
+	return step{receipt: r, msgID: msgID, last: h.GetFinal(), send: func(index uint64) error {
+		if reqReceipt != nil {
+			if _, err := n.awaitRecord(ctx, reqReceipt, msgID); err != nil {
+				return err
+			}
+		}
+		if first {
+			md := fromEntries(h.GetMetadata())
+			md.Set(MDMessageID, msgID)
+			if err := ss.SendHeader(md); err != nil {
+				return err
+			}
+		}
+		if h.GetHasMessage() {
+			if err := ss.SendMsg(proxy.NewFrame(payload)); err != nil {
+				return err
+			}
+		}
+		if h.GetFinal() {
+			tr := fromEntries(h.GetTrailers())
+			tr.Set(MDMessageID, msgID)
+			tr.Set(MDEvidence, strconv.FormatUint(index, 10))
+			ss.SetTrailer(tr)
+			cl.finalErr = statusFromHeader(h).Err()
+			cl.finished = true
+		}
+		return nil
+	}}, nil
 }
 
 // check verifies a response frame against this call.
