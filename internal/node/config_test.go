@@ -8,6 +8,9 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/connectivity"
+	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
 )
 
@@ -149,5 +152,26 @@ func TestReplayCache(t *testing.T) {
 	}
 	if !r.add("m1", now.Add(3*time.Minute)) {
 		t.Error("m1 still refused after the window")
+	}
+}
+
+func TestPoolRetain(t *testing.T) {
+	dialed := 0
+	p := newPool(func(key, addr string) (*grpc.ClientConn, error) {
+		dialed++
+		return grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	})
+	defer p.close()
+	a, _ := p.get("spiffe://vn.ketnoi/node/NN/A/n1", "127.0.0.1:1")
+	if again, _ := p.get("spiffe://vn.ketnoi/node/NN/A/n1", "127.0.0.1:1"); again != a || dialed != 1 {
+		t.Fatalf("second get dialed again")
+	}
+	p.get("spiffe://vn.ketnoi/node/NN/B/n1", "127.0.0.1:2")
+	p.retain(map[string]bool{"spiffe://vn.ketnoi/node/NN/B/n1|127.0.0.1:2": true})
+	if a.GetState() != connectivity.Shutdown {
+		t.Errorf("dropped connection is %v, want Shutdown", a.GetState())
+	}
+	if _, err := p.get("spiffe://vn.ketnoi/node/NN/A/n1", "127.0.0.1:1"); err != nil || dialed != 3 {
+		t.Errorf("a dropped key is dialed anew on use: dialed %d, %v", dialed, err)
 	}
 }

@@ -300,6 +300,13 @@ func (n *Node) watchRegistration(ctx context.Context) {
 					missing = append(missing, "client "+le.Client)
 				}
 			}
+			// Connections to nodes that left the configuration, or moved,
+			// are closed instead of idling with keepalives forever.
+			keep := map[string]bool{}
+			for _, nd := range v.Config.GetNodes() {
+				keep[nd.GetSpiffeId()+"|"+nd.GetAddress()] = true
+			}
+			n.peers.retain(keep)
 			now := strings.Join(missing, ", ")
 			if now != last && now != "" {
 				n.log.WarnContext(ctx, "not in the global configuration; register with the ketnoi CLI",

@@ -46,6 +46,19 @@ func (p *pool) get(key, addr string) (*grpc.ClientConn, error) {
 	return c, nil
 }
 
+// retain closes the connections whose key is not in keep; calls still
+// running on them fail, as they would if the peer had gone away.
+func (p *pool) retain(keep map[string]bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for k, c := range p.conns {
+		if !keep[k] {
+			c.Close()
+			delete(p.conns, k)
+		}
+	}
+}
+
 func (p *pool) close() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
