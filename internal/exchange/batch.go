@@ -113,6 +113,25 @@ func (b *BatchSigner) drain() {
 	b.mu.Unlock()
 }
 
+// signAsync queues header bytes for signing and returns at once; the
+// result arrives on the returned channel. A stream's messages queued this
+// way while the signer is busy share one signature.
+func (b *BatchSigner) signAsync(header []byte) <-chan signResult {
+	r := &signReq{header: header, out: make(chan signResult, 1)}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.closed {
+		r.out <- signResult{err: ErrSignerClosed}
+		return r.out
+	}
+	b.queue = append(b.queue, r)
+	if !b.busy {
+		b.busy = true
+		go b.drain()
+	}
+	return r.out
+}
+
 // Close makes further Sign calls fail.
 func (b *BatchSigner) Close() {
 	b.mu.Lock()

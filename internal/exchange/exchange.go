@@ -52,16 +52,7 @@ type Sealed struct {
 // signs it through the batch signer. hasMessage says whether the frame
 // carries a message; the payload of a frame without one must be empty.
 func Seal(ctx context.Context, bs *BatchSigner, h *exchangev1.Header, payload []byte, hasMessage bool, now time.Time) (*Sealed, error) {
-	s := bs.Signer()
-	h.ProtocolVersion = ProtocolVersion
-	h.CreatedAt = timestamppb.New(now)
-	h.HasMessage = hasMessage
-	sum := sha256.Sum256(payload)
-	h.PayloadSha256 = sum[:]
-	h.PayloadLength = uint64(len(payload))
-	h.SignerCertificateSha256 = s.CertificateSHA256()
-
-	raw, err := proto.MarshalOptions{Deterministic: true}.Marshal(h)
+	raw, err := complete(bs, h, payload, hasMessage, now)
 	if err != nil {
 		return nil, err
 	}
@@ -69,15 +60,66 @@ func Seal(ctx context.Context, bs *BatchSigner, h *exchangev1.Header, payload []
 	if err != nil {
 		return nil, err
 	}
+	return sealed(h, raw, sh, payload), nil
+}
+
+// PendingSeal is a header whose bytes and digest are final and whose
+// signature is on its way.
+type PendingSeal struct {
+	// Digest is the SHA-256 of the header bytes, known before signing, so
+	// the next message of a stream can link to it at once.
+	Digest  []byte
+	h       *exchangev1.Header
+	raw     []byte
+	payload []byte
+	sig     <-chan signResult
+}
+
+// SealAsync is Seal without waiting for the signature: a stream's next
+// messages are prepared meanwhile, and the headers queued together share
+// one signature.
+func SealAsync(bs *BatchSigner, h *exchangev1.Header, payload []byte, hasMessage bool, now time.Time) (*PendingSeal, error) {
+	raw, err := complete(bs, h, payload, hasMessage, now)
+	if err != nil {
+		return nil, err
+	}
+	d := sha256.Sum256(raw)
+	return &PendingSeal{Digest: d[:], h: h, raw: raw, payload: payload, sig: bs.signAsync(raw)}, nil
+}
+
+// Wait returns the sealed frame once its signature is there.
+func (p *PendingSeal) Wait(ctx context.Context) (*Sealed, error) {
+	select {
+	case res := <-p.sig:
+		if res.err != nil {
+			return nil, res.err
+		}
+		return sealed(p.h, p.raw, res.sh, p.payload), nil
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+// complete fills in the header fields a signer vouches for and returns the
+// exact bytes to sign.
+func complete(bs *BatchSigner, h *exchangev1.Header, payload []byte, hasMessage bool, now time.Time) ([]byte, error) {
+	h.ProtocolVersion = ProtocolVersion
+	h.CreatedAt = timestamppb.New(now)
+	h.HasMessage = hasMessage
+	sum := sha256.Sum256(payload)
+	h.PayloadSha256 = sum[:]
+	h.PayloadLength = uint64(len(payload))
+	h.SignerCertificateSha256 = bs.Signer().CertificateSHA256()
+	return proto.MarshalOptions{Deterministic: true}.Marshal(h)
+}
+
+func sealed(h *exchangev1.Header, raw []byte, sh *exchangev1.SignedHeader, payload []byte) *Sealed {
 	d := sha256.Sum256(raw)
 	return &Sealed{
-		Frame: &exchangev1.Frame{
-			SignedHeader: sh,
-			Payload:      payload,
-		},
+		Frame:  &exchangev1.Frame{SignedHeader: sh, Payload: payload},
 		Header: h,
 		Digest: d[:],
-	}, nil
+	}
 }
 
 // Opened is a frame whose header parsed, whether or not it verified.

@@ -353,17 +353,14 @@ func (cl *call) pumpRequests(ctx context.Context, ss grpc.ServerStream, stream e
 		}
 		h := cl.header(exchangev1.Direction_DIRECTION_REQUEST, &cl.reqChain)
 		h.Final = !hasMsg
-		sealed, r, serr := cl.sealAndStart(ctx, h, payload, hasMsg)
+		pending, serr := exchange.SealAsync(cl.n.batch, h, payload, hasMsg, cl.n.now())
 		if serr == nil {
-			serr = p.push(step{receipt: r, msgID: h.GetMessageId(), last: !hasMsg, send: func(uint64) error {
-				if err := stream.Send(&exchangev1.ExchangeRequest{Frame: sealed.Frame}); err != nil {
-					// The provider ended the call; its final frame says why.
-					return errProviderEnded
-				}
-				if !hasMsg {
-					return stream.CloseSend()
-				}
-				return nil
+			// The next message links to this one at once; its signature,
+			// shared with the messages queued meanwhile, and its record are
+			// finished by the pipeline.
+			cl.reqChain.Advance(pending.Digest)
+			serr = p.push(step{msgID: h.GetMessageId(), last: !hasMsg, prepare: func() (*evidence.Receipt, func(uint64) error, error) {
+				return cl.startRequest(ctx, pending, stream, hasMsg)
 			}})
 		}
 		if serr != nil || !hasMsg {
@@ -376,6 +373,35 @@ func (cl *call) pumpRequests(ctx context.Context, ss grpc.ServerStream, stream e
 			return serr
 		}
 	}
+}
+
+// startRequest finishes a stream request frame's signature and starts its
+// record; the returned function sends the frame.
+func (cl *call) startRequest(ctx context.Context, pending *exchange.PendingSeal, stream exchangev1.FederationService_ExchangeClient,
+	hasMsg bool) (*evidence.Receipt, func(uint64) error, error) {
+	n := cl.n
+	sealed, err := pending.Wait(ctx)
+	if err != nil {
+		return nil, nil, status.Errorf(codes.Internal, "sign request: %v", err)
+	}
+	if err := n.checkFrameSize(sealed); err != nil {
+		return nil, nil, err
+	}
+	r, err := n.startRecord(ctx, evidencev1.RecordKind_RECORD_KIND_REQUEST_SENT, sealed.Frame.GetSignedHeader(),
+		sealed.Header.GetMessageId(), cl.target.GetSpiffeId(), true, codes.OK, "", n.signer.Certificate().Raw)
+	if err != nil {
+		return nil, nil, err
+	}
+	return r, func(uint64) error {
+		if err := stream.Send(&exchangev1.ExchangeRequest{Frame: sealed.Frame}); err != nil {
+			// The provider ended the call; its final frame says why.
+			return errProviderEnded
+		}
+		if !hasMsg {
+			return stream.CloseSend()
+		}
+		return nil
+	}, nil
 }
 
 // errProviderEnded stops a request pump when the provider has already

@@ -382,11 +382,11 @@ func (s *serve) relay(ctx context.Context, bs grpc.ClientStream) error {
 			if err == io.EOF {
 				err = nil
 			}
-			st, err = s.prepare(ctx, nil, false, true, headers, toEntries(bs.Trailer()), s.finalStatus(err))
+			st, err = s.prepareAsync(ctx, nil, false, true, headers, toEntries(bs.Trailer()), s.finalStatus(err))
 		} else {
 			payload := f.Bytes()
 			f.Free()
-			st, err = s.prepare(ctx, payload, true, false, headers, nil, nil)
+			st, err = s.prepareAsync(ctx, payload, true, false, headers, nil, nil)
 			headers = nil
 		}
 		if err == nil {
@@ -524,7 +524,43 @@ func (s *serve) send(ctx context.Context, payload []byte, hasMsg, final bool, he
 // prepare seals one response frame and starts its evidence record; the
 // returned step sends the frame.
 func (s *serve) prepare(ctx context.Context, payload []byte, hasMsg, final bool, headers, trailers []*exchangev1.MetadataEntry, st *status.Status) (*step, error) {
-	n := s.n
+	h, code := s.responseHeader(headers, final, trailers, st)
+	s.resChain.Next(h)
+	sealed, err := exchange.Seal(ctx, s.n.batch, h, payload, hasMsg, s.n.now())
+	if err != nil {
+		return nil, status.Errorf(codes.Internal, "sign response: %v", err)
+	}
+	s.resChain.Advance(sealed.Digest)
+	r, send, err := s.startResponse(ctx, sealed, code)
+	if err != nil {
+		return nil, err
+	}
+	return &step{receipt: r, msgID: s.request.GetMessageId(), last: final, send: send}, nil
+}
+
+// prepareAsync is prepare for stream messages: the header is final at
+// once, so the next message can link to it, while its signature (shared
+// with the messages queued meanwhile) and record are finished by the
+// pipeline.
+func (s *serve) prepareAsync(ctx context.Context, payload []byte, hasMsg, final bool, headers, trailers []*exchangev1.MetadataEntry, st *status.Status) (*step, error) {
+	h, code := s.responseHeader(headers, final, trailers, st)
+	s.resChain.Next(h)
+	pending, err := exchange.SealAsync(s.n.batch, h, payload, hasMsg, s.n.now())
+	if err != nil {
+		return nil, status.Errorf(codes.Internal, "sign response: %v", err)
+	}
+	s.resChain.Advance(pending.Digest)
+	return &step{msgID: s.request.GetMessageId(), last: final, prepare: func() (*evidence.Receipt, func(uint64) error, error) {
+		sealed, err := pending.Wait(ctx)
+		if err != nil {
+			return nil, nil, status.Errorf(codes.Internal, "sign response: %v", err)
+		}
+		return s.startResponse(ctx, sealed, code)
+	}}, nil
+}
+
+// responseHeader builds the header of a response frame.
+func (s *serve) responseHeader(headers []*exchangev1.MetadataEntry, final bool, trailers []*exchangev1.MetadataEntry, st *status.Status) (*exchangev1.Header, codes.Code) {
 	req := s.request
 	h := &exchangev1.Header{
 		MessageId:      req.GetMessageId(),
@@ -540,7 +576,7 @@ func (s *serve) prepare(ctx context.Context, payload []byte, hasMsg, final bool,
 		RequestDigest:  s.first,
 		Metadata:       headers,
 		Final:          final,
-		SenderNode:     n.self.String(),
+		SenderNode:     s.n.self.String(),
 		AudienceNode:   s.peer,
 	}
 	code := codes.OK
@@ -549,38 +585,36 @@ func (s *serve) prepare(ctx context.Context, payload []byte, hasMsg, final bool,
 		h.Status = &exchangev1.CallStatus{Code: int32(st.Code()), Message: st.Message(), Details: st.Proto().GetDetails()}
 		code = st.Code()
 	}
-	s.resChain.Next(h)
-	sealed, err := exchange.Seal(ctx, n.batch, h, payload, hasMsg, n.now())
-	if err != nil {
-		return nil, status.Errorf(codes.Internal, "sign response: %v", err)
-	}
+	return h, code
+}
+
+// startResponse starts the record of a sealed response frame (with a
+// held-back request record, if any) and returns the function that sends
+// the frame once everything it depends on is durable.
+func (s *serve) startResponse(ctx context.Context, sealed *exchange.Sealed, code codes.Code) (*evidence.Receipt, func(uint64) error, error) {
+	n := s.n
+	msgID := s.request.GetMessageId()
 	if err := n.checkFrameSize(sealed); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	r, reqR, err := n.withDeferred(ctx, req.GetMessageId(), &s.deferred,
+	r, reqR, err := n.withDeferred(ctx, msgID, &s.deferred,
 		n.newRecord(evidencev1.RecordKind_RECORD_KIND_RESPONSE_SENT, sealed.Frame.GetSignedHeader(),
-			req.GetMessageId(), s.peer, true, code, "", n.signer.Certificate().Raw))
+			msgID, s.peer, true, code, "", n.signer.Certificate().Raw))
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	if reqR != nil {
 		s.reqReceipt = reqR
 	}
-	s.resChain.Advance(sealed.Digest)
 	frame := sealed.Frame
-	return &step{
-		receipt: r,
-		msgID:   req.GetMessageId(),
-		last:    final,
-		send: func(uint64) error {
-			if s.reqReceipt != nil {
-				if _, err := n.awaitRecord(ctx, s.reqReceipt, req.GetMessageId()); err != nil {
-					return err
-				}
-				s.reqReceipt = nil
+	return r, func(uint64) error {
+		if s.reqReceipt != nil {
+			if _, err := n.awaitRecord(ctx, s.reqReceipt, msgID); err != nil {
+				return err
 			}
-			return s.stream.Send(&exchangev1.ExchangeResponse{Frame: frame})
-		},
+			s.reqReceipt = nil
+		}
+		return s.stream.Send(&exchangev1.ExchangeResponse{Frame: frame})
 	}, nil
 }
 
