@@ -98,7 +98,7 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	msgID := first(trailer, "ketnoi-message-id")
 	fmt.Fprintf(out, "   message id %s, consumer evidence index %s\n", msgID, first(trailer, "ketnoi-evidence-index"))
 
-	fmt.Fprintln(out, "\n== 2. ListCommunes(\"01\"): the communes of Hà Nội, streamed and signed one by one")
+	fmt.Fprintln(out, "\n== 2. ListCommunes(\"01\"): the communes of Hà Nội, streamed, every message signed and recorded")
 	stream, err := consumer.ListCommunes(ctx, &dvhcv1.ListCommunesRequest{ProvinceCode: "01"})
 	if err != nil {
 		return err
