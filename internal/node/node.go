@@ -60,6 +60,9 @@ type Node struct {
 	replay   *replayCache
 	codec    *proxy.Codec
 	now      func() time.Time
+
+	logUnary  grpc.UnaryServerInterceptor
+	logStream grpc.StreamServerInterceptor
 }
 
 // New loads the node's identity, keys and logs. Close releases them.
@@ -109,6 +112,7 @@ func New(cfg *Config, logger *slog.Logger) (*Node, error) {
 	for _, be := range cfg.Backends {
 		n.backend[be.Service] = be.Address
 	}
+	n.logUnary, n.logStream = logging.CallInterceptors(n.log)
 	if err := n.open(); err != nil {
 		n.Close()
 		return nil, err
@@ -354,7 +358,7 @@ func (n *Node) federationServer() *grpc.Server {
 		grpc.MaxRecvMsgSize(n.frameLimit()),
 		grpc.MaxSendMsgSize(n.frameLimit()),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 20 * time.Second, PermitWithoutStream: true}),
-		grpc.ChainStreamInterceptor(recoverStream(n.log)),
+		grpc.ChainStreamInterceptor(n.logStream, recoverStream(n.log)),
 	)
 	exchangev1.RegisterFederationServiceServer(s, &provider{n: n})
 	hs := health.NewServer()
@@ -365,7 +369,7 @@ func (n *Node) federationServer() *grpc.Server {
 // adminServer serves operators on loopback: health and the live evidence
 // log.
 func (n *Node) adminServer() *grpc.Server {
-	s := grpc.NewServer(grpc.ChainUnaryInterceptor(recoverUnary(n.log)))
+	s := grpc.NewServer(grpc.ChainUnaryInterceptor(n.logUnary, recoverUnary(n.log)))
 	healthpb.RegisterHealthServer(s, &nodeHealth{n: n})
 	evidencev1.RegisterEvidenceServiceServer(s, evidence.NewService(n.evidence, n.roots))
 	return s
@@ -378,8 +382,8 @@ func (n *Node) localServer(client id.Client) *grpc.Server {
 		grpc.UnknownServiceHandler(c.handle),
 		grpc.MaxRecvMsgSize(n.cfg.MaxMessageBytes),
 		grpc.MaxSendMsgSize(n.cfg.MaxMessageBytes),
-		grpc.ChainStreamInterceptor(recoverStream(n.log)),
-		grpc.ChainUnaryInterceptor(recoverUnary(n.log)),
+		grpc.ChainStreamInterceptor(n.logStream, recoverStream(n.log)),
+		grpc.ChainUnaryInterceptor(n.logUnary, recoverUnary(n.log)),
 	)
 	healthpb.RegisterHealthServer(s, &nodeHealth{n: n})
 	// Operators trace and verify the live log here; the listener is

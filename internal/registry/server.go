@@ -7,7 +7,6 @@ import (
 	"time"
 
 	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/auth"
-	grpclogging "github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/logging"
 	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/recovery"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"google.golang.org/grpc"
@@ -35,15 +34,7 @@ const keepaliveMinTime = 20 * time.Second
 // The caller adds transport credentials, typically
 // mtls.ServerCredentials(identity, tlsconfig.AuthorizeMemberOf(td)).
 func (r *Registry) ServerOptions() []grpc.ServerOption {
-	logger := grpclogging.LoggerFunc(
-		func(ctx context.Context, lvl grpclogging.Level, msg string, fields ...any) {
-			r.log.Log(ctx, slog.Level(lvl), msg, fields...)
-		})
-	logOpts := []grpclogging.Option{
-		grpclogging.WithLogOnEvents(grpclogging.FinishCall),
-		grpclogging.WithLevels(callLevel),
-		grpclogging.WithFieldsFromContext(peerField),
-	}
+	logUnary, logStream := logging.CallInterceptors(r.log)
 	recoverOpt := recovery.WithRecoveryHandlerContext(r.recovered)
 	return []grpc.ServerOption{
 		grpc.MaxRecvMsgSize(MaxMessageSize),
@@ -53,34 +44,16 @@ func (r *Registry) ServerOptions() []grpc.ServerOption {
 			PermitWithoutStream: true,
 		}),
 		grpc.ChainUnaryInterceptor(
-			grpclogging.UnaryServerInterceptor(logger, logOpts...),
+			logUnary,
 			auth.UnaryServerInterceptor(r.authorize),
 			recovery.UnaryServerInterceptor(recoverOpt),
 		),
 		grpc.ChainStreamInterceptor(
-			grpclogging.StreamServerInterceptor(logger, logOpts...),
+			logStream,
 			auth.StreamServerInterceptor(r.authorize),
 			recovery.StreamServerInterceptor(recoverOpt),
 		),
 	}
-}
-
-// callLevel logs successful calls at debug level: accepted changes are
-// logged on their own, and nodes read the configuration constantly.
-func callLevel(c codes.Code) grpclogging.Level {
-	if c == codes.OK {
-		return grpclogging.LevelDebug
-	}
-	return grpclogging.DefaultServerCodeToLevel(c)
-}
-
-// peerField adds the caller's SPIFFE ID to call logs.
-func peerField(ctx context.Context) grpclogging.Fields {
-	p, err := mtls.PeerID(ctx)
-	if err != nil {
-		return nil
-	}
-	return grpclogging.Fields{logging.KeyPeer, p.String()}
 }
 
 // recovered turns a panic in a handler into an Internal status.
