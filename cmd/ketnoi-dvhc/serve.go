@@ -15,6 +15,7 @@ import (
 	"github.com/ketnoi/ketnoi/internal/dvhc"
 	"github.com/ketnoi/ketnoi/internal/logging"
 	"github.com/ketnoi/ketnoi/internal/ready"
+	"github.com/ketnoi/ketnoi/internal/shutdown"
 	dvhcv1 "github.com/ketnoi/ketnoi/proto/vn/gov/dvhc/v1"
 )
 
@@ -65,28 +66,10 @@ func run(ctx context.Context, cfg config, logger *slog.Logger) error {
 	}
 
 	hs.Shutdown()
-	stop(srv)
+	shutdown.GRPC(shutdownTimeout, srv)
 	<-served
 	logger.InfoContext(ctx, "stopped", slog.String(logging.KeyAddress, addr))
 	return nil
-}
-
-// stop lets in-flight calls finish for up to shutdownTimeout, then closes
-// every connection.
-func stop(srv *grpc.Server) {
-	done := make(chan struct{})
-	go func() {
-		srv.GracefulStop()
-		close(done)
-	}()
-	t := time.NewTimer(shutdownTimeout)
-	defer t.Stop()
-	select {
-	case <-done:
-	case <-t.C:
-		srv.Stop()
-		<-done
-	}
 }
 
 // isLoopback reports whether addr is a TCP address on a loopback interface.

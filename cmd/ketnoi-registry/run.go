@@ -17,6 +17,7 @@ import (
 	"github.com/ketnoi/ketnoi/internal/mtls"
 	"github.com/ketnoi/ketnoi/internal/ready"
 	"github.com/ketnoi/ketnoi/internal/registry"
+	"github.com/ketnoi/ketnoi/internal/shutdown"
 	"github.com/ketnoi/ketnoi/internal/sign"
 )
 
@@ -69,26 +70,8 @@ func run(ctx context.Context, cfg config, stderr io.Writer) error {
 	}
 	logger.InfoContext(ctx, "registry stopping")
 	reg.Shutdown()
-	stopGracefully(srv, stopTimeout)
+	shutdown.GRPC(stopTimeout, srv)
 	return nil
-}
-
-// stopGracefully waits up to timeout for in-flight calls, then closes every
-// connection.
-func stopGracefully(srv *grpc.Server, timeout time.Duration) {
-	done := make(chan struct{})
-	go func() {
-		srv.GracefulStop()
-		close(done)
-	}()
-	t := time.NewTimer(timeout)
-	defer t.Stop()
-	select {
-	case <-done:
-	case <-t.C:
-		srv.Stop()
-		<-done
-	}
 }
 
 // loadIdentity loads the registry's SVID and checks that it carries the

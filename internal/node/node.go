@@ -31,6 +31,7 @@ import (
 	"github.com/ketnoi/ketnoi/internal/mtls"
 	"github.com/ketnoi/ketnoi/internal/proxy"
 	"github.com/ketnoi/ketnoi/internal/ready"
+	"github.com/ketnoi/ketnoi/internal/shutdown"
 	"github.com/ketnoi/ketnoi/internal/sign"
 	evidencev1 "github.com/ketnoi/ketnoi/proto/ketnoi/evidence/v1"
 	exchangev1 "github.com/ketnoi/ketnoi/proto/ketnoi/exchange/v1"
@@ -282,7 +283,7 @@ func (n *Node) Run(ctx context.Context, readyFile string) error {
 	case runErr = <-errc:
 		cancel()
 	}
-	stopAll(append(servers, fed), 5*time.Second)
+	shutdown.GRPC(5*time.Second, append(servers, fed)...)
 	wg.Wait()
 	return runErr
 }
@@ -324,22 +325,6 @@ func (n *Node) watchRegistration(ctx context.Context) {
 		case <-changed:
 		}
 	}
-}
-
-func stopAll(servers []*grpc.Server, grace time.Duration) {
-	var wg sync.WaitGroup
-	for _, s := range servers {
-		wg.Go(func() {
-			done := make(chan struct{})
-			go func() { s.GracefulStop(); close(done) }()
-			select {
-			case <-done:
-			case <-time.After(grace):
-				s.Stop()
-			}
-		})
-	}
-	wg.Wait()
 }
 
 func (n *Node) federationServer() *grpc.Server {
