@@ -105,6 +105,10 @@ func readCodeList(file, embedded, key string) ([]string, []*cataloguev1.CodeEntr
 		err error
 	)
 	if embedded != "" {
+		if _, ok := embeddedKeys[embedded]; !ok {
+			return nil, nil, usagef("--embedded %q is not a built-in code list; want %s, %s or %s",
+				embedded, dataset.AdminUnits2026, dataset.AdminUnits2025, dataset.Countries)
+		}
 		name = embedded
 		r, err = dataset.Open(embedded)
 	} else {

@@ -93,7 +93,7 @@ func printConfig(w io.Writer, cfg *registryv1.GlobalConfiguration) {
 			expires = ", until " + g.GetExpiresAt().AsTime().UTC().Format(time.RFC3339)
 		}
 		fmt.Fprintf(w, "  %-6s %s -> %s; methods: %s; purposes: %s%s\n", g.GetId(), g.GetClient(), g.GetService(),
-			orAll(g.GetMethods()), orAll(g.GetPurposes()), expires)
+			orWord(g.GetMethods(), "all"), orWord(g.GetPurposes(), "any"), expires)
 	}
 	fmt.Fprintf(w, "\ncode lists (%d)\n", len(cfg.GetCodeLists()))
 	for _, l := range cfg.GetCodeLists() {
@@ -101,9 +101,10 @@ func printConfig(w io.Writer, cfg *registryv1.GlobalConfiguration) {
 	}
 }
 
-func orAll(s []string) string {
+// orWord joins s, or returns word for an empty list (no restriction).
+func orWord(s []string, word string) string {
 	if len(s) == 0 {
-		return "all"
+		return word
 	}
 	return strings.Join(s, ", ")
 }

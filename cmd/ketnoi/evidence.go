@@ -35,15 +35,16 @@ verify  checks the whole log: tree, records, signatures and, with --bundle,
         that signer certificates chain to the given CA certificates
 
 --log FILE reads a log that no running node holds. --node ADDR asks a
-running node through one of its local endpoints (a loopback host:port,
-plain text); the node verifies with its own trust bundle.
+running node through its admin endpoint (admin.listen in its
+configuration: a loopback host:port, plain text); the node verifies with
+its own trust bundle.
 `
 
 // evidenceNodeTimeout bounds each call to a node, connection included.
 const evidenceNodeTimeout = 30 * time.Second
 
 // runEvidence runs "ketnoi evidence trace|verify" on a log file that no
-// running node holds, or through a running node's local endpoint.
+// running node holds, or through a running node's admin endpoint.
 func runEvidence(ctx context.Context, args []string, stdout io.Writer) error {
 	if len(args) == 0 {
 		return usagef("want a subcommand: trace or verify")
@@ -68,7 +69,7 @@ type evidenceTarget struct{ log, node string }
 func addEvidenceTargetFlags(fs *flag.FlagSet) *evidenceTarget {
 	t := &evidenceTarget{}
 	fs.StringVar(&t.log, "log", "", "evidence log `FILE` that no running node holds")
-	fs.StringVar(&t.node, "node", "", "local endpoint `ADDR` (loopback host:port) of a running node")
+	fs.StringVar(&t.node, "node", "", "admin endpoint `ADDR` (loopback host:port) of a running node")
 	return t
 }
 
@@ -90,7 +91,7 @@ func (t *evidenceTarget) check() error {
 	}
 	if ip := net.ParseIP(host); host != "localhost" && (ip == nil || !ip.IsLoopback()) {
 		return usagef("--node %q: not a loopback address; "+
-			"a node serves evidence only on its local endpoints", t.node)
+			"a node serves evidence only on its loopback admin endpoint", t.node)
 	}
 	return nil
 }
@@ -230,7 +231,7 @@ func verifyOnNode(ctx context.Context, addr string, stdout io.Writer) error {
 // evidenceClient is the client of a node's evidence service.
 type evidenceClient = evidencev1.EvidenceServiceClient
 
-// callEvidenceNode connects in plain text to a node's local endpoint and
+// callEvidenceNode connects in plain text to a node's admin endpoint and
 // runs call within evidenceNodeTimeout. A gRPC error becomes its status
 // message and code.
 func callEvidenceNode(

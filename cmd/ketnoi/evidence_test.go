@@ -505,10 +505,10 @@ func TestEvidenceNodeErrors(t *testing.T) {
 			"ketnoi evidence: --node \"127.0.0.1\": want a loopback host:port: "},
 		{"node not on loopback", []string{"trace", "--node", "192.0.2.1:4000", "m-1"}, 2,
 			"ketnoi evidence: --node \"192.0.2.1:4000\": not a loopback address; " +
-				"a node serves evidence only on its local endpoints\n"},
+				"a node serves evidence only on its loopback admin endpoint\n"},
 		{"node host name", []string{"trace", "--node", "node.example:4000", "m-1"}, 2,
 			"ketnoi evidence: --node \"node.example:4000\": not a loopback address; " +
-				"a node serves evidence only on its local endpoints\n"},
+				"a node serves evidence only on its loopback admin endpoint\n"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -32,7 +32,7 @@ type service struct {
 }
 
 // NewService returns the read-only gRPC service over l, for the node's
-// local endpoints. VerifyLog checks signer certificates against roots, the
+// admin endpoint. VerifyLog checks signer certificates against roots, the
 // node's trust bundle; nil roots skips that check. Errors are logged with
 // the log's logger.
 func NewService(l *Log, roots *x509.CertPool) evidencev1.EvidenceServiceServer {

@@ -29,6 +29,7 @@ const (
 	KeyPanic     = "panic"
 	KeyMissing   = "missing"
 	KeyEndpoints = "local_endpoints"
+	KeyAdmin     = "admin_address"
 )
 
 // New returns a logger writing to w at level ("debug", "info", "warn",

@@ -275,7 +275,7 @@ func (n *Node) Run(ctx context.Context, readyFile string) error {
 		cancel()
 	} else {
 		n.log.InfoContext(ctx, "node serving", slog.String(logging.KeyAddress, addrs["federation"]),
-			slog.Int(logging.KeyEndpoints, len(n.cfg.Local)))
+			slog.Int(logging.KeyEndpoints, len(n.cfg.Local)), slog.String(logging.KeyAdmin, addrs["admin"]))
 	}
 
 	select {
@@ -371,8 +371,5 @@ func (n *Node) localServer(client id.Client) *grpc.Server {
 		grpc.ChainUnaryInterceptor(n.logUnary, recoverUnary(n.log)),
 	)
 	healthpb.RegisterHealthServer(s, &nodeHealth{n: n})
-	// Operators trace and verify the live log here; the listener is
-	// loopback-only and records hold identifiers and digests, no payloads.
-	evidencev1.RegisterEvidenceServiceServer(s, evidence.NewService(n.evidence, n.roots))
 	return s
 }

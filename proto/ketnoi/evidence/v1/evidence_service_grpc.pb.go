@@ -28,12 +28,9 @@ const (
 // For semantics around ctx use and closing/ending streaming RPCs, please refer to https://pkg.go.dev/google.golang.org/grpc/?tab=doc#ClientConn.NewStream.
 //
 // EvidenceService reads the evidence log of a running node; it never changes
-// it. Callers: any process that can connect to one of the node's local
-// endpoints, which listen on loopback only and without TLS, so access is
-// that of the node's host (its operators and the agency's applications
-// running there). Every local endpoint sees the whole log, not only the
-// exchanges of its own client. Records hold identifiers and digests, never
-// payloads.
+// it. Callers: operators on the node's host, through the node's admin
+// endpoint, which listens on loopback only and without TLS. It serves the
+// whole log; records hold identifiers and digests, never payloads.
 type EvidenceServiceClient interface {
 	// TraceMessage returns every committed record of one exchange, in log
 	// order, with the signer certificate of each. It fails with
@@ -83,12 +80,9 @@ func (c *evidenceServiceClient) VerifyLog(ctx context.Context, in *VerifyLogRequ
 // for forward compatibility.
 //
 // EvidenceService reads the evidence log of a running node; it never changes
-// it. Callers: any process that can connect to one of the node's local
-// endpoints, which listen on loopback only and without TLS, so access is
-// that of the node's host (its operators and the agency's applications
-// running there). Every local endpoint sees the whole log, not only the
-// exchanges of its own client. Records hold identifiers and digests, never
-// payloads.
+// it. Callers: operators on the node's host, through the node's admin
+// endpoint, which listens on loopback only and without TLS. It serves the
+// whole log; records hold identifiers and digests, never payloads.
 type EvidenceServiceServer interface {
 	// TraceMessage returns every committed record of one exchange, in log
 	// order, with the signer certificate of each. It fails with
