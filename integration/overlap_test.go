@@ -65,7 +65,7 @@ func TestOverlappedEvidenceOrder(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, k := range []string{"REQUEST_SENT", "RESPONSE_RECEIVED", "is unavailable"} {
+	for _, k := range []string{"REQUEST_SENT", "RESPONSE_RECEIVED", "BACKEND_UNREACHABLE"} {
 		if !strings.Contains(out, k) {
 			t.Errorf("consumer evidence of a call to a stopped backend lacks %s:\n%s", k, out)
 		}

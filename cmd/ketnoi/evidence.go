@@ -13,6 +13,7 @@ import (
 	"strings"
 	"time"
 
+	spb "google.golang.org/genproto/googleapis/rpc/status"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
@@ -21,6 +22,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/ketnoi/ketnoi/internal/evidence"
+	"github.com/ketnoi/ketnoi/internal/exchange"
 	"github.com/ketnoi/ketnoi/internal/sign"
 	evidencev1 "github.com/ketnoi/ketnoi/proto/ketnoi/evidence/v1"
 	exchangev1 "github.com/ketnoi/ketnoi/proto/ketnoi/exchange/v1"
@@ -413,14 +415,18 @@ func printEvidenceHeader(
 	}
 	line("previous digest", "%s", evidenceHex(h.GetPreviousDigest()))
 	if st := h.GetStatus(); st != nil {
-		status := codes.Code(uint32(st.GetCode())).String()
+		text := codes.Code(uint32(st.GetCode())).String()
 		if st.GetMessage() != "" {
-			status += ": " + st.GetMessage()
+			text += ": " + st.GetMessage()
 		}
 		if n := len(st.GetDetails()); n > 0 {
-			status += fmt.Sprintf(" (%d details)", n)
+			text += fmt.Sprintf(" (%d details)", n)
 		}
-		line("final status", "%s", status)
+		line("final status", "%s", text)
+		full := spb.Status{Code: st.GetCode(), Message: st.GetMessage(), Details: st.GetDetails()}
+		if reason, ok := exchange.PlatformReason(status.FromProto(&full)); ok {
+			line("refused by node", "%s", reason)
+		}
 	}
 	line("signer certificate", "%s", evidenceSigner(certificate, h.GetSignerCertificateSha256()))
 }
