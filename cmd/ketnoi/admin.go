@@ -8,8 +8,10 @@ import (
 	"os"
 	"strings"
 
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"google.golang.org/grpc"
 
+	"github.com/ketnoi/ketnoi/internal/id"
 	registryv1 "github.com/ketnoi/ketnoi/proto/ketnoi/registry/v1"
 )
 
@@ -103,6 +105,21 @@ func requireFlags(fs *flag.FlagSet, names ...string) error {
 	return nil
 }
 
+// checkID runs parse on the value of --name and turns a malformed value
+// into a usage error (exit 2) before anything is sent to the registry,
+// which would refuse it too.
+func checkID(name, value string, parse func(string) error) error {
+	if err := parse(value); err != nil {
+		return usagef("--%s: %v", name, err)
+	}
+	return nil
+}
+
+func parseMember(s string) error    { _, err := id.ParseMember(s); return err }
+func parseSubsystem(s string) error { _, err := id.ParseSubsystem(s); return err }
+func parseClient(s string) error    { _, err := id.ParseClient(s); return err }
+func parseService(s string) error   { _, err := id.ParseService(s); return err }
+
 // memberAdd registers a member with its signing certificate.
 func memberAdd(ctx context.Context, args []string, stdout io.Writer) error {
 	fs := flag.NewFlagSet("member add", flag.ContinueOnError)
@@ -114,6 +131,9 @@ func memberAdd(ctx context.Context, args []string, stdout io.Writer) error {
 		return helpOrError(err)
 	}
 	if err := requireFlags(fs, "id", "name", "signing-cert"); err != nil {
+		return err
+	}
+	if err := checkID("id", fs.Lookup("id").Value.String(), parseMember); err != nil {
 		return err
 	}
 	cert, err := os.ReadFile(*certFile)
@@ -149,6 +169,9 @@ func subsystemAdd(ctx context.Context, args []string, stdout io.Writer) error {
 	if err := requireFlags(fs, "id"); err != nil {
 		return err
 	}
+	if err := checkID("id", *subsystemID, parseSubsystem); err != nil {
+		return err
+	}
 
 	return callRegistry(ctx, conn, func(ctx context.Context, cc *grpc.ClientConn) error {
 		resp, err := registryv1.NewAdminServiceClient(cc).AddSubsystem(ctx,
@@ -172,6 +195,12 @@ func nodeAdd(ctx context.Context, args []string, stdout io.Writer) error {
 		return helpOrError(err)
 	}
 	if err := requireFlags(fs, "id", "address"); err != nil {
+		return err
+	}
+	if err := checkID("id", fs.Lookup("id").Value.String(), func(s string) error {
+		_, err := spiffeid.FromString(s)
+		return err
+	}); err != nil {
 		return err
 	}
 
@@ -221,6 +250,9 @@ func serviceAdd(ctx context.Context, args []string, stdout io.Writer) error {
 		return helpOrError(err)
 	}
 	if err := requireFlags(fs, "id", "descriptor-set", "description", "custodian"); err != nil {
+		return err
+	}
+	if err := checkID("id", fs.Lookup("id").Value.String(), parseService); err != nil {
 		return err
 	}
 	classification, ok := classifications[*class]

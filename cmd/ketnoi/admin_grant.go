@@ -56,6 +56,12 @@ func grantAdd(ctx context.Context, args []string, stdout io.Writer) error {
 	if err := requireFlags(fs, "client", "service"); err != nil {
 		return err
 	}
+	if err := checkID("client", fs.Lookup("client").Value.String(), parseClient); err != nil {
+		return err
+	}
+	if err := checkID("service", fs.Lookup("service").Value.String(), parseService); err != nil {
+		return err
+	}
 	req := &registryv1.AddGrantRequest{
 		Client:   *client,
 		Service:  *service,
