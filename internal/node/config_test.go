@@ -153,6 +153,9 @@ func TestReplayCache(t *testing.T) {
 	if !r.add("m1", now.Add(3*time.Minute)) {
 		t.Error("m1 still refused after the window")
 	}
+	if r.complete(r.started.Add(30*time.Second)) || !r.complete(r.started.Add(time.Minute)) {
+		t.Error("cache must need the evidence log during its first window only")
+	}
 }
 
 func TestPoolRetain(t *testing.T) {

@@ -158,7 +158,7 @@ func (s *serve) admit(o *exchange.Opened) *exchange.Error {
 		return exchange.Errorf(codes.InvalidArgument, exchange.ReasonStale,
 			"request created at %s is outside the accepted clock skew of %s", h.GetCreatedAt().AsTime().UTC().Format(time.RFC3339), n.cfg.ClockSkew)
 	}
-	if !n.replay.add(h.GetMessageId(), n.now()) || n.seen(h.GetMessageId()) {
+	if now := n.now(); !n.replay.add(h.GetMessageId(), now) || (!n.replay.complete(now) && n.seen(h.GetMessageId())) {
 		return exchange.Errorf(codes.AlreadyExists, exchange.ReasonReplay, "message %s was already received", h.GetMessageId())
 	}
 

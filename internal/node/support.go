@@ -72,14 +72,23 @@ func (p *pool) close() {
 // clock skew, so a captured request cannot be played again while its time
 // stamp is still fresh.
 type replayCache struct {
-	mu     sync.Mutex
-	ttl    time.Duration
-	seen   map[string]time.Time
-	sweeps time.Time
+	mu      sync.Mutex
+	ttl     time.Duration
+	seen    map[string]time.Time
+	sweeps  time.Time
+	started time.Time
 }
 
 func newReplayCache(ttl time.Duration) *replayCache {
-	return &replayCache{ttl: ttl, seen: map[string]time.Time{}}
+	return &replayCache{ttl: ttl, seen: map[string]time.Time{}, started: time.Now()}
+}
+
+// complete reports whether the cache holds every message id that can still
+// be fresh: once it has run for its whole window it needs no help from the
+// evidence log; before that, messages received before a restart are only
+// in the log.
+func (r *replayCache) complete(now time.Time) bool {
+	return now.Sub(r.started) >= r.ttl
 }
 
 // add records key and reports false when it was already seen.
