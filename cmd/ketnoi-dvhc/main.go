@@ -20,6 +20,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"github.com/ketnoi/ketnoi/internal/exit"
 	"io"
 	"os"
 	"os/signal"
@@ -39,9 +40,7 @@ type config struct {
 }
 
 // usageError marks an error in the command line; it exits with code 2.
-type usageError struct{ msg string }
-
-func (e usageError) Error() string { return e.msg }
+type usageError = exit.UsageError
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -54,16 +53,7 @@ func main() {
 // reported on stderr as one line.
 func cli(ctx context.Context, args []string, stderr io.Writer) int {
 	err := runArgs(ctx, args, stderr)
-	switch {
-	case err == nil, errors.Is(err, flag.ErrHelp):
-		return 0
-	case errors.As(err, new(usageError)):
-		fmt.Fprintf(stderr, "ketnoi-dvhc: %v\n", err)
-		return 2
-	default:
-		fmt.Fprintf(stderr, "ketnoi-dvhc: %v\n", err)
-		return 1
-	}
+	return exit.Report(stderr, "ketnoi-dvhc", err)
 }
 
 // runArgs parses args, then either writes the descriptor set or serves
@@ -78,7 +68,7 @@ func runArgs(ctx context.Context, args []string, stderr io.Writer) error {
 	}
 	logger, err := logging.New(stderr, cfg.logLevel, cfg.logFormat)
 	if err != nil {
-		return usageError{err.Error()}
+		return usageError{Msg: err.Error()}
 	}
 	return run(ctx, cfg, logger)
 }
@@ -100,13 +90,13 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 		if errors.Is(err, flag.ErrHelp) {
 			return config{}, err
 		}
-		return config{}, usageError{err.Error()}
+		return config{}, usageError{Msg: err.Error()}
 	}
 	if fs.NArg() > 0 {
-		return config{}, usageError{fmt.Sprintf("unexpected argument %q", fs.Arg(0))}
+		return config{}, usageError{Msg: fmt.Sprintf("unexpected argument %q", fs.Arg(0))}
 	}
 	if cfg.listen == "" {
-		return config{}, usageError{"--listen must not be empty"}
+		return config{}, usageError{Msg: "--listen must not be empty"}
 	}
 	return cfg, nil
 }

@@ -7,7 +7,7 @@ import (
 	"context"
 	"errors"
 	"flag"
-	"fmt"
+	"github.com/ketnoi/ketnoi/internal/exit"
 	"io"
 	"os"
 	"os/signal"
@@ -31,20 +31,8 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	err := run(ctx, os.Args[1:])
 	stop()
-	var ue usageError
-	switch {
-	case err == nil, errors.Is(err, flag.ErrHelp):
-	case errors.As(err, &ue):
-		fmt.Fprintf(os.Stderr, "ketnoi-node: %v\n", err)
-		os.Exit(2)
-	default:
-		fmt.Fprintf(os.Stderr, "ketnoi-node: %v\n", err)
-		os.Exit(1)
-	}
+	os.Exit(exit.Report(os.Stderr, "ketnoi-node", err))
 }
-
-// usageError is a wrong command line; it exits with code 2.
-type usageError struct{ error }
 
 func run(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("ketnoi-node", flag.ContinueOnError)
@@ -57,13 +45,13 @@ func run(ctx context.Context, args []string) error {
 		if errors.Is(err, flag.ErrHelp) {
 			return err
 		}
-		return usageError{err}
+		return exit.UsageError{Msg: err.Error()}
 	}
 	if fs.NArg() > 0 {
-		return usageError{fmt.Errorf("unexpected arguments %q (all settings are flags or in --config)", fs.Args())}
+		return exit.Usagef("unexpected arguments %q (all settings are flags or in --config)", fs.Args())
 	}
 	if _, err := logging.New(io.Discard, *level, *format); err != nil {
-		return usageError{err}
+		return exit.UsageError{Msg: err.Error()}
 	}
 	logger, err := logging.New(os.Stderr, *level, *format)
 	if err != nil {

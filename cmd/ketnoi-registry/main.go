@@ -22,7 +22,7 @@ import (
 	"context"
 	"errors"
 	"flag"
-	"fmt"
+	"github.com/ketnoi/ketnoi/internal/exit"
 	"io"
 	"os"
 	"os/signal"
@@ -52,11 +52,9 @@ type config struct {
 }
 
 // usageError marks an error in the command line; it exits with code 2.
-type usageError struct{ msg string }
+type usageError = exit.UsageError
 
-func (e usageError) Error() string { return e.msg }
-
-func usagef(format string, args ...any) error { return usageError{fmt.Sprintf(format, args...)} }
+var usagef = exit.Usagef
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -72,16 +70,7 @@ func cli(ctx context.Context, args []string, stderr io.Writer) int {
 	if err == nil {
 		err = run(ctx, cfg, stderr)
 	}
-	switch {
-	case err == nil, errors.Is(err, flag.ErrHelp):
-		return 0
-	case errors.As(err, new(usageError)):
-		fmt.Fprintf(stderr, "ketnoi-registry: %v\n", err)
-		return 2
-	default:
-		fmt.Fprintf(stderr, "ketnoi-registry: %v\n", err)
-		return 1
-	}
+	return exit.Report(stderr, "ketnoi-registry", err)
 }
 
 // parseFlags parses and validates the command line.
@@ -111,7 +100,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 		if errors.Is(err, flag.ErrHelp) {
 			return cfg, err
 		}
-		return cfg, usageError{err.Error()}
+		return cfg, usageError{Msg: err.Error()}
 	}
 	if fs.NArg() > 0 {
 		return cfg, usagef("unexpected argument %q", fs.Arg(0))

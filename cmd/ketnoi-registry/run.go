@@ -28,7 +28,7 @@ const stopTimeout = 10 * time.Second
 func run(ctx context.Context, cfg config, stderr io.Writer) error {
 	logger, err := logging.New(stderr, cfg.logLevel, cfg.logFormat)
 	if err != nil {
-		return usageError{err.Error()}
+		return usageError{Msg: err.Error()}
 	}
 	identity, err := loadIdentity(cfg)
 	if err != nil {

@@ -7,8 +7,8 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
+	"github.com/ketnoi/ketnoi/internal/exit"
 	"io"
 	"os"
 	"os/signal"
@@ -35,11 +35,9 @@ var commands = []command{
 }
 
 // usageError marks an error in the command line; it exits with code 2.
-type usageError struct{ msg string }
+type usageError = exit.UsageError
 
-func (e usageError) Error() string { return e.msg }
-
-func usagef(format string, args ...any) error { return usageError{fmt.Sprintf(format, args...)} }
+var usagef = exit.Usagef
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -61,16 +59,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		if c.name != args[0] {
 			continue
 		}
-		err := c.run(ctx, args[1:], stdout)
-		if err == nil {
-			return 0
-		}
-		fmt.Fprintf(stderr, "ketnoi %s: %v\n", c.name, err)
-		var ue usageError
-		if errors.As(err, &ue) {
-			return 2
-		}
-		return 1
+		return exit.Report(stderr, "ketnoi "+c.name, c.run(ctx, args[1:], stdout))
 	}
 	fmt.Fprintf(stderr, "ketnoi: unknown command %q (run \"ketnoi help\")\n", args[0])
 	return 2
