@@ -508,12 +508,7 @@ func (cl *call) relayResponses(ctx context.Context, ss grpc.ServerStream, stream
 func (cl *call) refuseResponse(ctx context.Context, o *exchange.Opened, perr *exchange.Error) error {
 	n := cl.n
 	msgID := cl.template.GetMessageId()
-	var cert []byte
-	if o.Signer != nil {
-		cert = o.Signer.Raw
-	}
-	cl.recordEnd(ctx, n.newRecord(evidencev1.RecordKind_RECORD_KIND_REFUSED, o.Frame.GetSignedHeader(),
-		msgID, cl.target.GetSpiffeId(), o.Verified, perr.Code, perr.Reason+": "+perr.Msg, cert))
+	cl.recordEnd(ctx, n.refusalRecord(o, msgID, cl.target.GetSpiffeId(), perr))
 	n.log.WarnContext(ctx, "response refused", slog.String(logging.KeyMessageID, msgID),
 		slog.String(logging.KeyReason, perr.Reason))
 	return perr.Status(n.self.String()).Err()

@@ -66,11 +66,9 @@ func (s *serve) flushDeferred(ctx context.Context) {
 		return
 	}
 	msgID := s.deferred.rec.GetMessageId()
-	rs, err := s.n.startRecords(ctx, msgID, *s.deferred)
+	pr := *s.deferred
 	s.deferred = nil
-	if err == nil {
-		_, _ = s.n.awaitRecord(ctx, rs[0], msgID)
-	}
+	_ = s.n.recordNow(ctx, msgID, pr)
 }
 
 func (p *provider) Exchange(stream exchangev1.FederationService_ExchangeServer) error {
@@ -109,11 +107,7 @@ func (p *provider) Exchange(stream exchangev1.FederationService_ExchangeServer) 
 		}
 		s.reqReceipt = rs[0]
 	default:
-		rs, err := n.startRecords(ctx, o.Header.GetMessageId(), pr)
-		if err != nil {
-			return err
-		}
-		if _, err := n.awaitRecord(ctx, rs[0], o.Header.GetMessageId()); err != nil {
+		if err := n.recordNow(ctx, o.Header.GetMessageId(), pr); err != nil {
 			return err
 		}
 	}
@@ -207,10 +201,6 @@ func (n *Node) seen(msgID string) bool {
 // response carrying the refusal, so both sides can prove what happened.
 func (s *serve) refuse(ctx context.Context, o *exchange.Opened, perr *exchange.Error) error {
 	n := s.n
-	var cert []byte
-	if o.Signer != nil {
-		cert = o.Signer.Raw
-	}
 	msgID := ""
 	if o.Header != nil {
 		msgID = o.Header.GetMessageId()
@@ -218,8 +208,7 @@ func (s *serve) refuse(ctx context.Context, o *exchange.Opened, perr *exchange.E
 	n.log.WarnContext(ctx, "exchange refused", slog.String(logging.KeyMessageID, msgID),
 		slog.String(logging.KeyPeer, s.peer), slog.String(logging.KeyReason, perr.Reason),
 		slog.String(logging.KeyDetail, perr.Msg))
-	if _, err := n.record(ctx, evidencev1.RecordKind_RECORD_KIND_REFUSED, o.Frame.GetSignedHeader(), msgID, s.peer,
-		o.Verified, perr.Code, perr.Reason+": "+perr.Msg, cert); err != nil {
+	if err := n.recordNow(ctx, msgID, n.refusalRecord(o, msgID, s.peer, perr)); err != nil {
 		return err
 	}
 	st := perr.Status(n.self.String())
@@ -307,12 +296,7 @@ func (s *serve) pumpRequests(ctx context.Context, bs grpc.ClientStream) error {
 			if cerr := p.close(); cerr != nil {
 				return cerr
 			}
-			var cert []byte
-			if o.Signer != nil {
-				cert = o.Signer.Raw
-			}
-			_, _ = n.record(ctx, evidencev1.RecordKind_RECORD_KIND_REFUSED, req.GetFrame().GetSignedHeader(),
-				s.request.GetMessageId(), s.peer, o.Verified, perr.Code, perr.Reason+": "+perr.Msg, cert)
+			_ = n.recordNow(ctx, s.request.GetMessageId(), n.refusalRecord(o, s.request.GetMessageId(), s.peer, perr))
 			return perr
 		}
 		r, err := n.startRecord(ctx, evidencev1.RecordKind_RECORD_KIND_REQUEST_RECEIVED, req.GetFrame().GetSignedHeader(),

@@ -18,19 +18,6 @@ import (
 	spb "google.golang.org/genproto/googleapis/rpc/status"
 )
 
-// record appends one evidence record and returns only once it is durable.
-// A failure is returned as a status that stops the exchange: no exchange
-// proceeds without its evidence. The append is not cancelled with the call,
-// so a message already on its way is always recorded.
-func (n *Node) record(ctx context.Context, kind evidencev1.RecordKind, sh *exchangev1.SignedHeader, msgID, peer string,
-	verified bool, code codes.Code, reason string, cert []byte) (uint64, error) {
-	r, err := n.startRecord(ctx, kind, sh, msgID, peer, verified, code, reason, cert)
-	if err != nil {
-		return 0, err
-	}
-	return n.awaitRecord(ctx, r, msgID)
-}
-
 // startRecord hands a record to the evidence writer without waiting; the
 // caller must awaitRecord before acting on the message.
 func (n *Node) startRecord(ctx context.Context, kind evidencev1.RecordKind, sh *exchangev1.SignedHeader, msgID, peer string,
@@ -64,6 +51,31 @@ func (n *Node) newRecord(kind evidencev1.RecordKind, sh *exchangev1.SignedHeader
 		Reason:            reason,
 		Batch:             sh.GetBatch(),
 	}}
+}
+
+// recordNow appends one built record and returns only once it is durable.
+// A failure is returned as a status that stops the exchange: no exchange
+// proceeds without its evidence. The append is not cancelled with the call,
+// so a message already on its way is always recorded.
+func (n *Node) recordNow(ctx context.Context, msgID string, pr pendingRecord) error {
+	rs, err := n.startRecords(ctx, msgID, pr)
+	if err != nil {
+		return err
+	}
+	_, err = n.awaitRecord(ctx, rs[0], msgID)
+	return err
+}
+
+// refusalRecord builds the record of a frame that failed a check: the
+// header as received, whether its signature verified, and which check
+// failed.
+func (n *Node) refusalRecord(o *exchange.Opened, msgID, peer string, perr *exchange.Error) pendingRecord {
+	var cert []byte
+	if o.Signer != nil {
+		cert = o.Signer.Raw
+	}
+	return n.newRecord(evidencev1.RecordKind_RECORD_KIND_REFUSED, o.Frame.GetSignedHeader(), msgID, peer,
+		o.Verified, perr.Code, perr.Reason+": "+perr.Msg, cert)
 }
 
 // startRecords hands records to the evidence writer to be committed in one
