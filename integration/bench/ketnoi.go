@@ -22,13 +22,20 @@ const (
 // startKetnoi starts a registry and two nodes from the binaries in bin,
 // registers the echo service at backend (plaintext, behind the provider
 // node) with the ketnoi CLI, and connects the client to the consumer
-// node's local endpoint.
-func startKetnoi(ctx context.Context, dir, bin, backend, order string, log io.Writer) (*topology, error) {
+// node's local endpoint. With two debugPorts the consumer and provider
+// nodes serve /debug/pprof on them, for profiling a case while it runs.
+func startKetnoi(ctx context.Context, dir, bin, backend, order string, debugPorts []int, log io.Writer) (*topology, error) {
 	c, err := cluster.New(ctx, dir, bin, log)
 	if err != nil {
 		return nil, err
 	}
 	c.NodeYAML = "evidence_order: " + order + "\n"
+	if len(debugPorts) == 2 {
+		c.NodeArgs = map[string][]string{
+			"consumer": {"--debug-listen", fmt.Sprintf("127.0.0.1:%d", debugPorts[0])},
+			"provider": {"--debug-listen", fmt.Sprintf("127.0.0.1:%d", debugPorts[1])},
+		}
+	}
 	if err := setupKetnoi(ctx, c, backend); err != nil {
 		c.Close()
 		return nil, fmt.Errorf("%w (logs in %s)", err, filepath.Join(dir, "logs"))

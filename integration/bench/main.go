@@ -66,6 +66,7 @@ type options struct {
 	workers     string
 	payloads    []int
 	conc        []int
+	debugPorts  []int
 }
 
 func parseOptions(args []string, stderr io.Writer) (options, error) {
@@ -82,6 +83,7 @@ func parseOptions(args []string, stderr io.Writer) (options, error) {
 	order := fs.String("evidence-order", "strict", "evidence_order of the ketnoi nodes: strict or overlap")
 	fs.BoolVar(&o.keep, "keep", false, "keep the state directory (logs, configs)")
 	fs.StringVar(&o.workers, "nginx-workers", "auto", "worker_processes of each nginx: a count or auto (one per CPU)")
+	debugPorts := fs.String("debug-ports", "", "two loopback ports on which the consumer and provider nodes serve /debug/pprof (off when empty)")
 	if err := fs.Parse(args); err != nil {
 		return o, err
 	}
@@ -104,6 +106,14 @@ func parseOptions(args []string, stderr io.Writer) (options, error) {
 	}
 	for _, c := range cs {
 		o.chunks = append(o.chunks, int32(c))
+	}
+	if *debugPorts != "" {
+		if o.debugPorts, err = intList("debug-ports", *debugPorts, 65535); err != nil {
+			return o, err
+		}
+		if len(o.debugPorts) != 2 {
+			return o, fmt.Errorf("--debug-ports %q: want two ports, consumer first", *debugPorts)
+		}
 	}
 	o.order = *order
 	if o.order != "strict" && o.order != "overlap" {
@@ -200,7 +210,7 @@ func startPaths(ctx context.Context, o options, dir, bin string, stderr io.Write
 	}
 	if o.paths["ketnoi"] {
 		fmt.Fprintln(stderr, "starting registry, consumer node and provider node")
-		k, err := startKetnoi(ctx, filepath.Join(dir, "ketnoi"), bin, backend, o.order, io.Discard)
+		k, err := startKetnoi(ctx, filepath.Join(dir, "ketnoi"), bin, backend, o.order, o.debugPorts, io.Discard)
 		if err != nil {
 			return fail(fmt.Errorf("start ketnoi: %w", err))
 		}
