@@ -459,7 +459,7 @@ func actAsConsumerNode(t *testing.T, c *cluster.Cluster) (exchangev1.FederationS
 	if err != nil {
 		t.Fatal(err)
 	}
-	batch := exchange.NewBatchSigner(signer)
+	batch := exchange.NewBatchSigner(signer, nil)
 	t.Cleanup(func() { conn.Close(); batch.Close() })
 	return exchangev1.NewFederationServiceClient(conn), batch
 }

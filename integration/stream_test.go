@@ -65,7 +65,7 @@ func TestStreamFidelity(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		bs := exchange.NewBatchSigner(other)
+		bs := exchange.NewBatchSigner(other, nil)
 		defer bs.Close()
 		st := sendChainedSigned(ctx, t, c, []int{1}, bs)
 		if codes.Code(st.GetCode()) != codes.Unauthenticated || statusDetailReason(st) != exchange.ReasonSignerMismatch {

@@ -8,9 +8,11 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"time"
 
 	"golang.org/x/mod/sumdb/tlog"
 
+	"github.com/ketnoi/ketnoi/internal/gather"
 	"github.com/ketnoi/ketnoi/internal/sign"
 	exchangev1 "github.com/ketnoi/ketnoi/proto/ketnoi/exchange/v1"
 )
@@ -27,14 +29,20 @@ const maxBatch = 512
 // header at once, then keeps signing whatever other callers queued
 // meanwhile, one Merkle root per batch, until the queue is empty. An idle
 // signer so costs no hand-off between goroutines, and under load one ECDSA
-// signature covers many messages.
+// signature covers many messages. With a gather policy, a leader that finds
+// the node busy first waits briefly for more headers (see package gather).
 type BatchSigner struct {
 	signer *sign.Signer
+	policy *gather.Policy
 
 	mu     sync.Mutex
 	queue  []*signReq
 	busy   bool // a leader is signing
 	closed bool
+	// full is closed once the queue holds target headers while a leader
+	// waits for them; nil when no leader waits.
+	full   chan struct{}
+	target int
 }
 
 type signReq struct {
@@ -47,9 +55,10 @@ type signResult struct {
 	err error
 }
 
-// NewBatchSigner returns a batch signer; Close stops it.
-func NewBatchSigner(s *sign.Signer) *BatchSigner {
-	return &BatchSigner{signer: s}
+// NewBatchSigner returns a batch signer; Close stops it. A nil policy
+// never waits for more headers.
+func NewBatchSigner(s *sign.Signer, p *gather.Policy) *BatchSigner {
+	return &BatchSigner{signer: s, policy: p}
 }
 
 // Signer returns the underlying signer.
@@ -66,7 +75,7 @@ func (b *BatchSigner) Sign(ctx context.Context, header []byte) (*exchangev1.Sign
 		b.mu.Unlock()
 		return nil, ErrSignerClosed
 	}
-	b.queue = append(b.queue, r)
+	b.enqueue(r)
 	if b.busy {
 		b.mu.Unlock()
 		select {
@@ -78,18 +87,51 @@ func (b *BatchSigner) Sign(ctx context.Context, header []byte) (*exchangev1.Sign
 		}
 	}
 	b.busy = true
+	b.gather()
 	b.signQueued()
 	if len(b.queue) > 0 {
 		// Headers queued while this caller signed: a goroutine carries on,
 		// so this caller returns without waiting for other callers' work.
 		b.mu.Unlock()
-		go b.drain()
+		go b.drain(false)
 	} else {
 		b.busy = false
 		b.mu.Unlock()
 	}
 	res := <-r.out
 	return res.sh, res.err
+}
+
+// enqueue queues r and wakes a waiting leader once the queue is full
+// enough; b.mu is held.
+func (b *BatchSigner) enqueue(r *signReq) {
+	b.queue = append(b.queue, r)
+	if b.full != nil && len(b.queue) >= b.target {
+		close(b.full)
+		b.full = nil
+	}
+}
+
+// gather lets a new leader wait for more headers when the policy says the
+// node is busy; b.mu is held on entry and exit.
+func (b *BatchSigner) gather() {
+	target, wait := b.policy.Target()
+	if wait <= 0 || len(b.queue) >= target {
+		return
+	}
+	full := make(chan struct{})
+	b.full, b.target = full, target
+	b.mu.Unlock()
+	t := time.NewTimer(wait)
+	select {
+	case <-full:
+	case <-t.C:
+	}
+	t.Stop()
+	b.mu.Lock()
+	if b.full == full {
+		b.full = nil
+	}
 }
 
 // signQueued signs one batch of the queue; b.mu is held on entry and exit.
@@ -102,9 +144,13 @@ func (b *BatchSigner) signQueued() {
 	b.mu.Lock()
 }
 
-// drain signs until the queue is empty, then leaves the signer idle.
-func (b *BatchSigner) drain() {
+// drain signs until the queue is empty, then leaves the signer idle. With
+// first set it leads a new round and may first wait for more headers.
+func (b *BatchSigner) drain(first bool) {
 	b.mu.Lock()
+	if first {
+		b.gather()
+	}
 	for len(b.queue) > 0 {
 		b.signQueued()
 	}
@@ -124,10 +170,10 @@ func (b *BatchSigner) signAsync(header []byte) <-chan signResult {
 		r.out <- signResult{err: ErrSignerClosed}
 		return r.out
 	}
-	b.queue = append(b.queue, r)
+	b.enqueue(r)
 	if !b.busy {
 		b.busy = true
-		go b.drain()
+		go b.drain(true)
 	}
 	return r.out
 }
@@ -231,17 +277,32 @@ func VerifySignedHeader(cert *x509.Certificate, sh *exchangev1.SignedHeader) err
 
 // Verifier verifies signed headers and remembers batch roots it has
 // verified, so each batch costs one ECDSA verification however many of its
-// headers arrive.
+// headers arrive. Headers of one batch arrive together, so a root being
+// verified is waited for rather than verified again.
 type Verifier struct {
 	mu    sync.Mutex
-	roots map[[32 + 32 + 8]byte]struct{}
-	order [][32 + 32 + 8]byte
+	roots map[rootKey]*rootCheck
+	order []rootKey
 	max   int
+}
+
+// rootKey names a signed batch: the SHA-256 of the signer certificate, the
+// root, the batch size and the SHA-256 of the signature. The signature is
+// part of the key so that a header that arrives with other signature bytes
+// over a known root is checked, not taken on the root's credit: its record
+// must hold a signature that verifies.
+type rootKey [32 + 32 + 8 + 32]byte
+
+// rootCheck is one verification of a batch signature; ok is written
+// before done is closed.
+type rootCheck struct {
+	done chan struct{}
+	ok   bool
 }
 
 // NewVerifier returns a verifier caching up to max batch roots.
 func NewVerifier(max int) *Verifier {
-	return &Verifier{roots: map[[72]byte]struct{}{}, max: max}
+	return &Verifier{roots: map[rootKey]*rootCheck{}, max: max}
 }
 
 var defaultVerifier = NewVerifier(0)
@@ -267,35 +328,47 @@ func (v *Verifier) Verify(cert *x509.Certificate, sh *exchangev1.SignedHeader) e
 	if err := tlog.CheckRecord(proof, int64(b.GetSize()), root, int64(b.GetIndex()), tlog.RecordHash(sh.GetHeader())); err != nil {
 		return fmt.Errorf("%w: header is not in the signed batch", sign.ErrBadSignature)
 	}
+	verify := func() error {
+		return sign.Verify(cert, TypeBatch, batchMessage(root, b.GetSize()), sh.GetSignature())
+	}
+	if v.max <= 0 {
+		return verify()
+	}
 
-	var key [72]byte
+	var key rootKey
 	copy(key[:32], sha256Sum(cert.Raw))
 	copy(key[32:64], root[:])
-	binary.BigEndian.PutUint64(key[64:], b.GetSize())
-	if v.max > 0 {
-		v.mu.Lock()
-		_, ok := v.roots[key]
+	binary.BigEndian.PutUint64(key[64:72], b.GetSize())
+	copy(key[72:], sha256Sum(sh.GetSignature()))
+	v.mu.Lock()
+	if c, ok := v.roots[key]; ok {
 		v.mu.Unlock()
-		if ok {
+		<-c.done
+		if c.ok {
 			return nil
 		}
+		return verify() // the same signature failed: report it alike
 	}
-	if err := sign.Verify(cert, TypeBatch, batchMessage(root, b.GetSize()), sh.GetSignature()); err != nil {
-		return err
+	c := &rootCheck{done: make(chan struct{})}
+	v.roots[key] = c
+	v.order = append(v.order, key)
+	if len(v.order) > v.max {
+		delete(v.roots, v.order[0])
+		v.order = v.order[1:]
 	}
-	if v.max > 0 {
+	v.mu.Unlock()
+
+	err := verify()
+	c.ok = err == nil
+	if !c.ok {
 		v.mu.Lock()
-		if _, ok := v.roots[key]; !ok {
-			v.roots[key] = struct{}{}
-			v.order = append(v.order, key)
-			if len(v.order) > v.max {
-				delete(v.roots, v.order[0])
-				v.order = v.order[1:]
-			}
+		if v.roots[key] == c {
+			delete(v.roots, key)
 		}
 		v.mu.Unlock()
 	}
-	return nil
+	close(c.done)
+	return err
 }
 
 func sha256Sum(b []byte) []byte {

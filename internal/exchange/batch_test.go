@@ -3,12 +3,14 @@ package exchange_test
 import (
 	"context"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"google.golang.org/protobuf/proto"
 
 	"github.com/ketnoi/ketnoi/internal/exchange"
+	"github.com/ketnoi/ketnoi/internal/gather"
 	"github.com/ketnoi/ketnoi/internal/pki/pkitest"
 	"github.com/ketnoi/ketnoi/internal/sign"
 	exchangev1 "github.com/ketnoi/ketnoi/proto/ketnoi/exchange/v1"
@@ -16,7 +18,7 @@ import (
 
 // sealWith seals through a batch signer of its own, as a node does.
 func sealWith(s *sign.Signer, h *exchangev1.Header, payload []byte, hasMsg bool, now time.Time) (*exchange.Sealed, error) {
-	bs := exchange.NewBatchSigner(s)
+	bs := exchange.NewBatchSigner(s, nil)
 	defer bs.Close()
 	return exchange.Seal(context.Background(), bs, h, payload, hasMsg, now)
 }
@@ -29,7 +31,7 @@ func openWith(f *exchangev1.Frame, lookup exchange.CertLookup) (*exchange.Opened
 func TestBatchSignatures(t *testing.T) {
 	ca := pkitest.NewCA(t, "vn.ketnoi")
 	s := ca.Signer(t, consumer)
-	bs := exchange.NewBatchSigner(s)
+	bs := exchange.NewBatchSigner(s, nil)
 	defer bs.Close()
 
 	const n = 64
@@ -83,7 +85,7 @@ func TestVerifierCachesRootsPerCertificate(t *testing.T) {
 	ca := pkitest.NewCA(t, "vn.ketnoi")
 	s := ca.Signer(t, consumer)
 	other := ca.Signer(t, "VN/NN/000.00.00.G09")
-	bs := exchange.NewBatchSigner(s)
+	bs := exchange.NewBatchSigner(s, nil)
 	defer bs.Close()
 	sh, err := bs.Sign(context.Background(), []byte("header"))
 	if err != nil {
@@ -120,5 +122,91 @@ func TestOpenRefusesMessagesOutsideCertificateValidity(t *testing.T) {
 		if _, xerr := openWith(sealed.Frame, lookup); xerr == nil || xerr.Reason != exchange.ReasonSignerUnknown {
 			t.Errorf("message dated %s: %v, want %s", at, xerr, exchange.ReasonSignerUnknown)
 		}
+	}
+}
+
+// Under load a leader waits for more headers, so two callers that arrive
+// one after the other share one signature; an idle node never waits.
+func TestBatchSignerGathersUnderLoad(t *testing.T) {
+	ca := pkitest.NewCA(t, "vn.ketnoi")
+	s := ca.Signer(t, consumer)
+	var active atomic.Int64
+	// The wait ends when the second header arrives, long before an hour.
+	bs := exchange.NewBatchSigner(s, &gather.Policy{Delay: time.Hour, MinActive: 8, Active: &active})
+	defer bs.Close()
+
+	active.Store(1)
+	alone, err := bs.Sign(context.Background(), []byte("idle"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := alone.GetBatch().GetSize(); got != 1 {
+		t.Fatalf("idle node: batch of %d, want 1", got)
+	}
+
+	active.Store(8) // target: two headers
+	first := make(chan *exchangev1.SignedHeader, 1)
+	go func() {
+		sh, err := bs.Sign(context.Background(), []byte("first"))
+		if err != nil {
+			t.Errorf("first: %v", err)
+		}
+		first <- sh
+	}()
+	second, err := bs.Sign(context.Background(), []byte("second"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := <-first
+	if a == nil {
+		return
+	}
+	if string(a.GetBatch().GetRoot()) != string(second.GetBatch().GetRoot()) || a.GetBatch().GetSize() != 2 {
+		t.Errorf("busy node: batches of %d and %d with different roots, want one batch of 2",
+			a.GetBatch().GetSize(), second.GetBatch().GetSize())
+	}
+	for _, sh := range []*exchangev1.SignedHeader{a, second} {
+		if err := exchange.VerifySignedHeader(s.Certificate(), sh); err != nil {
+			t.Errorf("verify %q: %v", sh.GetHeader(), err)
+		}
+	}
+}
+
+// Headers of one batch verified at once all pass, and a forged signature
+// over a good root neither passes nor spoils the root for the real one.
+func TestVerifierConcurrentAndForgedSignatures(t *testing.T) {
+	ca := pkitest.NewCA(t, "vn.ketnoi")
+	s := ca.Signer(t, consumer)
+	bs := exchange.NewBatchSigner(s, nil)
+	defer bs.Close()
+	sh, err := bs.Sign(context.Background(), []byte("header"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	forged := proto.Clone(sh).(*exchangev1.SignedHeader)
+	forged.Signature[len(forged.Signature)-1] ^= 1
+
+	v := exchange.NewVerifier(8)
+	var wg sync.WaitGroup
+	for i := range 16 {
+		wg.Go(func() {
+			if i%2 == 1 {
+				if err := v.Verify(s.Certificate(), forged); err == nil {
+					t.Errorf("verify %d: forged signature accepted", i)
+				}
+				return
+			}
+			if err := v.Verify(s.Certificate(), sh); err != nil {
+				t.Errorf("verify %d: %v", i, err)
+			}
+		})
+	}
+	wg.Wait()
+	fresh := exchange.NewVerifier(8)
+	if err := fresh.Verify(s.Certificate(), forged); err == nil {
+		t.Fatal("forged signature accepted")
+	}
+	if err := fresh.Verify(s.Certificate(), sh); err != nil {
+		t.Errorf("real signature after a forged one over the same root: %v", err)
 	}
 }

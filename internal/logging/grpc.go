@@ -3,6 +3,8 @@ package logging
 import (
 	"context"
 	"log/slog"
+	"strings"
+	"time"
 
 	grpclogging "github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/logging"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
@@ -10,45 +12,84 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/peer"
+	"google.golang.org/grpc/status"
+)
+
+// Keys of call logs beyond the shared ones.
+const (
+	KeyDuration = "duration"
+	KeyCallKind = "kind"
 )
 
 // CallInterceptors returns gRPC server interceptors that log the end of
 // every call to l: successful calls at debug level (they are the common
 // case), failures at the level grpc-go's middleware assigns their code,
-// with the caller's SPIFFE ID when the connection has one. Payloads are
-// never logged.
+// with the method, code, duration and the caller's SPIFFE ID when the
+// connection has one. Payloads are never logged.
+//
+// The level is decided before any field is built, so a call that is not
+// logged costs one clock read and one Enabled check: on a node every
+// exchange passes two of these interceptors.
 func CallInterceptors(l *slog.Logger) (grpc.UnaryServerInterceptor, grpc.StreamServerInterceptor) {
-	logger := grpclogging.LoggerFunc(func(ctx context.Context, lvl grpclogging.Level, msg string, fields ...any) {
-		l.Log(ctx, slog.Level(lvl), msg, fields...)
-	})
-	opts := []grpclogging.Option{
-		grpclogging.WithLogOnEvents(grpclogging.FinishCall),
-		grpclogging.WithLevels(callLevel),
-		grpclogging.WithFieldsFromContext(peerField),
+	unary := func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+		start := time.Now()
+		resp, err := handler(ctx, req)
+		logCall(ctx, l, info.FullMethod, "unary", start, err)
+		return resp, err
 	}
-	return grpclogging.UnaryServerInterceptor(logger, opts...), grpclogging.StreamServerInterceptor(logger, opts...)
+	stream := func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
+		start := time.Now()
+		err := handler(srv, ss)
+		logCall(ss.Context(), l, info.FullMethod, "stream", start, err)
+		return err
+	}
+	return unary, stream
 }
 
-func callLevel(c codes.Code) grpclogging.Level {
+// logCall logs the end of one call if its level is enabled.
+func logCall(ctx context.Context, l *slog.Logger, method, kind string, start time.Time, err error) {
+	code := status.Code(err)
+	lvl := callLevel(code)
+	if !l.Enabled(ctx, lvl) {
+		return
+	}
+	attrs := make([]slog.Attr, 0, 6)
+	attrs = append(attrs,
+		slog.String(KeyMethod, strings.TrimPrefix(method, "/")),
+		slog.String(KeyCallKind, kind),
+		slog.String(KeyCode, code.String()),
+		slog.Duration(KeyDuration, time.Since(start)))
+	if id := peerID(ctx); id != "" {
+		attrs = append(attrs, slog.String(KeyPeer, id))
+	}
+	if err != nil {
+		attrs = append(attrs, slog.String(KeyError, status.Convert(err).Message()))
+	}
+	l.LogAttrs(ctx, lvl, "finished call", attrs...)
+}
+
+// callLevel is the level of a finished call: debug for OK, otherwise the
+// level grpc-go's middleware gives the code on a server.
+func callLevel(c codes.Code) slog.Level {
 	if c == codes.OK {
-		return grpclogging.LevelDebug
+		return slog.LevelDebug
 	}
-	return grpclogging.DefaultServerCodeToLevel(c)
+	return slog.Level(grpclogging.DefaultServerCodeToLevel(c))
 }
 
-// peerField adds the caller's SPIFFE ID to call logs.
-func peerField(ctx context.Context) grpclogging.Fields {
+// peerID is the caller's SPIFFE ID, or "" on a connection without one.
+func peerID(ctx context.Context) string {
 	p, ok := peer.FromContext(ctx)
 	if !ok {
-		return nil
+		return ""
 	}
 	info, ok := p.AuthInfo.(credentials.TLSInfo)
 	if !ok || len(info.State.PeerCertificates) == 0 {
-		return nil
+		return ""
 	}
 	id, err := x509svid.IDFromCert(info.State.PeerCertificates[0])
 	if err != nil {
-		return nil
+		return ""
 	}
-	return grpclogging.Fields{KeyPeer, id.String()}
+	return id.String()
 }

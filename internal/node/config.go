@@ -80,6 +80,18 @@ type Config struct {
 	// A crash can then lose the record of a request that was never
 	// answered (a backend may still have acted on it).
 	EvidenceOrder string `yaml:"evidence_order"`
+
+	// Batching lets outgoing messages wait for more before they are signed
+	// when many exchanges are in progress, so that one signature (and one
+	// verification at the peer, one commit in each log) covers several.
+	Batching struct {
+		// Delay bounds the wait; 0 turns waiting off. Unset means
+		// DefaultBatchDelay.
+		Delay *time.Duration `yaml:"delay"`
+		// MinActive is how many exchanges must be in progress on the node
+		// before anything waits; unset or 0 means DefaultBatchMinActive.
+		MinActive int `yaml:"min_active"`
+	} `yaml:"batching"`
 }
 
 // Evidence orders.
@@ -105,6 +117,8 @@ const (
 	DefaultMaxMessageBytes = 4 << 20
 	DefaultClockSkew       = 2 * time.Minute
 	DefaultDeadlineMargin  = 5 * time.Millisecond
+	DefaultBatchDelay      = time.Millisecond
+	DefaultBatchMinActive  = 8
 )
 
 // LoadConfig reads and validates a YAML configuration file.
@@ -149,6 +163,17 @@ func (c *Config) validate() error {
 	}
 	if c.DeadlineMargin == 0 {
 		c.DeadlineMargin = DefaultDeadlineMargin
+	}
+	if c.Batching.Delay == nil {
+		d := DefaultBatchDelay
+		c.Batching.Delay = &d
+	}
+	if *c.Batching.Delay < 0 || *c.Batching.Delay > time.Second || c.Batching.MinActive < 0 {
+		return fmt.Errorf("batching: delay %s must be between 0 and 1s and min_active %d not negative",
+			*c.Batching.Delay, c.Batching.MinActive)
+	}
+	if c.Batching.MinActive == 0 {
+		c.Batching.MinActive = DefaultBatchMinActive
 	}
 	switch c.EvidenceOrder {
 	case "":

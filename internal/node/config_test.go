@@ -48,6 +48,21 @@ func TestLoadConfig(t *testing.T) {
 	if want := filepath.Join(filepath.Dir(p), "data"); c.DataDir != want {
 		t.Errorf("data_dir = %q, want %q (relative to the file)", c.DataDir, want)
 	}
+	if *c.Batching.Delay != DefaultBatchDelay || c.Batching.MinActive != DefaultBatchMinActive {
+		t.Errorf("batching = %v, %d; want the defaults %v, %d",
+			*c.Batching.Delay, c.Batching.MinActive, DefaultBatchDelay, DefaultBatchMinActive)
+	}
+}
+
+// An explicit zero delay turns batching off; it is not taken as unset.
+func TestLoadConfigBatchingOff(t *testing.T) {
+	c, err := LoadConfig(writeConfig(t, validConfig+"batching: {delay: 0s, min_active: 32}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if *c.Batching.Delay != 0 || c.Batching.MinActive != 32 {
+		t.Errorf("batching = %v, %d; want 0s, 32", *c.Batching.Delay, c.Batching.MinActive)
+	}
 }
 
 func TestLoadConfigRejects(t *testing.T) {
@@ -63,6 +78,9 @@ func TestLoadConfigRejects(t *testing.T) {
 		{"unknown field type", "name: node1", "name: [x]", "parse config"},
 		{"misspelt key", "data_dir: data", "data_dir: data\nbackend: []", "field backend not found"},
 		{"negative limit", "data_dir: data", "data_dir: data\nmax_message_bytes: -5", "must not be negative"},
+		{"batch delay too long", "data_dir: data", "data_dir: data\nbatching: {delay: 2s}", "batching: delay 2s must be between 0 and 1s"},
+		{"negative batch delay", "data_dir: data", "data_dir: data\nbatching: {delay: -1ms}", "batching: delay -1ms"},
+		{"batch delay without unit", "data_dir: data", "data_dir: data\nbatching: {delay: 5}", "parse config"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -176,5 +194,23 @@ func TestPoolRetain(t *testing.T) {
 	}
 	if _, err := p.get("spiffe://vn.ketnoi/node/NN/A/n1", "127.0.0.1:1"); err != nil || dialed != 3 {
 		t.Errorf("a dropped key is dialed anew on use: dialed %d, %v", dialed, err)
+	}
+}
+
+// The example files operators copy must stay valid as options are added.
+func TestDeployExamplesLoad(t *testing.T) {
+	files, err := filepath.Glob(filepath.Join("..", "..", "deploy", "node-*.yaml"))
+	if err != nil || len(files) < 2 {
+		t.Fatalf("deploy examples: %v, %v", files, err)
+	}
+	for _, f := range files {
+		c, err := LoadConfig(f)
+		if err != nil {
+			t.Errorf("%s: %v", f, err)
+			continue
+		}
+		if filepath.Base(f) == "node-full.yaml" && (*c.Batching.Delay != time.Millisecond || c.Batching.MinActive != 8) {
+			t.Errorf("%s: batching %v, %d not read", f, *c.Batching.Delay, c.Batching.MinActive)
+		}
 	}
 }

@@ -58,6 +58,8 @@ type call struct {
 
 func (c *consumer) handle(_ any, ss grpc.ServerStream) error {
 	n := c.n
+	n.active.Add(1)
+	defer n.active.Add(-1)
 	ctx := ss.Context()
 	full, _ := grpc.MethodFromServerStream(ss)
 	cl, perr := c.prepare(ctx, full)

@@ -73,6 +73,8 @@ func (s *serve) flushDeferred(ctx context.Context) {
 
 func (p *provider) Exchange(stream exchangev1.FederationService_ExchangeServer) error {
 	n := p.n
+	n.active.Add(1)
+	defer n.active.Add(-1)
 	ctx := stream.Context()
 	peerID, err := mtls.PeerID(ctx)
 	if err != nil {

@@ -1,0 +1,44 @@
+// Package gather decides how long a batch may wait for more members.
+//
+// A node signs one Merkle root per batch of outgoing headers, and its peer
+// verifies each root once; the evidence log commits each batch of records
+// with one pair of fsyncs. At a few thousand exchanges a second the
+// messages that happen to be ready at the same moment are one or two, so
+// every signature, verification and commit is paid almost per message and
+// the node's CPU, not its disk, caps throughput. Waiting a little when many
+// exchanges are in progress fills the batches, the way a database's commit
+// delay does: the wait costs the waiting exchanges a fraction of a
+// millisecond, and when few exchanges are in progress nothing waits at all.
+package gather
+
+import (
+	"sync/atomic"
+	"time"
+)
+
+// Policy says how long to wait for more batch members. Its zero value, and
+// a nil *Policy, never waits.
+type Policy struct {
+	// Delay bounds the wait of one batch.
+	Delay time.Duration
+	// MinActive is how many exchanges must be in progress before a batch
+	// waits at all.
+	MinActive int
+	// Active counts the exchanges in progress.
+	Active *atomic.Int64
+}
+
+// Target returns how many members a batch should wait for and for how
+// long at most, or (0, 0) when it should not wait. A quarter of the
+// exchanges in progress is what a batch can expect to gather: the others
+// are in flight between nodes or at the backend.
+func (p *Policy) Target() (members int, wait time.Duration) {
+	if p == nil || p.Delay <= 0 || p.Active == nil {
+		return 0, 0
+	}
+	active := int(p.Active.Load())
+	if active < max(p.MinActive, 2) {
+		return 0, 0
+	}
+	return max(active/4, 2), p.Delay
+}

@@ -1,0 +1,37 @@
+package gather
+
+import (
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+func TestTarget(t *testing.T) {
+	var active atomic.Int64
+	p := &Policy{Delay: time.Millisecond, MinActive: 8, Active: &active}
+	for _, tc := range []struct {
+		active  int64
+		members int
+		wait    time.Duration
+	}{
+		{0, 0, 0},
+		{1, 0, 0},
+		{7, 0, 0}, // below MinActive: an idle node answers at once
+		{8, 2, time.Millisecond},
+		{64, 16, time.Millisecond},
+	} {
+		active.Store(tc.active)
+		m, w := p.Target()
+		if m != tc.members || w != tc.wait {
+			t.Errorf("%d active: Target() = %d, %v; want %d, %v", tc.active, m, w, tc.members, tc.wait)
+		}
+	}
+	var nilPolicy *Policy
+	if m, w := nilPolicy.Target(); m != 0 || w != 0 {
+		t.Errorf("nil policy: Target() = %d, %v; want no wait", m, w)
+	}
+	active.Store(100)
+	if m, w := (&Policy{MinActive: 1, Active: &active}).Target(); m != 0 || w != 0 {
+		t.Errorf("zero delay: Target() = %d, %v; want no wait", m, w)
+	}
+}

@@ -1,0 +1,73 @@
+package logging
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"log/slog"
+	"testing"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+)
+
+func TestCallInterceptorsLogFailuresNotSuccesses(t *testing.T) {
+	var buf bytes.Buffer
+	l := slog.New(slog.NewJSONHandler(&buf, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	unary, _ := CallInterceptors(l)
+	info := &grpc.UnaryServerInfo{FullMethod: "/ketnoi.exchange.v1.FederationService/Exchange"}
+
+	ok := func(context.Context, any) (any, error) { return "fine", nil }
+	if resp, err := unary(context.Background(), nil, info, ok); err != nil || resp != "fine" {
+		t.Fatalf("OK call: got %v, %v", resp, err)
+	}
+	if buf.Len() != 0 {
+		t.Fatalf("an OK call logged at info level: %s", buf.String())
+	}
+
+	denied := func(context.Context, any) (any, error) {
+		return nil, status.Error(codes.PermissionDenied, "no grant")
+	}
+	if _, err := unary(context.Background(), nil, info, denied); status.Code(err) != codes.PermissionDenied {
+		t.Fatalf("failed call: error %v passed on changed", err)
+	}
+	var line map[string]any
+	if err := json.Unmarshal(buf.Bytes(), &line); err != nil {
+		t.Fatalf("log line %q: %v", buf.String(), err)
+	}
+	want := map[string]any{
+		"level": "WARN", "msg": "finished call", KeyCode: "PermissionDenied", KeyCallKind: "unary",
+		KeyMethod: "ketnoi.exchange.v1.FederationService/Exchange", KeyError: "no grant",
+	}
+	for k, v := range want {
+		if line[k] != v {
+			t.Errorf("log %s = %v, want %v (line %s)", k, line[k], v, buf.String())
+		}
+	}
+	if _, ok := line[KeyDuration]; !ok {
+		t.Errorf("log line has no %s: %s", KeyDuration, buf.String())
+	}
+}
+
+func TestCallInterceptorsLogSuccessAtDebug(t *testing.T) {
+	var buf bytes.Buffer
+	l := slog.New(slog.NewJSONHandler(&buf, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	_, stream := CallInterceptors(l)
+	info := &grpc.StreamServerInfo{FullMethod: "/grpc.testing.TestService/FullDuplexCall"}
+	err := stream(nil, fakeStream{}, info, func(any, grpc.ServerStream) error { return nil })
+	if err != nil {
+		t.Fatal(err)
+	}
+	var line map[string]any
+	if err := json.Unmarshal(buf.Bytes(), &line); err != nil {
+		t.Fatalf("log line %q: %v", buf.String(), err)
+	}
+	if line["level"] != "DEBUG" || line[KeyCode] != "OK" || line[KeyCallKind] != "stream" {
+		t.Errorf("log line %s: want a debug line with code OK, kind stream", buf.String())
+	}
+}
+
+type fakeStream struct{ grpc.ServerStream }
+
+func (fakeStream) Context() context.Context { return context.Background() }
