@@ -181,6 +181,7 @@ func (n *Node) open() error {
 		return grpc.NewClient(addr,
 			grpc.WithTransportCredentials(mtls.ClientCredentials(n.identity, tlsconfig.AuthorizeID(peerID))),
 			grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 30 * time.Second, PermitWithoutStream: true}),
+			grpc.WithInitialWindowSize(streamWindow), grpc.WithInitialConnWindowSize(connWindow),
 			grpc.WithDefaultCallOptions(
 				grpc.MaxCallRecvMsgSize(n.frameLimit()), grpc.MaxCallSendMsgSize(n.frameLimit())),
 		)
@@ -188,6 +189,7 @@ func (n *Node) open() error {
 	n.backends = newPool(func(_, addr string) (*grpc.ClientConn, error) {
 		return grpc.NewClient(addr,
 			grpc.WithTransportCredentials(insecure.NewCredentials()),
+			grpc.WithInitialWindowSize(streamWindow), grpc.WithInitialConnWindowSize(connWindow),
 			grpc.WithDefaultCallOptions(grpc.ForceCodecV2(n.codec),
 				grpc.MaxCallRecvMsgSize(n.cfg.MaxMessageBytes), grpc.MaxCallSendMsgSize(n.cfg.MaxMessageBytes)),
 		)
@@ -201,6 +203,17 @@ func (n *Node) open() error {
 // its stack again (about a twentieth of a node's CPU under load); calls
 // beyond this many at once get goroutines of their own as usual.
 const streamWorkers = 64
+
+// HTTP/2 flow-control windows of every connection a node makes or
+// accepts. grpc-go sizes windows from its bandwidth-delay estimate, which on
+// a fast link with a node waiting for its evidence commits stays small and
+// stalls large streams: a stream in 1 MiB messages ran about 40% faster
+// with these fixed windows. They also bound what a stream can buffer in the
+// node when its reader is slow.
+const (
+	streamWindow = 2 << 20
+	connWindow   = 8 << 20
+)
 
 // frameLimit is the largest frame between nodes: a message plus its signed
 // header.
@@ -361,6 +374,7 @@ func (n *Node) federationServer() *grpc.Server {
 		grpc.MaxSendMsgSize(n.frameLimit()),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 20 * time.Second, PermitWithoutStream: true}),
 		grpc.NumStreamWorkers(streamWorkers),
+		grpc.InitialWindowSize(streamWindow), grpc.InitialConnWindowSize(connWindow),
 		grpc.ChainStreamInterceptor(n.logStream, recoverStream(n.log)),
 	)
 	exchangev1.RegisterFederationServiceServer(s, &provider{n: n})
@@ -386,6 +400,7 @@ func (n *Node) localServer(client id.Client) *grpc.Server {
 		grpc.MaxRecvMsgSize(n.cfg.MaxMessageBytes),
 		grpc.MaxSendMsgSize(n.cfg.MaxMessageBytes),
 		grpc.NumStreamWorkers(streamWorkers),
+		grpc.InitialWindowSize(streamWindow), grpc.InitialConnWindowSize(connWindow),
 		grpc.ChainStreamInterceptor(n.logStream, recoverStream(n.log)),
 		grpc.ChainUnaryInterceptor(n.logUnary, recoverUnary(n.log)),
 	)
