@@ -16,7 +16,9 @@ import (
 	bolterrors "go.etcd.io/bbolt/errors"
 	"golang.org/x/mod/sumdb/tlog"
 
+	"github.com/ketnoi/ketnoi/internal/gather"
 	"github.com/ketnoi/ketnoi/internal/logging"
+	exchangev1 "github.com/ketnoi/ketnoi/proto/ketnoi/exchange/v1"
 )
 
 var (
@@ -69,6 +71,13 @@ type Options struct {
 	Node string
 	// MaxBatch caps the records written by one commit; 0 means 1024.
 	MaxBatch int
+	// Seal signs the headers of the records started with Item.Sign, all
+	// those of one commit together; it is called by the writer, at most
+	// MaxBatch headers at a time. Without it such records are refused.
+	Seal func(headers [][]byte) ([]*exchangev1.SignedHeader, error)
+	// Gather lets the writer wait for more records before a commit while
+	// the node is busy (see package gather); nil never waits.
+	Gather *gather.Policy
 }
 
 // Log is a node's evidence log. Its methods are safe for concurrent use.
@@ -82,6 +91,9 @@ type Log struct {
 
 	// Write side; nil queue for read-only logs.
 	maxBatch int
+	seal     func(headers [][]byte) ([]*exchangev1.SignedHeader, error)
+	gather   *gather.Policy
+	carry    []*pending   // records for the next commit; writer goroutine only
 	mu       sync.RWMutex // guards closed and sends on queue
 	closed   bool
 	queue    chan []*pending // each item is committed whole
@@ -126,7 +138,7 @@ func Open(path string, opts Options) (_ *Log, err error) {
 		return nil, fmt.Errorf("open evidence log %s: %w", path, err)
 	}
 
-	l := &Log{db: db, path: path, logger: opts.Logger, maxBatch: opts.MaxBatch}
+	l := &Log{db: db, path: path, logger: opts.Logger, maxBatch: opts.MaxBatch, seal: opts.Seal, gather: opts.Gather}
 	if l.logger == nil {
 		l.logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}

@@ -7,6 +7,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"time"
 
 	bolt "go.etcd.io/bbolt"
 	"golang.org/x/mod/sumdb/tlog"
@@ -18,11 +19,19 @@ import (
 
 // pending is one record waiting for the writer.
 type pending struct {
-	leaf      []byte
+	leaf      []byte // nil until signed, for a record to sign
 	messageID string
 	cert      []byte
 	certSum   [sha256.Size]byte
 	done      chan result // buffered, receives exactly once
+
+	// For a record whose header the writer signs: the record to complete
+	// and marshal, the signed header once there, and sealed, closed once
+	// the header is signed or cannot be (sealErr).
+	rec     *evidencev1.Record
+	signed  *exchangev1.SignedHeader
+	sealErr error
+	sealed  chan struct{}
 }
 
 // result is the writer's answer to one pending record.
@@ -61,6 +70,19 @@ type Receipt struct {
 	p *pending
 }
 
+// Item is one record for StartItems.
+type Item struct {
+	Record *evidencev1.Record
+	// SignerCert is the DER certificate of the header's signer, or nil
+	// when the log already has it or the record has none.
+	SignerCert []byte
+	// Sign asks the writer to sign the record's header (Options.Seal)
+	// together with the other headers of its commit, and to store the
+	// signature and batch proof in the record. The signed header is then
+	// available from the receipt.
+	Sign bool
+}
+
 // Start hands rec to the writer like Append but returns at once, so that a
 // caller with a stream of messages can prepare the next one while this one
 // is being committed. The caller must not act on the record (send the
@@ -81,15 +103,27 @@ func (l *Log) StartAll(ctx context.Context, recs []*evidencev1.Record, certs [][
 	if len(recs) != len(certs) {
 		return nil, errors.New("append evidence: one certificate slot per record")
 	}
+	items := make([]Item, len(recs))
+	for i, rec := range recs {
+		items[i] = Item{Record: rec, SignerCert: certs[i]}
+	}
+	return l.StartItems(ctx, items...)
+}
+
+// StartItems is StartAll for items, some of which the writer may sign.
+func (l *Log) StartItems(ctx context.Context, items ...Item) ([]*Receipt, error) {
 	if l.queue == nil {
 		return nil, fmt.Errorf("append evidence: %w", ErrReadOnly)
 	}
-	if len(recs) > l.maxBatch {
-		return nil, fmt.Errorf("append evidence: %d records exceed a commit's %d", len(recs), l.maxBatch)
+	if len(items) > l.maxBatch {
+		return nil, fmt.Errorf("append evidence: %d records exceed a commit's %d", len(items), l.maxBatch)
 	}
-	ps := make([]*pending, len(recs))
-	for i, rec := range recs {
-		p, err := newPending(rec, certs[i])
+	ps := make([]*pending, len(items))
+	for i, it := range items {
+		if it.Sign && l.seal == nil {
+			return nil, errors.New("append evidence: this log signs no headers")
+		}
+		p, err := newPending(it.Record, it.SignerCert, it.Sign)
 		if err != nil {
 			return nil, fmt.Errorf("append evidence: %w", err)
 		}
@@ -108,6 +142,24 @@ func (l *Log) StartAll(ctx context.Context, recs []*evidencev1.Record, certs [][
 	return rs, nil
 }
 
+// Signed waits until the writer has signed the header of a record started
+// with Item.Sign and returns it signed, typically before the record is
+// durable. It returns nil for other records.
+func (r *Receipt) Signed(ctx context.Context) (*exchangev1.SignedHeader, error) {
+	if r.p.sealed == nil {
+		return nil, nil
+	}
+	select {
+	case <-r.p.sealed:
+		if r.p.sealErr != nil {
+			return nil, fmt.Errorf("sign header: %w", r.p.sealErr)
+		}
+		return r.p.signed, nil
+	case <-ctx.Done():
+		return nil, fmt.Errorf("sign header: %w", ctx.Err())
+	}
+}
+
 // Wait returns the record's index once the commit holding it is on disk,
 // or the commit's error. It may be called once.
 func (r *Receipt) Wait(ctx context.Context) (uint64, error) {
@@ -122,8 +174,9 @@ func (r *Receipt) Wait(ctx context.Context) (uint64, error) {
 	}
 }
 
-// newPending validates and encodes a record.
-func newPending(rec *evidencev1.Record, signerCert []byte) (*pending, error) {
+// newPending validates and encodes a record; one to sign is encoded by the
+// writer once signed.
+func newPending(rec *evidencev1.Record, signerCert []byte, sign bool) (*pending, error) {
 	if rec == nil {
 		return nil, errors.New("nil record")
 	}
@@ -140,6 +193,13 @@ func newPending(rec *evidencev1.Record, signerCert []byte) (*pending, error) {
 		p.cert = bytes.Clone(signerCert)
 		p.certSum = sha256.Sum256(signerCert)
 	}
+	if sign {
+		if len(rec.GetHeader()) == 0 || !rec.GetSignatureVerified() || signerCert == nil {
+			return nil, errors.New("a record to sign needs its header, signature_verified and the signer certificate")
+		}
+		p.rec = rec
+		p.sealed = make(chan struct{})
+	}
 	if rec.GetSignatureVerified() && signerCert != nil {
 		var h exchangev1.Header
 		if err := proto.Unmarshal(rec.GetHeader(), &h); err != nil {
@@ -149,6 +209,9 @@ func newPending(rec *evidencev1.Record, signerCert []byte) (*pending, error) {
 			return nil, fmt.Errorf("signer certificate %x is not the one the header names (%x)",
 				p.certSum[:8], prefix(h.GetSignerCertificateSha256()))
 		}
+	}
+	if sign {
+		return p, nil
 	}
 	leaf, err := proto.MarshalOptions{Deterministic: true}.Marshal(rec)
 	if err != nil {
@@ -183,7 +246,16 @@ func (l *Log) enqueue(ctx context.Context, ps []*pending) error {
 func (l *Log) write() {
 	defer close(l.done)
 	batch := make([]*pending, 0, l.maxBatch)
-	for first := range l.queue {
+	for {
+		first := l.carry
+		l.carry = nil
+		if first == nil {
+			ps, ok := <-l.queue
+			if !ok {
+				return
+			}
+			first = ps
+		}
 		batch = append(batch[:0], first...)
 	fill:
 		for len(batch) < l.maxBatch {
@@ -192,20 +264,104 @@ func (l *Log) write() {
 				if !ok {
 					break fill
 				}
+				if len(batch)+len(ps) > l.maxBatch {
+					l.carry = ps // they lead the next commit
+					break fill
+				}
 				batch = append(batch, ps...)
 			default:
 				break fill
 			}
 		}
+		if l.carry == nil {
+			batch = l.gatherMore(batch)
+		}
 
-		// A failed commit is reported to every caller of the batch, who
-		// refuses its exchange and reports it; nothing is logged here.
-		start, err := l.commit(batch)
+		// A failed signature or commit is reported to every caller of the
+		// batch, who refuses its exchange and reports it; nothing is
+		// logged here.
+		err := l.sealAll(batch)
+		var start uint64
+		if err == nil {
+			start, err = l.commit(batch)
+		}
 		for i, p := range batch {
 			p.done <- result{index: start + uint64(i), err: err}
 			batch[i] = nil
 		}
 	}
+}
+
+// gatherMore waits, while the node is busy, for more records to join
+// batch, up to the gather policy's target and delay.
+func (l *Log) gatherMore(batch []*pending) []*pending {
+	target, wait := l.gather.Target()
+	target = min(target, l.maxBatch)
+	if wait <= 0 || len(batch) >= target {
+		return batch
+	}
+	t := time.NewTimer(wait)
+	defer t.Stop()
+	for len(batch) < target {
+		select {
+		case ps, ok := <-l.queue:
+			if !ok {
+				return batch
+			}
+			if len(batch)+len(ps) > l.maxBatch {
+				// Too many for this commit: they lead the next one.
+				l.carry = ps
+				return batch
+			}
+			batch = append(batch, ps...)
+		case <-t.C:
+			return batch
+		}
+	}
+	return batch
+}
+
+// sealAll signs the headers of the batch's records to sign with one
+// signature, completes and encodes those records, and releases their
+// callers' Signed. If signing fails, it fails the whole batch.
+func (l *Log) sealAll(batch []*pending) error {
+	var headers [][]byte
+	for _, p := range batch {
+		if p.rec != nil {
+			headers = append(headers, p.rec.GetHeader())
+		}
+	}
+	if len(headers) == 0 {
+		return nil
+	}
+	signed, err := l.seal(headers)
+	if err == nil && len(signed) != len(headers) {
+		err = fmt.Errorf("signed %d of %d headers", len(signed), len(headers))
+	}
+	i := 0
+	for _, p := range batch {
+		if p.rec == nil {
+			continue
+		}
+		if err == nil {
+			sh := signed[i]
+			i++
+			p.rec.Signature, p.rec.Batch = sh.GetSignature(), sh.GetBatch()
+			p.leaf, p.sealErr = proto.MarshalOptions{Deterministic: true}.Marshal(p.rec)
+			p.signed = sh
+			if p.sealErr != nil && err == nil {
+				err = fmt.Errorf("marshal record: %w", p.sealErr)
+			}
+		} else {
+			p.sealErr = err
+		}
+		p.rec = nil
+		close(p.sealed)
+	}
+	if err != nil {
+		return fmt.Errorf("sign headers: %w", err)
+	}
+	return nil
 }
 
 // commit writes batch in one transaction and publishes the new tree head.

@@ -21,8 +21,8 @@ import (
 // the 32-byte Merkle root followed by the batch size as 8 big-endian bytes.
 const TypeBatch = "application/vnd.ketnoi.exchange.batch.v1"
 
-// maxBatch bounds how many headers share one signature.
-const maxBatch = 512
+// MaxBatch bounds how many headers share one signature.
+const MaxBatch = 1024
 
 // BatchSigner signs headers in batches without a goroutine of its own: the
 // caller that finds the signer idle becomes the leader, signs its own
@@ -136,7 +136,7 @@ func (b *BatchSigner) gather() {
 
 // signQueued signs one batch of the queue; b.mu is held on entry and exit.
 func (b *BatchSigner) signQueued() {
-	n := min(len(b.queue), maxBatch)
+	n := min(len(b.queue), MaxBatch)
 	batch := b.queue[:n:n]
 	b.queue = b.queue[n:]
 	b.mu.Unlock()
@@ -186,29 +186,46 @@ func (b *BatchSigner) Close() {
 }
 
 func (b *BatchSigner) signBatch(batch []*signReq) {
-	leaves := make([][]byte, len(batch))
+	headers := make([][]byte, len(batch))
 	for i, r := range batch {
-		leaves[i] = r.header
+		headers[i] = r.header
 	}
-	tree := newBatchTree(leaves)
-	root := tree.root()
-	sig, err := b.signer.Sign(TypeBatch, batchMessage(root, uint64(len(batch))))
+	signed, err := SignBatch(b.signer, headers)
 	for i, r := range batch {
 		if err != nil {
-			r.out <- signResult{err: fmt.Errorf("sign batch: %w", err)}
+			r.out <- signResult{err: err}
 			continue
 		}
-		proof, perr := tree.prove(i)
-		if perr != nil {
-			r.out <- signResult{err: perr}
-			continue
-		}
-		r.out <- signResult{sh: &exchangev1.SignedHeader{
-			Header:    r.header,
-			Signature: sig,
-			Batch:     &exchangev1.BatchProof{Root: root[:], Size: uint64(len(batch)), Index: uint64(i), Hashes: proof},
-		}}
+		r.out <- signResult{sh: signed[i]}
 	}
+}
+
+// SignBatch signs up to MaxBatch headers with one signature over the
+// Merkle root of their bytes; each signed header carries its inclusion
+// proof.
+func SignBatch(s *sign.Signer, headers [][]byte) ([]*exchangev1.SignedHeader, error) {
+	if len(headers) == 0 || len(headers) > MaxBatch {
+		return nil, fmt.Errorf("sign batch: %d headers, want 1 to %d", len(headers), MaxBatch)
+	}
+	tree := newBatchTree(headers)
+	root := tree.root()
+	sig, err := s.Sign(TypeBatch, batchMessage(root, uint64(len(headers))))
+	if err != nil {
+		return nil, fmt.Errorf("sign batch: %w", err)
+	}
+	out := make([]*exchangev1.SignedHeader, len(headers))
+	for i, h := range headers {
+		proof, err := tree.prove(i)
+		if err != nil {
+			return nil, err
+		}
+		out[i] = &exchangev1.SignedHeader{
+			Header:    h,
+			Signature: sig,
+			Batch:     &exchangev1.BatchProof{Root: root[:], Size: uint64(len(headers)), Index: uint64(i), Hashes: proof},
+		}
+	}
+	return out, nil
 }
 
 func batchMessage(root tlog.Hash, size uint64) []byte {

@@ -210,3 +210,31 @@ func TestVerifierConcurrentAndForgedSignatures(t *testing.T) {
 		t.Errorf("real signature after a forged one over the same root: %v", err)
 	}
 }
+
+// SealedSize is an upper bound of the signed frame, whatever the header's
+// place in a full batch.
+func TestSealedSizeBoundsSignedFrames(t *testing.T) {
+	ca := pkitest.NewCA(t, "vn.ketnoi")
+	s := ca.Signer(t, consumer)
+	headers := make([][]byte, exchange.MaxBatch)
+	for i := range headers {
+		headers[i], _ = proto.Marshal(&exchangev1.Header{MessageId: "m", Sequence: uint64(i), Method: "Get"})
+	}
+	signed, err := exchange.SignBatch(s, headers)
+	if err != nil {
+		t.Fatal(err)
+	}
+	payload := make([]byte, 1000)
+	for _, i := range []int{0, exchange.MaxBatch / 2, exchange.MaxBatch - 1} {
+		f := &exchangev1.Frame{SignedHeader: signed[i], Payload: payload}
+		if got, bound := proto.Size(f), exchange.SealedSize(headers[i], payload); got > bound {
+			t.Errorf("header %d: signed frame is %d bytes, over the bound %d", i, got, bound)
+		}
+		if err := exchange.VerifySignedHeader(s.Certificate(), signed[i]); err != nil {
+			t.Errorf("header %d: %v", i, err)
+		}
+	}
+	if _, err := exchange.SignBatch(s, append(headers, headers[0])); err == nil {
+		t.Error("a batch over MaxBatch was signed")
+	}
+}

@@ -19,6 +19,7 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/ketnoi/ketnoi/internal/sign"
 	exchangev1 "github.com/ketnoi/ketnoi/proto/ketnoi/exchange/v1"
 )
 
@@ -63,6 +64,39 @@ func Seal(ctx context.Context, bs *BatchSigner, h *exchangev1.Header, payload []
 	return sealed(h, raw, sh, payload), nil
 }
 
+// Prepare completes h for payload like Seal and returns the exact header
+// bytes to sign and their SHA-256, for a caller whose signature comes later
+// in a batch (a node's evidence log signs each commit's headers together).
+func Prepare(s *sign.Signer, h *exchangev1.Header, payload []byte, hasMessage bool, now time.Time) (raw, digest []byte, err error) {
+	raw, err = completeFor(s, h, payload, hasMessage, now)
+	if err != nil {
+		return nil, nil, err
+	}
+	d := sha256.Sum256(raw)
+	return raw, d[:], nil
+}
+
+// Assemble builds the frame of a header prepared with Prepare once its
+// signed form is there.
+func Assemble(h *exchangev1.Header, digest []byte, sh *exchangev1.SignedHeader, payload []byte) *Sealed {
+	return &Sealed{Frame: &exchangev1.Frame{SignedHeader: sh, Payload: payload}, Header: h, Digest: digest}
+}
+
+// maxSignatureOverhead bounds what signing adds to a frame: an ASN.1 ECDSA
+// P-256 signature (at most 72 bytes) and a batch proof of up to MaxBatch
+// headers (root, size, index and one hash per tree level), with their
+// protobuf tags and lengths, and what the two enclosing length prefixes
+// may grow by.
+const maxSignatureOverhead = (2 + 72) + (3 + (2 + 32) + 11 + 11 + 11*(2+32)) + 8
+
+// SealedSize bounds the size of the frame that carries raw and payload once
+// the header is signed, so that a frame too large for the peer is refused
+// before anything is signed or recorded.
+func SealedSize(raw, payload []byte) int {
+	f := &exchangev1.Frame{SignedHeader: &exchangev1.SignedHeader{Header: raw}, Payload: payload}
+	return proto.Size(f) + maxSignatureOverhead
+}
+
 // PendingSeal is a header whose bytes and digest are final and whose
 // signature is on its way.
 type PendingSeal struct {
@@ -103,13 +137,17 @@ func (p *PendingSeal) Wait(ctx context.Context) (*Sealed, error) {
 // complete fills in the header fields a signer vouches for and returns the
 // exact bytes to sign.
 func complete(bs *BatchSigner, h *exchangev1.Header, payload []byte, hasMessage bool, now time.Time) ([]byte, error) {
+	return completeFor(bs.Signer(), h, payload, hasMessage, now)
+}
+
+func completeFor(s *sign.Signer, h *exchangev1.Header, payload []byte, hasMessage bool, now time.Time) ([]byte, error) {
 	h.ProtocolVersion = ProtocolVersion
 	h.CreatedAt = timestamppb.New(now)
 	h.HasMessage = hasMessage
 	sum := sha256.Sum256(payload)
 	h.PayloadSha256 = sum[:]
 	h.PayloadLength = uint64(len(payload))
-	h.SignerCertificateSha256 = bs.Signer().CertificateSHA256()
+	h.SignerCertificateSha256 = s.CertificateSHA256()
 	return proto.MarshalOptions{Deterministic: true}.Marshal(h)
 }
 

@@ -337,7 +337,8 @@ func (cl *call) open(ctx context.Context, first *exchange.Sealed, final bool) (e
 }
 
 // pumpRequests relays further request messages of a client stream, each
-// sent once its record is durable while the next ones are signed.
+// sent once its record is durable while the next ones are read, signed and
+// recorded.
 func (cl *call) pumpRequests(ctx context.Context, ss grpc.ServerStream, stream exchangev1.FederationService_ExchangeClient) error {
 	p := newPipeline(ctx, cl.n)
 	for {
@@ -355,14 +356,21 @@ func (cl *call) pumpRequests(ctx context.Context, ss grpc.ServerStream, stream e
 		}
 		h := cl.header(exchangev1.Direction_DIRECTION_REQUEST, &cl.reqChain)
 		h.Final = !hasMsg
-		pending, serr := exchange.SealAsync(cl.n.batch, h, payload, hasMsg, cl.n.now())
+		o, r, serr := cl.startOutgoing(ctx, h, payload, hasMsg)
 		if serr == nil {
-			// The next message links to this one at once; its signature,
-			// shared with the messages queued meanwhile, and its record are
-			// finished by the pipeline.
-			cl.reqChain.Advance(pending.Digest)
-			serr = p.push(step{msgID: h.GetMessageId(), last: !hasMsg, prepare: func() (*evidence.Receipt, func(uint64) error, error) {
-				return cl.startRequest(ctx, pending, stream, hasMsg)
+			serr = p.push(step{receipt: r, msgID: h.GetMessageId(), last: !hasMsg, send: func(uint64) error {
+				sealed, err := o.sealed(ctx, cl.n, r)
+				if err != nil {
+					return err
+				}
+				if err := stream.Send(&exchangev1.ExchangeRequest{Frame: sealed.Frame}); err != nil {
+					// The provider ended the call; its final frame says why.
+					return errProviderEnded
+				}
+				if !hasMsg {
+					return stream.CloseSend()
+				}
+				return nil
 			}})
 		}
 		if serr != nil || !hasMsg {
@@ -377,35 +385,6 @@ func (cl *call) pumpRequests(ctx context.Context, ss grpc.ServerStream, stream e
 	}
 }
 
-// startRequest finishes a stream request frame's signature and starts its
-// record; the returned function sends the frame.
-func (cl *call) startRequest(ctx context.Context, pending *exchange.PendingSeal, stream exchangev1.FederationService_ExchangeClient,
-	hasMsg bool) (*evidence.Receipt, func(uint64) error, error) {
-	n := cl.n
-	sealed, err := pending.Wait(ctx)
-	if err != nil {
-		return nil, nil, status.Errorf(codes.Internal, "sign request: %v", err)
-	}
-	if err := n.checkFrameSize(sealed); err != nil {
-		return nil, nil, err
-	}
-	r, err := n.startRecord(ctx, evidencev1.RecordKind_RECORD_KIND_REQUEST_SENT, sealed.Frame.GetSignedHeader(),
-		sealed.Header.GetMessageId(), cl.target.GetSpiffeId(), true, codes.OK, "", n.signer.Certificate().Raw)
-	if err != nil {
-		return nil, nil, err
-	}
-	return r, func(uint64) error {
-		if err := stream.Send(&exchangev1.ExchangeRequest{Frame: sealed.Frame}); err != nil {
-			// The provider ended the call; its final frame says why.
-			return errProviderEnded
-		}
-		if !hasMsg {
-			return stream.CloseSend()
-		}
-		return nil
-	}, nil
-}
-
 // errProviderEnded stops a request pump when the provider has already
 // ended the call.
 var errProviderEnded = errors.New("provider ended the call")
@@ -417,20 +396,53 @@ func (cl *call) header(dir exchangev1.Direction, chain *exchange.Chain) *exchang
 	return h
 }
 
-// sealAndRecord signs a request frame and makes it durable in evidence
-// before it may be sent.
+// sealAndRecord records a request frame, whose header the evidence writer
+// signs with the rest of its commit, and returns the frame once the record
+// is durable.
 func (cl *call) sealAndRecord(ctx context.Context, h *exchangev1.Header, payload []byte, hasMsg bool) (*exchange.Sealed, error) {
-	sealed, r, err := cl.sealAndStart(ctx, h, payload, hasMsg)
+	o, r, err := cl.startOutgoing(ctx, h, payload, hasMsg)
 	if err != nil {
 		return nil, err
 	}
 	if _, err := cl.n.awaitRecord(ctx, r, h.GetMessageId()); err != nil {
 		return nil, err
 	}
-	return sealed, nil
+	return o.sealed(ctx, cl.n, r)
 }
 
-// seal signs a request frame.
+// sealAndStart starts the record of a request frame and returns the frame
+// once it is signed, while its record may still be committing.
+func (cl *call) sealAndStart(ctx context.Context, h *exchangev1.Header, payload []byte, hasMsg bool) (*exchange.Sealed, *evidence.Receipt, error) {
+	o, r, err := cl.startOutgoing(ctx, h, payload, hasMsg)
+	if err != nil {
+		return nil, nil, err
+	}
+	sealed, err := o.sealed(ctx, cl.n, r)
+	if err != nil {
+		return nil, nil, err
+	}
+	return sealed, r, nil
+}
+
+// startOutgoing prepares a request frame, starts its record (the evidence
+// writer signs it) and moves the request chain on to it.
+func (cl *call) startOutgoing(ctx context.Context, h *exchangev1.Header, payload []byte, hasMsg bool) (*outgoing, *evidence.Receipt, error) {
+	n := cl.n
+	o, err := n.prepareOutgoing(h, payload, hasMsg)
+	if err != nil {
+		return nil, nil, err
+	}
+	rs, err := n.startRecords(ctx, h.GetMessageId(),
+		o.record(n, evidencev1.RecordKind_RECORD_KIND_REQUEST_SENT, cl.target.GetSpiffeId(), codes.OK))
+	if err != nil {
+		return nil, nil, err
+	}
+	cl.reqChain.Advance(o.digest)
+	return o, rs[0], nil
+}
+
+// seal signs a request frame at once, for a record that is committed later
+// with the response's (evidence_order: overlap).
 func (cl *call) seal(ctx context.Context, h *exchangev1.Header, payload []byte, hasMsg bool) (*exchange.Sealed, error) {
 	sealed, err := exchange.Seal(ctx, cl.n.batch, h, payload, hasMsg, cl.n.now())
 	if err != nil {
@@ -440,22 +452,6 @@ func (cl *call) seal(ctx context.Context, h *exchangev1.Header, payload []byte, 
 		return nil, err
 	}
 	return sealed, nil
-}
-
-// sealAndStart signs a request frame and starts its evidence record.
-func (cl *call) sealAndStart(ctx context.Context, h *exchangev1.Header, payload []byte, hasMsg bool) (*exchange.Sealed, *evidence.Receipt, error) {
-	n := cl.n
-	sealed, err := cl.seal(ctx, h, payload, hasMsg)
-	if err != nil {
-		return nil, nil, err
-	}
-	r, err := n.startRecord(ctx, evidencev1.RecordKind_RECORD_KIND_REQUEST_SENT, sealed.Frame.GetSignedHeader(),
-		h.GetMessageId(), cl.target.GetSpiffeId(), true, codes.OK, "", n.signer.Certificate().Raw)
-	if err != nil {
-		return nil, nil, err
-	}
-	cl.reqChain.Advance(sealed.Digest)
-	return sealed, r, nil
 }
 
 // relayResponses verifies and records each response frame, then hands it to

@@ -20,6 +20,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	_ "google.golang.org/grpc/encoding/gzip" // applications may compress; the node accepts it
+	"google.golang.org/grpc/experimental"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/keepalive"
@@ -62,6 +63,7 @@ type Node struct {
 	backend  map[string]string // service id to backend address
 	replay   *replayCache
 	codec    *proxy.Codec
+	pool     *proxy.Pool // buffers of every gRPC connection of the node
 	now      func() time.Time
 
 	logUnary  grpc.UnaryServerInterceptor
@@ -71,6 +73,7 @@ type Node struct {
 	// provider; the batch signer waits for more headers only when it is
 	// high.
 	active atomic.Int64
+	gather *gather.Policy
 }
 
 // New loads the node's identity, keys and logs. Close releases them.
@@ -115,11 +118,10 @@ func New(cfg *Config, logger *slog.Logger) (*Node, error) {
 		self: self, member: member, identity: identity, signer: signer, roots: roots,
 		verifier: exchange.NewVerifier(4096),
 		backend:  map[string]string{}, replay: newReplayCache(2 * cfg.ClockSkew),
-		codec: proxy.NewCodec(), now: time.Now,
+		codec: proxy.NewCodec(), pool: proxy.NewPool(), now: time.Now,
 	}
-	n.batch = exchange.NewBatchSigner(signer, &gather.Policy{
-		Delay: *cfg.Batching.Delay, MinActive: cfg.Batching.MinActive, Active: &n.active,
-	})
+	n.gather = &gather.Policy{Delay: *cfg.Batching.Delay, MinActive: cfg.Batching.MinActive, Active: &n.active}
+	n.batch = exchange.NewBatchSigner(signer, n.gather)
 	for _, be := range cfg.Backends {
 		n.backend[be.Service] = be.Address
 	}
@@ -154,8 +156,16 @@ func (n *Node) open() error {
 		return fmt.Errorf("data_dir: %w", err)
 	}
 	var err error
-	n.evidence, err = evidence.Open(filepath.Join(n.cfg.DataDir, "evidence.db"),
-		evidence.Options{Logger: n.log, Node: n.self.String()})
+	// The writer signs the outgoing headers of each commit with one
+	// signature: a header waits for the commit that makes its record
+	// durable anyway, so signing there costs no latency and batches as
+	// many headers as the commit holds.
+	n.evidence, err = evidence.Open(filepath.Join(n.cfg.DataDir, "evidence.db"), evidence.Options{
+		Logger: n.log, Node: n.self.String(), MaxBatch: exchange.MaxBatch, Gather: n.gather,
+		Seal: func(headers [][]byte) ([]*exchangev1.SignedHeader, error) {
+			return exchange.SignBatch(n.signer, headers)
+		},
+	})
 	if err != nil {
 		return fmt.Errorf("open evidence log: %w", err)
 	}
@@ -182,7 +192,8 @@ func (n *Node) open() error {
 			grpc.WithTransportCredentials(mtls.ClientCredentials(n.identity, tlsconfig.AuthorizeID(peerID))),
 			grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 30 * time.Second, PermitWithoutStream: true}),
 			grpc.WithInitialWindowSize(streamWindow), grpc.WithInitialConnWindowSize(connWindow),
-			grpc.WithDefaultCallOptions(
+			experimental.WithBufferPool(n.pool),
+			grpc.WithDefaultCallOptions(grpc.ForceCodecV2(exchange.NewCodec(n.pool)),
 				grpc.MaxCallRecvMsgSize(n.frameLimit()), grpc.MaxCallSendMsgSize(n.frameLimit())),
 		)
 	})
@@ -190,6 +201,7 @@ func (n *Node) open() error {
 		return grpc.NewClient(addr,
 			grpc.WithTransportCredentials(insecure.NewCredentials()),
 			grpc.WithInitialWindowSize(streamWindow), grpc.WithInitialConnWindowSize(connWindow),
+			experimental.WithBufferPool(n.pool),
 			grpc.WithDefaultCallOptions(grpc.ForceCodecV2(n.codec),
 				grpc.MaxCallRecvMsgSize(n.cfg.MaxMessageBytes), grpc.MaxCallSendMsgSize(n.cfg.MaxMessageBytes)),
 		)
@@ -375,6 +387,8 @@ func (n *Node) federationServer() *grpc.Server {
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 20 * time.Second, PermitWithoutStream: true}),
 		grpc.NumStreamWorkers(streamWorkers),
 		grpc.InitialWindowSize(streamWindow), grpc.InitialConnWindowSize(connWindow),
+		experimental.BufferPool(n.pool),
+		grpc.ForceServerCodecV2(exchange.NewCodec(n.pool)),
 		grpc.ChainStreamInterceptor(n.logStream, recoverStream(n.log)),
 	)
 	exchangev1.RegisterFederationServiceServer(s, &provider{n: n})
@@ -401,6 +415,7 @@ func (n *Node) localServer(client id.Client) *grpc.Server {
 		grpc.MaxSendMsgSize(n.cfg.MaxMessageBytes),
 		grpc.NumStreamWorkers(streamWorkers),
 		grpc.InitialWindowSize(streamWindow), grpc.InitialConnWindowSize(connWindow),
+		experimental.BufferPool(n.pool),
 		grpc.ChainStreamInterceptor(n.logStream, recoverStream(n.log)),
 		grpc.ChainUnaryInterceptor(n.logUnary, recoverUnary(n.log)),
 	)

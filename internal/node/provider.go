@@ -368,11 +368,11 @@ func (s *serve) relay(ctx context.Context, bs grpc.ClientStream) error {
 			if err == io.EOF {
 				err = nil
 			}
-			st, err = s.prepareAsync(ctx, nil, false, true, headers, toEntries(bs.Trailer()), s.finalStatus(err))
+			st, err = s.prepare(ctx, nil, false, true, headers, toEntries(bs.Trailer()), s.finalStatus(err))
 		} else {
 			payload := f.Bytes()
 			f.Free()
-			st, err = s.prepareAsync(ctx, payload, true, false, headers, nil, nil)
+			st, err = s.prepare(ctx, payload, true, false, headers, nil, nil)
 			headers = nil
 		}
 		if err == nil {
@@ -507,42 +507,22 @@ func (s *serve) send(ctx context.Context, payload []byte, hasMsg, final bool, he
 	return step.send(index)
 }
 
-// prepare seals one response frame and starts its evidence record; the
-// returned step sends the frame.
+// prepare builds one response frame and starts its evidence record, whose
+// header the evidence writer signs with the rest of its commit; the
+// returned step sends the frame once the record is durable.
 func (s *serve) prepare(ctx context.Context, payload []byte, hasMsg, final bool, headers, trailers []*exchangev1.MetadataEntry, st *status.Status) (*step, error) {
 	h, code := s.responseHeader(headers, final, trailers, st)
 	s.resChain.Next(h)
-	sealed, err := exchange.Seal(ctx, s.n.batch, h, payload, hasMsg, s.n.now())
+	o, err := s.n.prepareOutgoing(h, payload, hasMsg)
 	if err != nil {
-		return nil, status.Errorf(codes.Internal, "sign response: %v", err)
+		return nil, err
 	}
-	s.resChain.Advance(sealed.Digest)
-	r, send, err := s.startResponse(ctx, sealed, code)
+	s.resChain.Advance(o.digest)
+	r, send, err := s.startResponse(ctx, o, code)
 	if err != nil {
 		return nil, err
 	}
 	return &step{receipt: r, msgID: s.request.GetMessageId(), last: final, send: send}, nil
-}
-
-// prepareAsync is prepare for stream messages: the header is final at
-// once, so the next message can link to it, while its signature (shared
-// with the messages queued meanwhile) and record are finished by the
-// pipeline.
-func (s *serve) prepareAsync(ctx context.Context, payload []byte, hasMsg, final bool, headers, trailers []*exchangev1.MetadataEntry, st *status.Status) (*step, error) {
-	h, code := s.responseHeader(headers, final, trailers, st)
-	s.resChain.Next(h)
-	pending, err := exchange.SealAsync(s.n.batch, h, payload, hasMsg, s.n.now())
-	if err != nil {
-		return nil, status.Errorf(codes.Internal, "sign response: %v", err)
-	}
-	s.resChain.Advance(pending.Digest)
-	return &step{msgID: s.request.GetMessageId(), last: final, prepare: func() (*evidence.Receipt, func(uint64) error, error) {
-		sealed, err := pending.Wait(ctx)
-		if err != nil {
-			return nil, nil, status.Errorf(codes.Internal, "sign response: %v", err)
-		}
-		return s.startResponse(ctx, sealed, code)
-	}}, nil
 }
 
 // responseHeader builds the header of a response frame.
@@ -574,25 +554,20 @@ func (s *serve) responseHeader(headers []*exchangev1.MetadataEntry, final bool, 
 	return h, code
 }
 
-// startResponse starts the record of a sealed response frame (with a
-// held-back request record, if any) and returns the function that sends
-// the frame once everything it depends on is durable.
-func (s *serve) startResponse(ctx context.Context, sealed *exchange.Sealed, code codes.Code) (*evidence.Receipt, func(uint64) error, error) {
+// startResponse starts the record of a response frame (with a held-back
+// request record, if any) and returns the function that sends the frame
+// once everything it depends on is durable.
+func (s *serve) startResponse(ctx context.Context, o *outgoing, code codes.Code) (*evidence.Receipt, func(uint64) error, error) {
 	n := s.n
 	msgID := s.request.GetMessageId()
-	if err := n.checkFrameSize(sealed); err != nil {
-		return nil, nil, err
-	}
 	r, reqR, err := n.withDeferred(ctx, msgID, &s.deferred,
-		n.newRecord(evidencev1.RecordKind_RECORD_KIND_RESPONSE_SENT, sealed.Frame.GetSignedHeader(),
-			msgID, s.peer, true, code, "", n.signer.Certificate().Raw))
+		o.record(n, evidencev1.RecordKind_RECORD_KIND_RESPONSE_SENT, s.peer, code))
 	if err != nil {
 		return nil, nil, err
 	}
 	if reqR != nil {
 		s.reqReceipt = reqR
 	}
-	frame := sealed.Frame
 	return r, func(uint64) error {
 		if s.reqReceipt != nil {
 			if _, err := n.awaitRecord(ctx, s.reqReceipt, msgID); err != nil {
@@ -600,7 +575,11 @@ func (s *serve) startResponse(ctx context.Context, sealed *exchange.Sealed, code
 			}
 			s.reqReceipt = nil
 		}
-		return s.stream.Send(&exchangev1.ExchangeResponse{Frame: frame})
+		sealed, err := o.sealed(ctx, n, r)
+		if err != nil {
+			return err
+		}
+		return s.stream.Send(&exchangev1.ExchangeResponse{Frame: sealed.Frame})
 	}, nil
 }
 

@@ -30,10 +30,12 @@ func (n *Node) startRecord(ctx context.Context, kind evidencev1.RecordKind, sh *
 }
 
 // pendingRecord is a record built but not yet handed to the evidence log,
-// with its signer certificate.
+// with its signer certificate. With sign set, the evidence writer signs
+// the record's header along with the other headers of its commit.
 type pendingRecord struct {
 	rec  *evidencev1.Record
 	cert []byte
+	sign bool
 }
 
 func (n *Node) newRecord(kind evidencev1.RecordKind, sh *exchangev1.SignedHeader, msgID, peer string,
@@ -51,6 +53,51 @@ func (n *Node) newRecord(kind evidencev1.RecordKind, sh *exchangev1.SignedHeader
 		Reason:            reason,
 		Batch:             sh.GetBatch(),
 	}}
+}
+
+// outgoing is a frame this node sends: its header is complete, and its
+// signature comes from the evidence writer, which signs the headers of one
+// commit together (one signature per commit, however many exchanges share
+// it).
+type outgoing struct {
+	header  *exchangev1.Header
+	raw     []byte // the exact header bytes to sign
+	digest  []byte
+	payload []byte
+}
+
+// prepareOutgoing completes h for payload and refuses, before anything is
+// recorded, a frame the peer would not accept: a message within the limit
+// can still be pushed over it by its metadata.
+func (n *Node) prepareOutgoing(h *exchangev1.Header, payload []byte, hasMsg bool) (*outgoing, error) {
+	raw, digest, err := exchange.Prepare(n.signer, h, payload, hasMsg, n.now())
+	if err != nil {
+		return nil, status.Errorf(codes.Internal, "prepare header: %v", err)
+	}
+	if size := exchange.SealedSize(raw, payload); size > n.frameLimit() {
+		return nil, exchange.Errorf(codes.ResourceExhausted, exchange.ReasonMessageTooLarge,
+			"message with its signed header and metadata is %d bytes, over the limit of %d", size, n.frameLimit()).
+			Status(n.self.String()).Err()
+	}
+	return &outgoing{header: h, raw: raw, digest: digest, payload: payload}, nil
+}
+
+// record is the evidence record of an outgoing frame, to be signed by the
+// evidence writer.
+func (o *outgoing) record(n *Node, kind evidencev1.RecordKind, peer string, code codes.Code) pendingRecord {
+	pr := n.newRecord(kind, &exchangev1.SignedHeader{Header: o.raw}, o.header.GetMessageId(), peer, true, code, "",
+		n.signer.Certificate().Raw)
+	pr.sign = true
+	return pr
+}
+
+// sealed returns the frame once the evidence writer has signed its header.
+func (o *outgoing) sealed(ctx context.Context, n *Node, r *evidence.Receipt) (*exchange.Sealed, error) {
+	sh, err := r.Signed(context.WithoutCancel(ctx))
+	if err != nil {
+		return nil, n.evidenceFailed(ctx, o.header.GetMessageId(), err)
+	}
+	return exchange.Assemble(o.header, o.digest, sh, o.payload), nil
 }
 
 // recordNow appends one built record and returns only once it is durable.
@@ -81,12 +128,11 @@ func (n *Node) refusalRecord(o *exchange.Opened, msgID, peer string, perr *excha
 // startRecords hands records to the evidence writer to be committed in one
 // transaction.
 func (n *Node) startRecords(ctx context.Context, msgID string, prs ...pendingRecord) ([]*evidence.Receipt, error) {
-	recs := make([]*evidencev1.Record, len(prs))
-	certs := make([][]byte, len(prs))
+	items := make([]evidence.Item, len(prs))
 	for i, pr := range prs {
-		recs[i], certs[i] = pr.rec, pr.cert
+		items[i] = evidence.Item{Record: pr.rec, SignerCert: pr.cert, Sign: pr.sign}
 	}
-	rs, err := n.evidence.StartAll(context.WithoutCancel(ctx), recs, certs)
+	rs, err := n.evidence.StartItems(context.WithoutCancel(ctx), items...)
 	if err != nil {
 		return nil, n.evidenceFailed(ctx, msgID, err)
 	}
