@@ -95,6 +95,29 @@ func TestStreamFidelity(t *testing.T) {
 		}
 	})
 
+	t.Run("a second request message of a unary call is refused, not dropped", func(t *testing.T) {
+		// A raw stream sends what a generated client cannot: two messages
+		// to a unary method.
+		desc := &grpc.StreamDesc{ClientStreams: true, ServerStreams: true}
+		st, err := conn.NewStream(ctx, desc, "/grpc.testing.TestService/UnaryCall")
+		if err != nil {
+			t.Fatal(err)
+		}
+		for range 2 {
+			if err := st.SendMsg(&testpb.SimpleRequest{ResponseSize: 1}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := st.CloseSend(); err != nil {
+			t.Fatal(err)
+		}
+		err = st.RecvMsg(&testpb.SimpleResponse{})
+		s := status.Convert(err)
+		if reason, _ := exchange.PlatformReason(s); s.Code() != codes.Unimplemented || reason != exchange.ReasonTooManyMessages {
+			t.Errorf("two request messages: %v (reason %q), want Unimplemented with %s", err, reason, exchange.ReasonTooManyMessages)
+		}
+	})
+
 	t.Run("a caller's deadline ends a call through both nodes", func(t *testing.T) {
 		cctx, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
 		defer cancel()

@@ -40,6 +40,7 @@ const (
 	ReasonPeerRefused         = "PEER_REFUSED"
 	ReasonBackendUnreachable  = "BACKEND_UNREACHABLE"
 	ReasonMessageTooLarge     = "MESSAGE_TOO_LARGE"
+	ReasonTooManyMessages     = "TOO_MANY_MESSAGES"
 )
 
 // Error is a failure of a node check. It becomes a gRPC status whose

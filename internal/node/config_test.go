@@ -106,6 +106,7 @@ func TestMetadataPolicy(t *testing.T) {
 		"grpc-timeout":   {"1S"},
 		":authority":     {"node"},
 		"user-agent":     {"grpc-go"},
+		"content-length": {"89"},
 		"x-other-header": {"a", "b"},
 	}
 	got := fromEntries(toEntries(md))

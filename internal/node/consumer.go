@@ -278,6 +278,17 @@ func (cl *call) firstFrame(ctx context.Context, ss grpc.ServerStream, clientStre
 		if hasMsg = err == nil; hasMsg {
 			payload = f.Bytes()
 			f.Free()
+			// The method takes one request message: a second one is a
+			// cardinality violation, which gRPC answers Unimplemented,
+			// and must not vanish unsent and unrecorded.
+			switch err := ss.RecvMsg(&proxy.Frame{}); {
+			case err == nil:
+				return nil, false, exchange.Errorf(codes.Unimplemented, exchange.ReasonTooManyMessages,
+					"method %s takes one request message; the caller sent more", cl.template.GetMethod()).
+					Status(cl.n.self.String()).Err()
+			case err != io.EOF:
+				return nil, false, err
+			}
 		}
 	}
 	// A client or bidi stream opens with a frame that carries no message, so

@@ -139,11 +139,15 @@ const (
 )
 
 // hopByHop lists metadata that belongs to one connection or to the caller's
-// own security context and must not cross to another agency.
+// own security context and must not cross to another agency. The
+// content-length and content-encoding of one HTTP/2 stream do not describe
+// the next: a node may send the messages in another encoding, and a backend
+// that holds the body to a stale length fails the call.
 var hopByHop = map[string]bool{
 	"authorization": true, "cookie": true, "connection": true, "te": true,
 	"user-agent": true, "content-type": true, "host": true, "keep-alive": true,
 	"proxy-authorization": true, "transfer-encoding": true, "upgrade": true,
+	"content-length": true, "content-encoding": true,
 }
 
 // passable reports whether a metadata key may pass through a node.
