@@ -14,8 +14,21 @@
 // One writer goroutine owns every write. [Log.Append] queues a record and
 // returns only after the bbolt transaction holding it has been synced to
 // disk: no exchange proceeds without its evidence. Records queued while a
-// commit runs are written together in the next one (group commit, no
-// timers), and indexes follow queue order.
+// commit runs are written together in the next one (group commit), and
+// indexes follow queue order. With a gather policy ([Options.Gather]) a
+// commit also waits briefly for more records while the node is busy; an
+// idle node's commits never wait.
+//
+// # Signing
+//
+// A node's outgoing headers are signed by the writer ([Item.Sign],
+// [Options.Seal]): all those of one commit under one signature over their
+// Merkle root, just before the commit. A header has to wait for the commit
+// that makes its record durable in any case, so this costs the exchange no
+// time, and the signature is amortised over everything the commit holds.
+// The signed header is handed back through [Receipt.Signed] before the
+// commit completes, for callers allowed to send before their record is
+// durable.
 //
 // # Storage
 //
