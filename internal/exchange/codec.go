@@ -26,13 +26,12 @@ const zeroCopyMin = 16 << 10
 // message, and any frame with fields this codec does not know, goes
 // through the standard protobuf codec.
 type Codec struct {
-	pool     mem.BufferPool
 	fallback encoding.CodecV2
 }
 
-// NewCodec returns a codec whose receive buffers come from pool.
-func NewCodec(pool mem.BufferPool) *Codec {
-	return &Codec{pool: pool, fallback: encoding.GetCodecV2("proto")}
+// NewCodec returns the federation codec.
+func NewCodec() *Codec {
+	return &Codec{fallback: encoding.GetCodecV2("proto")}
 }
 
 // Name returns "proto".
@@ -92,16 +91,29 @@ func (c *Codec) Unmarshal(data mem.BufferSlice, v any) error {
 	if data.Len() < zeroCopyMin {
 		return c.fallback.Unmarshal(data, v)
 	}
-	// The buffer stays referenced by the payload and is left to the
-	// garbage collector, not returned to the pool.
-	buf := data.MaterializeToBuffer(c.pool)
-	f, err := parseFrameMessage(buf.ReadOnlyData())
+	// The payload keeps the bytes it aliases alive; they are left to the
+	// garbage collector, not returned to the pool. A pool buffer much
+	// larger than the message (its size rounded up to a power of two) is
+	// not kept for that: the message is copied out and the buffer reused.
+	var (
+		b    []byte
+		held mem.Buffer
+	)
+	if len(data) == 1 && cap(data[0].ReadOnlyData()) <= data.Len()+data.Len()/4 {
+		held = data[0]
+		held.Ref()
+		b = held.ReadOnlyData()
+	} else {
+		b = data.Materialize()
+	}
+	f, err := parseFrameMessage(b)
+	if err != nil && held != nil {
+		held.Free()
+	}
 	if errors.Is(err, errUnknownLayout) {
-		buf.Free()
 		return c.fallback.Unmarshal(data, v)
 	}
 	if err != nil {
-		buf.Free()
 		return err
 	}
 	proto.Reset(v.(proto.Message))

@@ -27,7 +27,7 @@ func frameOf(payloadLen int) *exchangev1.Frame {
 // What the codec writes is what the standard codec reads, and the other
 // way round, for small and large payloads and both message types.
 func TestCodecIsPlainProtobuf(t *testing.T) {
-	c := exchange.NewCodec(mem.DefaultBufferPool())
+	c := exchange.NewCodec()
 	for _, n := range []int{0, 100, 16 << 10, 1 << 20} {
 		for _, msg := range []proto.Message{
 			&exchangev1.ExchangeRequest{Frame: frameOf(n)},
@@ -55,7 +55,7 @@ func TestCodecIsPlainProtobuf(t *testing.T) {
 
 // A large payload is not copied on the way out.
 func TestCodecHandsPayloadOver(t *testing.T) {
-	c := exchange.NewCodec(mem.DefaultBufferPool())
+	c := exchange.NewCodec()
 	f := frameOf(64 << 10)
 	out, err := c.Marshal(&exchangev1.ExchangeResponse{Frame: f})
 	if err != nil {
@@ -69,7 +69,7 @@ func TestCodecHandsPayloadOver(t *testing.T) {
 // Fields the fast path does not know fall back to the standard codec, so
 // nothing is dropped.
 func TestCodecKeepsUnknownFields(t *testing.T) {
-	c := exchange.NewCodec(mem.DefaultBufferPool())
+	c := exchange.NewCodec()
 	msg := &exchangev1.ExchangeRequest{Frame: frameOf(32 << 10)}
 	wire, _ := proto.Marshal(msg)
 	wire = protowire.AppendTag(wire, 99, protowire.VarintType)

@@ -369,7 +369,7 @@ func (cl *call) pumpRequests(ctx context.Context, ss grpc.ServerStream, stream e
 		h.Final = !hasMsg
 		o, r, serr := cl.startOutgoing(ctx, h, payload, hasMsg)
 		if serr == nil {
-			serr = p.push(step{receipt: r, msgID: h.GetMessageId(), last: !hasMsg, send: func(uint64) error {
+			serr = p.push(step{receipt: r, msgID: h.GetMessageId(), last: !hasMsg, size: len(payload), send: func(uint64) error {
 				sealed, err := o.sealed(ctx, cl.n, r)
 				if err != nil {
 					return err
@@ -546,7 +546,7 @@ func (cl *call) responseStep(ctx context.Context, ss grpc.ServerStream, o *excha
 	reqReceipt := cl.reqReceipt
 	cl.reqReceipt = nil
 	payload := o.Frame.GetPayload()
-	return step{receipt: r, msgID: msgID, last: h.GetFinal(), send: func(index uint64) error {
+	return step{receipt: r, msgID: msgID, last: h.GetFinal(), size: len(payload), send: func(index uint64) error {
 		if reqReceipt != nil {
 			if _, err := n.awaitRecord(ctx, reqReceipt, msgID); err != nil {
 				return err

@@ -193,7 +193,7 @@ func (n *Node) open() error {
 			grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 30 * time.Second, PermitWithoutStream: true}),
 			grpc.WithInitialWindowSize(streamWindow), grpc.WithInitialConnWindowSize(connWindow),
 			experimental.WithBufferPool(n.pool),
-			grpc.WithDefaultCallOptions(grpc.ForceCodecV2(exchange.NewCodec(n.pool)),
+			grpc.WithDefaultCallOptions(grpc.ForceCodecV2(exchange.NewCodec()),
 				grpc.MaxCallRecvMsgSize(n.frameLimit()), grpc.MaxCallSendMsgSize(n.frameLimit())),
 		)
 	})
@@ -388,7 +388,7 @@ func (n *Node) federationServer() *grpc.Server {
 		grpc.NumStreamWorkers(streamWorkers),
 		grpc.InitialWindowSize(streamWindow), grpc.InitialConnWindowSize(connWindow),
 		experimental.BufferPool(n.pool),
-		grpc.ForceServerCodecV2(exchange.NewCodec(n.pool)),
+		grpc.ForceServerCodecV2(exchange.NewCodec()),
 		grpc.ChainStreamInterceptor(n.logStream, recoverStream(n.log)),
 	)
 	exchangev1.RegisterFederationServiceServer(s, &provider{n: n})

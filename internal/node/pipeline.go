@@ -7,10 +7,16 @@ import (
 	"github.com/ketnoi/ketnoi/internal/evidence"
 )
 
-// pipelineDepth bounds the messages of one stream direction whose records
-// are being committed while the next ones are read. It bounds the memory a
-// stream holds on top of gRPC's flow-control windows.
-const pipelineDepth = 8
+// pipelineDepth and pipelineBytes bound the messages of one stream
+// direction whose records are being committed while the next ones are
+// read: at most pipelineDepth messages, and no more payload bytes than
+// pipelineBytes unless the pipeline is empty. They bound what a stream
+// holds in the node on top of gRPC's flow-control windows; a commit takes
+// about a millisecond, so a few large messages keep a stream moving.
+const (
+	pipelineDepth = 8
+	pipelineBytes = 4 << 20
+)
 
 // step is one message of a stream: its evidence record, already handed to
 // the evidence writer, and what to do with the message once that record is
@@ -20,6 +26,7 @@ type step struct {
 	msgID   string
 	send    func(index uint64) error
 	last    bool
+	size    int // payload bytes
 }
 
 // pipeline sends the messages of one stream direction in order, each only
@@ -33,12 +40,16 @@ type pipeline struct {
 	done  chan struct{} // the sender has returned
 	once  sync.Once
 	err   error // written before stop is closed
+
+	mu    sync.Mutex
+	bytes int           // payload bytes in the pipeline
+	freed chan struct{} // a step left the pipeline; buffered
 }
 
 func newPipeline(ctx context.Context, n *Node) *pipeline {
 	p := &pipeline{
 		n: n, steps: make(chan step, pipelineDepth),
-		stop: make(chan struct{}), done: make(chan struct{}),
+		stop: make(chan struct{}), done: make(chan struct{}), freed: make(chan struct{}, 1),
 	}
 	go func() {
 		p.send(ctx)
@@ -62,6 +73,13 @@ func (p *pipeline) send(ctx context.Context) {
 		if err == nil {
 			err = s.send(index)
 		}
+		p.mu.Lock()
+		p.bytes -= s.size
+		p.mu.Unlock()
+		select {
+		case p.freed <- struct{}{}:
+		default:
+		}
 		if err != nil {
 			p.end(err)
 			return
@@ -78,6 +96,20 @@ func (p *pipeline) push(s step) error {
 	case <-p.stop:
 		return p.err
 	default:
+	}
+	for {
+		p.mu.Lock()
+		if p.bytes == 0 || p.bytes+s.size <= pipelineBytes {
+			p.bytes += s.size
+			p.mu.Unlock()
+			break
+		}
+		p.mu.Unlock()
+		select {
+		case <-p.freed:
+		case <-p.stop:
+			return p.err
+		}
 	}
 	select {
 	case p.steps <- s:

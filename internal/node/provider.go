@@ -522,7 +522,7 @@ func (s *serve) prepare(ctx context.Context, payload []byte, hasMsg, final bool,
 	if err != nil {
 		return nil, err
 	}
-	return &step{receipt: r, msgID: s.request.GetMessageId(), last: final, send: send}, nil
+	return &step{receipt: r, msgID: s.request.GetMessageId(), last: final, send: send, size: len(payload)}, nil
 }
 
 // responseHeader builds the header of a response frame.

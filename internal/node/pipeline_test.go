@@ -1,0 +1,61 @@
+package node
+
+import (
+	"context"
+	"log/slog"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/ketnoi/ketnoi/internal/evidence"
+	evidencev1 "github.com/ketnoi/ketnoi/proto/ketnoi/evidence/v1"
+)
+
+// A stream's pipeline holds at most pipelineBytes of payload: a large
+// message waits until the one before it has been sent.
+func TestPipelineBoundsPayloadBytes(t *testing.T) {
+	l, err := evidence.Open(filepath.Join(t.TempDir(), "evidence.db"), evidence.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	n := &Node{evidence: l, log: slog.New(slog.DiscardHandler)}
+	ctx := context.Background()
+	receipt := func() *evidence.Receipt {
+		r, err := l.Start(ctx, &evidencev1.Record{Kind: evidencev1.RecordKind_RECORD_KIND_FAILED, RecordedAt: timestamppb.Now()}, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r
+	}
+
+	p := newPipeline(ctx, n)
+	started, release := make(chan struct{}), make(chan struct{})
+	big := pipelineBytes/2 + 1
+	if err := p.push(step{receipt: receipt(), size: big, send: func(uint64) error {
+		close(started)
+		<-release
+		return nil
+	}}); err != nil {
+		t.Fatal(err)
+	}
+	<-started
+	pushed := make(chan error, 1)
+	go func() {
+		pushed <- p.push(step{receipt: receipt(), size: big, last: true, send: func(uint64) error { return nil }})
+	}()
+	select {
+	case err := <-pushed:
+		t.Fatalf("second large message entered the pipeline before the first was sent (%v)", err)
+	case <-time.After(50 * time.Millisecond):
+	}
+	close(release)
+	if err := <-pushed; err != nil {
+		t.Fatal(err)
+	}
+	if err := p.close(); err != nil {
+		t.Fatal(err)
+	}
+}
