@@ -68,5 +68,5 @@ $(BIN)/staticcheck:
 clean: ## remove built binaries
 	rm -rf $(BIN)
 
-conformance: ## grpc-go interop cases (pinned in integration/interop/tools) through two nodes, verbose
-	$(GO) test -count=1 -run Interop -v ./integration/
+conformance: ## grpc-go interop cases and Connect conformance suite's gRPC cases through two nodes, verbose
+	$(GO) test -count=1 -run 'Interop|ConnectConformance' -v ./integration/

@@ -61,35 +61,8 @@ func (c *Cluster) Interop(ctx context.Context) error {
 		return err
 	}
 	backend := c.procs["interop"].Addrs["grpc"]
-	nodes := []struct {
-		spec NodeSpec
-		name string
-	}{
-		{NodeSpec{Name: "vpcp", Member: GovernmentOffice, Local: []string{ConsumerClient}}, "Văn phòng Chính phủ"},
-		{NodeSpec{Name: "bnv", Member: HomeAffairs, Backends: map[string]string{
-			InteropService: backend, InteropORCA: backend,
-		}}, "Bộ Nội vụ"},
-	}
-	for _, n := range nodes {
-		if err := c.StartNode(ctx, n.spec); err != nil {
-			return err
-		}
-		if _, err := c.CLI(ctx, "member", "add", "--id", n.spec.Member, "--name", n.name,
-			"--signing-cert", c.Path(n.spec.Name+"-sign.pem")); err != nil {
-			return err
-		}
-	}
-	for _, sub := range []string{ConsumerClient, InteropSub} {
-		if _, err := c.CLI(ctx, "subsystem", "add", "--id", sub); err != nil {
-			return err
-		}
-	}
-	for _, n := range nodes {
-		parts := strings.Split(n.spec.Member, "/")
-		sid := fmt.Sprintf("spiffe://%s/node/%s/%s/%s", TrustDomain, parts[1], parts[2], n.spec.Name)
-		if _, err := c.CLI(ctx, "node", "add", "--id", sid, "--address", c.procs[n.spec.Name].Addrs["federation"]); err != nil {
-			return err
-		}
+	if err := c.pairOfNodes(ctx, InteropSub, map[string]string{InteropService: backend, InteropORCA: backend}); err != nil {
+		return err
 	}
 	desc := filepath.Join(c.Dir, "interop.binpb")
 	if err := c.run(ctx, InteropServer, "--write-descriptor-set", desc); err != nil {
@@ -105,6 +78,42 @@ func (c *Cluster) Interop(ctx context.Context) error {
 			return err
 		}
 		if _, err := c.CLI(ctx, "grant", "add", "--client", ConsumerClient, "--service", s.id); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// pairOfNodes starts a consumer node (Government Office, "vpcp", local
+// endpoint for ConsumerClient) and a provider node (Home Affairs, "bnv")
+// with backends, and registers with the CLI both members, both nodes, the
+// consumer client and the provider subsystem sub.
+func (c *Cluster) pairOfNodes(ctx context.Context, sub string, backends map[string]string) error {
+	nodes := []struct {
+		spec NodeSpec
+		name string
+	}{
+		{NodeSpec{Name: "vpcp", Member: GovernmentOffice, Local: []string{ConsumerClient}}, "Văn phòng Chính phủ"},
+		{NodeSpec{Name: "bnv", Member: HomeAffairs, Backends: backends}, "Bộ Nội vụ"},
+	}
+	for _, n := range nodes {
+		if err := c.StartNode(ctx, n.spec); err != nil {
+			return err
+		}
+		if _, err := c.CLI(ctx, "member", "add", "--id", n.spec.Member, "--name", n.name,
+			"--signing-cert", c.Path(n.spec.Name+"-sign.pem")); err != nil {
+			return err
+		}
+	}
+	for _, s := range []string{ConsumerClient, sub} {
+		if _, err := c.CLI(ctx, "subsystem", "add", "--id", s); err != nil {
+			return err
+		}
+	}
+	for _, n := range nodes {
+		parts := strings.Split(n.spec.Member, "/")
+		sid := fmt.Sprintf("spiffe://%s/node/%s/%s/%s", TrustDomain, parts[1], parts[2], n.spec.Name)
+		if _, err := c.CLI(ctx, "node", "add", "--id", sid, "--address", c.procs[n.spec.Name].Addrs["federation"]); err != nil {
 			return err
 		}
 	}
