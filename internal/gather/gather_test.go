@@ -17,8 +17,8 @@ func TestTarget(t *testing.T) {
 		{0, 0, 0},
 		{1, 0, 0},
 		{7, 0, 0}, // below MinActive: an idle node answers at once
-		{8, 2, time.Millisecond},
-		{64, 16, time.Millisecond},
+		{8, 4, time.Millisecond},
+		{64, 32, time.Millisecond},
 	} {
 		active.Store(tc.active)
 		m, w := p.Target()
