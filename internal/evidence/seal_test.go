@@ -169,3 +169,23 @@ func TestWriterGathersUnderLoad(t *testing.T) {
 		t.Errorf("two callers under load: %d signatures, want 1 shared", got)
 	}
 }
+
+// Exchanges that are open but idle count as in progress; a lone record
+// does not wait the whole delay for records that never come.
+func TestWriterStopsGatheringWhenQuiet(t *testing.T) {
+	ca := newCA(t, "ca")
+	s := ca.signer(t, testMember)
+	var active atomic.Int64
+	active.Store(40) // forty open feeds, none sending
+	l := openSealingLog(t, func(hs [][]byte) ([]*exchangev1.SignedHeader, error) {
+		return exchange.SignBatch(s, hs)
+	}, &gather.Policy{Delay: time.Hour, Quiet: time.Millisecond, MinActive: 8, Active: &active})
+	ctx := context.Background()
+	rs, err := l.StartItems(ctx, unsignedItem(t, s, "lone"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := rs[0].Wait(ctx); err != nil {
+		t.Fatal(err)
+	}
+}

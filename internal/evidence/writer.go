@@ -293,7 +293,8 @@ func (l *Log) write() {
 }
 
 // gatherMore waits, while the node is busy, for more records to join
-// batch, up to the gather policy's target and delay.
+// batch, up to the gather policy's target and delay, and no longer than
+// its quiet gap after the last record that came.
 func (l *Log) gatherMore(batch []*pending) []*pending {
 	target, wait := l.gather.Target()
 	target = min(target, l.maxBatch)
@@ -302,6 +303,9 @@ func (l *Log) gatherMore(batch []*pending) []*pending {
 	}
 	t := time.NewTimer(wait)
 	defer t.Stop()
+	gap := l.gather.QuietGap()
+	quiet := time.NewTimer(gap)
+	defer quiet.Stop()
 	for len(batch) < target {
 		select {
 		case ps, ok := <-l.queue:
@@ -314,7 +318,10 @@ func (l *Log) gatherMore(batch []*pending) []*pending {
 				return batch
 			}
 			batch = append(batch, ps...)
+			quiet.Reset(gap)
 		case <-t.C:
+			return batch
+		case <-quiet.C:
 			return batch
 		}
 	}

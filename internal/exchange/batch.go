@@ -40,8 +40,10 @@ type BatchSigner struct {
 	busy   bool // a leader is signing
 	closed bool
 	// full is closed once the queue holds target headers while a leader
-	// waits for them; nil when no leader waits.
+	// waits for them; nil when no leader waits. grew is signalled on every
+	// header queued meanwhile.
 	full   chan struct{}
+	grew   chan struct{}
 	target int
 }
 
@@ -106,9 +108,17 @@ func (b *BatchSigner) Sign(ctx context.Context, header []byte) (*exchangev1.Sign
 // enough; b.mu is held.
 func (b *BatchSigner) enqueue(r *signReq) {
 	b.queue = append(b.queue, r)
-	if b.full != nil && len(b.queue) >= b.target {
+	if b.full == nil {
+		return
+	}
+	if len(b.queue) >= b.target {
 		close(b.full)
 		b.full = nil
+		return
+	}
+	select {
+	case b.grew <- struct{}{}:
+	default:
 	}
 }
 
@@ -119,15 +129,27 @@ func (b *BatchSigner) gather() {
 	if wait <= 0 || len(b.queue) >= target {
 		return
 	}
-	full := make(chan struct{})
-	b.full, b.target = full, target
+	full, grew := make(chan struct{}), make(chan struct{}, 1)
+	b.full, b.grew, b.target = full, grew, target
 	b.mu.Unlock()
 	t := time.NewTimer(wait)
-	select {
-	case <-full:
-	case <-t.C:
+	gap := b.policy.QuietGap()
+	quiet := time.NewTimer(gap)
+wait:
+	for {
+		select {
+		case <-full:
+			break wait
+		case <-t.C:
+			break wait
+		case <-quiet.C:
+			break wait
+		case <-grew:
+			quiet.Reset(gap)
+		}
 	}
 	t.Stop()
+	quiet.Stop()
 	b.mu.Lock()
 	if b.full == full {
 		b.full = nil

@@ -238,3 +238,21 @@ func TestSealedSizeBoundsSignedFrames(t *testing.T) {
 		t.Error("a batch over MaxBatch was signed")
 	}
 }
+
+// A leader waiting for more headers stops once none arrive for the quiet
+// gap, however long the delay.
+func TestBatchSignerStopsGatheringWhenQuiet(t *testing.T) {
+	ca := pkitest.NewCA(t, "vn.ketnoi")
+	s := ca.Signer(t, consumer)
+	var active atomic.Int64
+	active.Store(40)
+	bs := exchange.NewBatchSigner(s, &gather.Policy{Delay: time.Hour, Quiet: time.Millisecond, MinActive: 8, Active: &active})
+	defer bs.Close()
+	sh, err := bs.Sign(context.Background(), []byte("lone"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := sh.GetBatch().GetSize(); got != 1 {
+		t.Errorf("batch of %d, want 1", got)
+	}
+}

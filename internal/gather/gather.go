@@ -21,6 +21,11 @@ import (
 type Policy struct {
 	// Delay bounds the wait of one batch.
 	Delay time.Duration
+	// Quiet ends a wait early when no member has arrived for this long:
+	// exchanges that are open but idle (a feed waiting for its next event)
+	// count as in progress, yet send nothing to wait for. Zero means a
+	// quarter of Delay.
+	Quiet time.Duration
 	// MinActive is how many exchanges must be in progress before a batch
 	// waits at all.
 	MinActive int
@@ -43,4 +48,15 @@ func (p *Policy) Target() (members int, wait time.Duration) {
 		return 0, 0
 	}
 	return max(active/2, 2), p.Delay
+}
+
+// QuietGap returns how long a wait may go without a new member.
+func (p *Policy) QuietGap() time.Duration {
+	if p == nil {
+		return 0
+	}
+	if p.Quiet > 0 {
+		return p.Quiet
+	}
+	return p.Delay / 4
 }

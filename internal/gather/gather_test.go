@@ -35,3 +35,16 @@ func TestTarget(t *testing.T) {
 		t.Errorf("zero delay: Target() = %d, %v; want no wait", m, w)
 	}
 }
+
+func TestQuietGap(t *testing.T) {
+	if got := (&Policy{Delay: time.Millisecond}).QuietGap(); got != 250*time.Microsecond {
+		t.Errorf("default quiet gap %v, want a quarter of the delay", got)
+	}
+	if got := (&Policy{Delay: time.Millisecond, Quiet: time.Microsecond}).QuietGap(); got != time.Microsecond {
+		t.Errorf("quiet gap %v, want the one set", got)
+	}
+	var nilPolicy *Policy
+	if got := nilPolicy.QuietGap(); got != 0 {
+		t.Errorf("nil policy quiet gap %v", got)
+	}
+}
