@@ -48,9 +48,11 @@ type call struct {
 	// finalErr is then the call's status.
 	finished bool
 	finalErr error
-	// reqReceipt is the first request's record while it may still be
-	// committing (evidence_order: overlap).
-	reqReceipt *evidence.Receipt
+	// reqDurable waits for the first request's record while it may still
+	// be committing (evidence_order: overlap): no response reaches the
+	// application and no later request message leaves before it is
+	// durable. Nil when the record was durable before the request left.
+	reqDurable func() error
 	// deferred is the first request's record of a unary call held back to
 	// be committed with the response's (evidence_order: overlap).
 	deferred *pendingRecord
@@ -93,8 +95,9 @@ func (c *consumer) handle(_ any, ss grpc.ServerStream) error {
 	}
 	sendErr := make(chan error, 1)
 	if !final {
+		first := cl.reqDurable
 		go func() {
-			err := cl.pumpRequests(ctx, ss, stream)
+			err := cl.pumpRequests(ctx, ss, stream, first)
 			if err != nil {
 				cancel()
 			}
@@ -311,7 +314,10 @@ func (cl *call) firstFrame(ctx context.Context, ss grpc.ServerStream, clientStre
 	case cl.n.cfg.EvidenceOrder == EvidenceOverlap:
 		// The record commits while the request travels; no response
 		// reaches the application before it is durable.
-		sealed, cl.reqReceipt, err = cl.sealAndStart(ctx, h, payload, hasMsg)
+		var r *evidence.Receipt
+		if sealed, r, err = cl.sealAndStart(ctx, h, payload, hasMsg); err == nil {
+			cl.reqDurable = cl.n.durableOnce(ctx, r, h.GetMessageId())
+		}
 	default:
 		sealed, err = cl.sealAndRecord(ctx, h, payload, hasMsg)
 	}
@@ -349,8 +355,10 @@ func (cl *call) open(ctx context.Context, first *exchange.Sealed, final bool) (e
 
 // pumpRequests relays further request messages of a client stream, each
 // sent once its record is durable while the next ones are read, signed and
-// recorded.
-func (cl *call) pumpRequests(ctx context.Context, ss grpc.ServerStream, stream exchangev1.FederationService_ExchangeClient) error {
+// recorded. With first set, none is sent before the first request's
+// record is durable too.
+func (cl *call) pumpRequests(ctx context.Context, ss grpc.ServerStream, stream exchangev1.FederationService_ExchangeClient,
+	first func() error) error {
 	p := newPipeline(ctx, cl.n)
 	for {
 		f := &proxy.Frame{}
@@ -370,6 +378,11 @@ func (cl *call) pumpRequests(ctx context.Context, ss grpc.ServerStream, stream e
 		o, r, serr := cl.startOutgoing(ctx, h, payload, hasMsg)
 		if serr == nil {
 			serr = p.push(step{receipt: r, msgID: h.GetMessageId(), last: !hasMsg, size: len(payload), send: func(uint64) error {
+				if first != nil {
+					if err := first(); err != nil {
+						return err
+					}
+				}
 				sealed, err := o.sealed(ctx, cl.n, r)
 				if err != nil {
 					return err
@@ -541,14 +554,15 @@ func (cl *call) responseStep(ctx context.Context, ss grpc.ServerStream, o *excha
 		return step{}, err
 	}
 	if reqR != nil {
-		cl.reqReceipt = reqR
+		// Only unary calls hold their request record back; no request
+		// pump runs beside this.
+		cl.reqDurable = n.durableOnce(ctx, reqR, msgID)
 	}
-	reqReceipt := cl.reqReceipt
-	cl.reqReceipt = nil
+	reqDurable := cl.reqDurable
 	payload := o.Frame.GetPayload()
 	return step{receipt: r, msgID: msgID, last: h.GetFinal(), size: len(payload), send: func(index uint64) error {
-		if reqReceipt != nil {
-			if _, err := n.awaitRecord(ctx, reqReceipt, msgID); err != nil {
+		if reqDurable != nil {
+			if err := reqDurable(); err != nil {
 				return err
 			}
 		}

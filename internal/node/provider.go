@@ -47,10 +47,10 @@ type serve struct {
 	// abort holds the check a later request frame failed; the call then
 	// ends with that status instead of the backend's cancellation.
 	abort atomic.Pointer[exchange.Error]
-	// reqReceipt is the first request's record while it may still be
-	// committing (evidence_order: overlap); only the goroutine that sends
-	// response frames reads it.
-	reqReceipt *evidence.Receipt
+	// reqDurable waits for the first request's record while it may still be
+	// committing (evidence_order: overlap): no response frame and no later
+	// request message moves on before it is durable.
+	reqDurable func() error
 	// deferred is the first request's record of a unary call held back to
 	// be committed with the response's (evidence_order: overlap).
 	deferred *pendingRecord
@@ -107,7 +107,7 @@ func (p *provider) Exchange(stream exchangev1.FederationService_ExchangeServer) 
 		if err != nil {
 			return err
 		}
-		s.reqReceipt = rs[0]
+		s.reqDurable = n.durableOnce(ctx, rs[0], o.Header.GetMessageId())
 	default:
 		if err := n.recordNow(ctx, o.Header.GetMessageId(), pr); err != nil {
 			return err
@@ -251,8 +251,9 @@ func (s *serve) forward(ctx context.Context, o *exchange.Opened) error {
 		return s.relay(ctx, bs)
 	}
 	if !h.GetFinal() {
+		first := s.reqDurable
 		go func() {
-			if err := s.pumpRequests(ctx, bs); err != nil {
+			if err := s.pumpRequests(ctx, bs, first); err != nil {
 				n.log.WarnContext(ctx, "request stream ended", slog.String(logging.KeyMessageID, h.GetMessageId()),
 					slog.Any(logging.KeyError, err))
 				var perr *exchange.Error
@@ -281,7 +282,7 @@ func (s *serve) toBackend(bs grpc.ClientStream, o *exchange.Opened) error {
 // pumpRequests verifies, records and forwards the further request frames
 // of a client stream; each reaches the backend once its record is durable,
 // while the next frames are verified.
-func (s *serve) pumpRequests(ctx context.Context, bs grpc.ClientStream) error {
+func (s *serve) pumpRequests(ctx context.Context, bs grpc.ClientStream, first func() error) error {
 	n := s.n
 	p := newPipeline(ctx, n)
 	for {
@@ -305,7 +306,14 @@ func (s *serve) pumpRequests(ctx context.Context, bs grpc.ClientStream) error {
 			s.request.GetMessageId(), s.peer, true, codes.OK, "", o.Signer.Raw)
 		if err == nil {
 			err = p.push(step{receipt: r, msgID: s.request.GetMessageId(), last: o.Header.GetFinal(),
-				send: func(uint64) error { return s.toBackend(bs, o) }})
+				send: func(uint64) error {
+					if first != nil {
+						if err := first(); err != nil {
+							return err
+						}
+					}
+					return s.toBackend(bs, o)
+				}})
 		}
 		if err != nil || o.Header.GetFinal() {
 			if cerr := p.close(); err == nil {
@@ -566,14 +574,16 @@ func (s *serve) startResponse(ctx context.Context, o *outgoing, code codes.Code)
 		return nil, nil, err
 	}
 	if reqR != nil {
-		s.reqReceipt = reqR
+		// Only unary calls hold their request record back; no request
+		// pump runs beside this.
+		s.reqDurable = n.durableOnce(ctx, reqR, msgID)
 	}
+	reqDurable := s.reqDurable
 	return r, func(uint64) error {
-		if s.reqReceipt != nil {
-			if _, err := n.awaitRecord(ctx, s.reqReceipt, msgID); err != nil {
+		if reqDurable != nil {
+			if err := reqDurable(); err != nil {
 				return err
 			}
-			s.reqReceipt = nil
 		}
 		sealed, err := o.sealed(ctx, n, r)
 		if err != nil {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/x509"
 	"log/slog"
+	"sync"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -156,6 +157,17 @@ func (n *Node) withDeferred(ctx context.Context, msgID string, deferred **pendin
 		return nil, nil, err
 	}
 	return rs[1], rs[0], nil
+}
+
+// durableOnce returns a function that waits until a started record is
+// durable and can be called any number of times, from any goroutine: a
+// first request record still committing (evidence_order: overlap) gates
+// both the later request messages and the first response.
+func (n *Node) durableOnce(ctx context.Context, r *evidence.Receipt, msgID string) func() error {
+	return sync.OnceValue(func() error {
+		_, err := n.awaitRecord(ctx, r, msgID)
+		return err
+	})
 }
 
 // awaitRecord waits until a started record is durable.
