@@ -144,10 +144,10 @@ func (l *Log) StartItems(ctx context.Context, items ...Item) ([]*Receipt, error)
 
 // Signed waits until the writer has signed the header of a record started
 // with Item.Sign and returns it signed, typically before the record is
-// durable. It returns nil for other records.
+// durable. For other records it returns an error.
 func (r *Receipt) Signed(ctx context.Context) (*exchangev1.SignedHeader, error) {
 	if r.p.sealed == nil {
-		return nil, nil
+		return nil, errors.New("sign header: the record was not started to be signed")
 	}
 	select {
 	case <-r.p.sealed:
@@ -345,22 +345,30 @@ func (l *Log) sealAll(batch []*pending) error {
 	if err == nil && len(signed) != len(headers) {
 		err = fmt.Errorf("signed %d of %d headers", len(signed), len(headers))
 	}
+	// Every record is completed and encoded before any caller learns its
+	// signed header: a record that cannot be encoded fails the commit, and
+	// no header of a failed commit is handed out as signed.
 	i := 0
+	for _, p := range batch {
+		if p.rec == nil || err != nil {
+			continue
+		}
+		sh := signed[i]
+		i++
+		p.rec.Signature, p.rec.Batch = sh.GetSignature(), sh.GetBatch()
+		leaf, merr := proto.MarshalOptions{Deterministic: true}.Marshal(p.rec)
+		if merr != nil {
+			err = fmt.Errorf("marshal record: %w", merr)
+			continue
+		}
+		p.leaf, p.signed = leaf, sh
+	}
 	for _, p := range batch {
 		if p.rec == nil {
 			continue
 		}
-		if err == nil {
-			sh := signed[i]
-			i++
-			p.rec.Signature, p.rec.Batch = sh.GetSignature(), sh.GetBatch()
-			p.leaf, p.sealErr = proto.MarshalOptions{Deterministic: true}.Marshal(p.rec)
-			p.signed = sh
-			if p.sealErr != nil && err == nil {
-				err = fmt.Errorf("marshal record: %w", p.sealErr)
-			}
-		} else {
-			p.sealErr = err
+		if err != nil {
+			p.signed, p.sealErr = nil, err
 		}
 		p.rec = nil
 		close(p.sealed)

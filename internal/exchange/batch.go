@@ -397,6 +397,8 @@ func (v *Verifier) Verify(cert *x509.Certificate, sh *exchangev1.SignedHeader) e
 	}
 	v.mu.Unlock()
 
+	// Waiters are released however verify returns, a panic included.
+	defer close(c.done)
 	err := verify()
 	c.ok = err == nil
 	if !c.ok {
@@ -406,7 +408,6 @@ func (v *Verifier) Verify(cert *x509.Certificate, sh *exchangev1.SignedHeader) e
 		}
 		v.mu.Unlock()
 	}
-	close(c.done)
 	return err
 }
 

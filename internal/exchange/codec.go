@@ -17,14 +17,15 @@ import (
 const zeroCopyMin = 16 << 10
 
 // Codec is the gRPC codec of the federation endpoint. On the wire it is
-// plain protobuf (its name is "proto"), but it moves the payload of an
-// ExchangeRequest or ExchangeResponse without copying it: marshalling
-// writes the frame's fields around the payload and hands the payload to
-// gRPC as a buffer of its own, and unmarshalling leaves the payload in the
-// received buffer instead of copying it out. A node relaying a stream of
-// large messages otherwise copies every byte twice more. Every other
-// message, and any frame with fields this codec does not know, goes
-// through the standard protobuf codec.
+// plain protobuf (its name is "proto"), but it spares copies of the payload
+// of an ExchangeRequest or ExchangeResponse: marshalling writes the frame's
+// fields around the payload and hands the payload to gRPC as a buffer of
+// its own, and unmarshalling parses the frame itself, so the payload is
+// joined from gRPC's receive buffers once (grpc-go splits messages into
+// 16 KiB HTTP/2 frames) instead of joined and then copied out again; a
+// message that arrived in one buffer is used in place. Every other message,
+// and any frame with fields this codec does not know, goes through the
+// standard protobuf codec.
 type Codec struct {
 	fallback encoding.CodecV2
 }

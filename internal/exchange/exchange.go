@@ -89,12 +89,22 @@ func Assemble(h *exchangev1.Header, digest []byte, sh *exchangev1.SignedHeader, 
 // may grow by.
 const maxSignatureOverhead = (2 + 72) + (3 + (2 + 32) + 11 + 11 + 11*(2+32)) + 8
 
-// SealedSize bounds the size of the frame that carries raw and payload once
-// the header is signed, so that a frame too large for the peer is refused
-// before anything is signed or recorded.
+// wrapperOverhead is what the ExchangeRequest or ExchangeResponse around a
+// frame adds: one tag and a length of up to five bytes.
+const wrapperOverhead = 1 + 5
+
+// SealedSize bounds the size of the message that carries raw and payload
+// between nodes once the header is signed, so that a message too large for
+// the peer is refused before anything is signed or recorded.
 func SealedSize(raw, payload []byte) int {
 	f := &exchangev1.Frame{SignedHeader: &exchangev1.SignedHeader{Header: raw}, Payload: payload}
-	return proto.Size(f) + maxSignatureOverhead
+	return proto.Size(f) + maxSignatureOverhead + wrapperOverhead
+}
+
+// WireSize is the size of the message that carries a sealed frame between
+// nodes.
+func WireSize(f *exchangev1.Frame) int {
+	return proto.Size(f) + wrapperOverhead
 }
 
 // PendingSeal is a header whose bytes and digest are final and whose

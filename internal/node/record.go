@@ -212,7 +212,7 @@ func statusFromHeader(h *exchangev1.Header) *status.Status {
 // would not accept: a message within the limit can still be pushed over it
 // by its metadata.
 func (n *Node) checkFrameSize(sealed *exchange.Sealed) error {
-	if size := proto.Size(sealed.Frame); size > n.frameLimit() {
+	if size := exchange.WireSize(sealed.Frame); size > n.frameLimit() {
 		return exchange.Errorf(codes.ResourceExhausted, exchange.ReasonMessageTooLarge,
 			"message with its signed header and metadata is %d bytes, over the limit of %d", size, n.frameLimit()).
 			Status(n.self.String()).Err()

@@ -12,6 +12,7 @@ import (
 	"bytes"
 	"crypto"
 	"crypto/ecdsa"
+	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/sha256"
 	"crypto/x509"
@@ -66,11 +67,16 @@ type Signer struct {
 	certSum [32]byte
 }
 
-// NewSigner pairs an ECDSA P-256 key with its certificate.
+// NewSigner pairs an ECDSA P-256 key with its certificate. Other curves
+// are refused: frame size limits are computed for P-256 signatures, and
+// every node must be able to verify every other.
 func NewSigner(key *ecdsa.PrivateKey, cert *x509.Certificate) (*Signer, error) {
 	pub, ok := cert.PublicKey.(*ecdsa.PublicKey)
 	if !ok || !pub.Equal(key.Public()) {
 		return nil, errors.New("sign: certificate does not match the private key")
+	}
+	if key.Curve != elliptic.P256() {
+		return nil, fmt.Errorf("sign: key on curve %s, want P-256", key.Curve.Params().Name)
 	}
 	return &Signer{key: key, cert: cert, certSum: sha256.Sum256(cert.Raw)}, nil
 }

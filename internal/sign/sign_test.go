@@ -5,11 +5,14 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/x509"
 	"encoding/pem"
 	"errors"
+	"math/big"
 	"net/url"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -119,6 +122,27 @@ func TestNewSignerMismatch(t *testing.T) {
 	}
 	if _, err := sign.NewSigner(key, s.Certificate()); err == nil {
 		t.Errorf("NewSigner with a key that does not match the certificate succeeded")
+	}
+}
+
+// A P-384 key with its own certificate is refused: frame limits and peers
+// expect P-256 signatures.
+func TestNewSignerRefusesOtherCurves(t *testing.T) {
+	key, err := ecdsa.GenerateKey(elliptic.P384(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), NotBefore: time.Now(), NotAfter: time.Now().Add(time.Hour)}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, err := x509.ParseCertificate(der)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := sign.NewSigner(key, cert); err == nil || !strings.Contains(err.Error(), "P-384") {
+		t.Errorf("NewSigner with a P-384 key: %v, want a refusal naming the curve", err)
 	}
 }
 
