@@ -31,6 +31,10 @@ const MaxBatch = 1024
 // signer so costs no hand-off between goroutines, and under load one ECDSA
 // signature covers many messages. With a gather policy, a leader that finds
 // the node busy first waits briefly for more headers (see package gather).
+//
+// A node signs most headers in its evidence log's writer instead (one
+// signature per commit, see SignBatch); a BatchSigner serves headers that
+// must be signed before their record is started.
 type BatchSigner struct {
 	signer *sign.Signer
 	policy *gather.Policy
@@ -95,7 +99,7 @@ func (b *BatchSigner) Sign(ctx context.Context, header []byte) (*exchangev1.Sign
 		// Headers queued while this caller signed: a goroutine carries on,
 		// so this caller returns without waiting for other callers' work.
 		b.mu.Unlock()
-		go b.drain(false)
+		go b.drain()
 	} else {
 		b.busy = false
 		b.mu.Unlock()
@@ -166,38 +170,15 @@ func (b *BatchSigner) signQueued() {
 	b.mu.Lock()
 }
 
-// drain signs until the queue is empty, then leaves the signer idle. With
-// first set it leads a new round and may first wait for more headers.
-func (b *BatchSigner) drain(first bool) {
+// drain signs until the queue is empty, then leaves the signer idle.
+func (b *BatchSigner) drain() {
 	b.mu.Lock()
-	if first {
-		b.gather()
-	}
 	for len(b.queue) > 0 {
 		b.signQueued()
 	}
 	b.queue = nil
 	b.busy = false
 	b.mu.Unlock()
-}
-
-// signAsync queues header bytes for signing and returns at once; the
-// result arrives on the returned channel. A stream's messages queued this
-// way while the signer is busy share one signature.
-func (b *BatchSigner) signAsync(header []byte) <-chan signResult {
-	r := &signReq{header: header, out: make(chan signResult, 1)}
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if b.closed {
-		r.out <- signResult{err: ErrSignerClosed}
-		return r.out
-	}
-	b.enqueue(r)
-	if !b.busy {
-		b.busy = true
-		go b.drain(true)
-	}
-	return r.out
 }
 
 // Close makes further Sign calls fail.

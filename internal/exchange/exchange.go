@@ -107,43 +107,6 @@ func WireSize(f *exchangev1.Frame) int {
 	return proto.Size(f) + wrapperOverhead
 }
 
-// PendingSeal is a header whose bytes and digest are final and whose
-// signature is on its way.
-type PendingSeal struct {
-	// Digest is the SHA-256 of the header bytes, known before signing, so
-	// the next message of a stream can link to it at once.
-	Digest  []byte
-	h       *exchangev1.Header
-	raw     []byte
-	payload []byte
-	sig     <-chan signResult
-}
-
-// SealAsync is Seal without waiting for the signature: a stream's next
-// messages are prepared meanwhile, and the headers queued together share
-// one signature.
-func SealAsync(bs *BatchSigner, h *exchangev1.Header, payload []byte, hasMessage bool, now time.Time) (*PendingSeal, error) {
-	raw, err := complete(bs, h, payload, hasMessage, now)
-	if err != nil {
-		return nil, err
-	}
-	d := sha256.Sum256(raw)
-	return &PendingSeal{Digest: d[:], h: h, raw: raw, payload: payload, sig: bs.signAsync(raw)}, nil
-}
-
-// Wait returns the sealed frame once its signature is there.
-func (p *PendingSeal) Wait(ctx context.Context) (*Sealed, error) {
-	select {
-	case res := <-p.sig:
-		if res.err != nil {
-			return nil, res.err
-		}
-		return sealed(p.h, p.raw, res.sh, p.payload), nil
-	case <-ctx.Done():
-		return nil, ctx.Err()
-	}
-}
-
 // complete fills in the header fields a signer vouches for and returns the
 // exact bytes to sign.
 func complete(bs *BatchSigner, h *exchangev1.Header, payload []byte, hasMessage bool, now time.Time) ([]byte, error) {
