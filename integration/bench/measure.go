@@ -45,8 +45,11 @@ type streamRow struct {
 }
 
 // measure runs every case on every path, paths interleaved within a case
-// so that slow drift of the machine affects them alike.
+// so that slow drift of the machine affects them alike. The streams run
+// first, while the nodes are fresh: a node's heap grown by the large unary
+// calls would hide what a stream alone makes it grow.
 func measure(ctx context.Context, o options, paths []*topology, rep *report, progress io.Writer) {
+	measureStreams(ctx, o, paths, rep, progress)
 	for _, size := range o.payloads {
 		for _, conc := range o.conc {
 			c := unaryCase{Payload: size, Concurrency: conc, Duration: o.duration, MaxCalls: maxSmallCalls}
@@ -70,6 +73,10 @@ func measure(ctx context.Context, o options, paths []*topology, rep *report, pro
 			}
 		}
 	}
+}
+
+// measureStreams runs the Download cases.
+func measureStreams(ctx context.Context, o options, paths []*topology, rep *report, progress io.Writer) {
 	if o.streamBytes == 0 {
 		return
 	}

@@ -245,7 +245,11 @@ func (s *serve) forward(ctx context.Context, o *exchange.Opened) error {
 	if err != nil {
 		return s.backendFailed(ctx, err)
 	}
-	go s.watchAuthority(ctx, cancel)
+	if s.method.GetClientStreaming() || s.method.GetServerStreaming() {
+		// A stream can run for hours; a unary call was authorised a
+		// moment ago and ends with its one response.
+		go s.watchAuthority(ctx, cancel)
+	}
 	if err := s.toBackend(bs, o); err != nil {
 		cancel()
 		return s.relay(ctx, bs)
