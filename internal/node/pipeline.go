@@ -15,7 +15,7 @@ import (
 // about a millisecond, so a few large messages keep a stream moving.
 const (
 	pipelineDepth = 8
-	pipelineBytes = 4 << 20
+	pipelineBytes = 2 << 20
 )
 
 // step is one message of a stream: its evidence record, already handed to
