@@ -7,7 +7,6 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"time"
 
 	bolt "go.etcd.io/bbolt"
 	"golang.org/x/mod/sumdb/tlog"
@@ -301,11 +300,8 @@ func (l *Log) gatherMore(batch []*pending) []*pending {
 	if wait <= 0 || len(batch) >= target {
 		return batch
 	}
-	t := time.NewTimer(wait)
-	defer t.Stop()
-	gap := l.gather.QuietGap()
-	quiet := time.NewTimer(gap)
-	defer quiet.Stop()
+	w := l.gather.NewWait(wait)
+	defer w.Stop()
 	for len(batch) < target {
 		select {
 		case ps, ok := <-l.queue:
@@ -318,10 +314,8 @@ func (l *Log) gatherMore(batch []*pending) []*pending {
 				return batch
 			}
 			batch = append(batch, ps...)
-			quiet.Reset(gap)
-		case <-t.C:
-			return batch
-		case <-quiet.C:
+			w.Arrived()
+		case <-w.C:
 			return batch
 		}
 	}

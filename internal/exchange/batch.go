@@ -8,7 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"sync"
-	"time"
 
 	"golang.org/x/mod/sumdb/tlog"
 
@@ -43,12 +42,9 @@ type BatchSigner struct {
 	queue  []*signReq
 	busy   bool // a leader is signing
 	closed bool
-	// full is closed once the queue holds target headers while a leader
-	// waits for them; nil when no leader waits. grew is signalled on every
-	// header queued meanwhile.
-	full   chan struct{}
-	grew   chan struct{}
-	target int
+	// grew is signalled on every header queued while a leader waits for
+	// more; nil when no leader waits.
+	grew chan struct{}
 }
 
 type signReq struct {
@@ -112,17 +108,11 @@ func (b *BatchSigner) Sign(ctx context.Context, header []byte) (*exchangev1.Sign
 // enough; b.mu is held.
 func (b *BatchSigner) enqueue(r *signReq) {
 	b.queue = append(b.queue, r)
-	if b.full == nil {
-		return
-	}
-	if len(b.queue) >= b.target {
-		close(b.full)
-		b.full = nil
-		return
-	}
-	select {
-	case b.grew <- struct{}{}:
-	default:
+	if b.grew != nil {
+		select {
+		case b.grew <- struct{}{}:
+		default:
+		}
 	}
 }
 
@@ -133,31 +123,23 @@ func (b *BatchSigner) gather() {
 	if wait <= 0 || len(b.queue) >= target {
 		return
 	}
-	full, grew := make(chan struct{}), make(chan struct{}, 1)
-	b.full, b.grew, b.target = full, grew, target
-	b.mu.Unlock()
-	t := time.NewTimer(wait)
-	gap := b.policy.QuietGap()
-	quiet := time.NewTimer(gap)
-wait:
-	for {
+	b.grew = make(chan struct{}, 1)
+	w := b.policy.NewWait(wait)
+	defer w.Stop()
+	for len(b.queue) < target {
+		grew := b.grew
+		b.mu.Unlock()
 		select {
-		case <-full:
-			break wait
-		case <-t.C:
-			break wait
-		case <-quiet.C:
-			break wait
 		case <-grew:
-			quiet.Reset(gap)
+			w.Arrived()
+		case <-w.C:
+			b.mu.Lock()
+			b.grew = nil
+			return
 		}
+		b.mu.Lock()
 	}
-	t.Stop()
-	quiet.Stop()
-	b.mu.Lock()
-	if b.full == full {
-		b.full = nil
-	}
+	b.grew = nil
 }
 
 // signQueued signs one batch of the queue; b.mu is held on entry and exit.

@@ -50,6 +50,30 @@ func (p *Policy) Target() (members int, wait time.Duration) {
 	return max(active/2, 2), p.Delay
 }
 
+// Wait times one batch's wait: C fires once the wait has lasted its
+// length, or earlier when no member has arrived for the quiet gap.
+type Wait struct {
+	C   <-chan time.Time
+	t   *time.Timer
+	end time.Time
+	gap time.Duration
+}
+
+// NewWait starts a wait of at most length (from Target).
+func (p *Policy) NewWait(length time.Duration) *Wait {
+	w := &Wait{end: time.Now().Add(length), gap: p.QuietGap()}
+	w.t = time.NewTimer(min(length, w.gap))
+	w.C = w.t.C
+	return w
+}
+
+// Arrived notes a new member: the quiet gap starts again, within the
+// wait's length.
+func (w *Wait) Arrived() { w.t.Reset(min(time.Until(w.end), w.gap)) }
+
+// Stop releases the wait's timer.
+func (w *Wait) Stop() { w.t.Stop() }
+
 // QuietGap returns how long a wait may go without a new member.
 func (p *Policy) QuietGap() time.Duration {
 	if p == nil {
