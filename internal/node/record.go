@@ -75,10 +75,8 @@ func (n *Node) prepareOutgoing(h *exchangev1.Header, payload []byte, hasMsg bool
 	if err != nil {
 		return nil, status.Errorf(codes.Internal, "prepare header: %v", err)
 	}
-	if size := exchange.SealedSize(raw, payload); size > n.frameLimit() {
-		return nil, exchange.Errorf(codes.ResourceExhausted, exchange.ReasonMessageTooLarge,
-			"message with its signed header and metadata is %d bytes, over the limit of %d", size, n.frameLimit()).
-			Status(n.self.String()).Err()
+	if err := n.checkWireSize(exchange.SealedSize(raw, payload)); err != nil {
+		return nil, err
 	}
 	return &outgoing{header: h, raw: raw, digest: digest, payload: payload}, nil
 }
@@ -212,7 +210,13 @@ func statusFromHeader(h *exchangev1.Header) *status.Status {
 // would not accept: a message within the limit can still be pushed over it
 // by its metadata.
 func (n *Node) checkFrameSize(sealed *exchange.Sealed) error {
-	if size := exchange.WireSize(sealed.Frame); size > n.frameLimit() {
+	return n.checkWireSize(exchange.WireSize(sealed.Frame))
+}
+
+// checkWireSize refuses a message of size bytes between nodes when the
+// peer would not accept it.
+func (n *Node) checkWireSize(size int) error {
+	if size > n.frameLimit() {
 		return exchange.Errorf(codes.ResourceExhausted, exchange.ReasonMessageTooLarge,
 			"message with its signed header and metadata is %d bytes, over the limit of %d", size, n.frameLimit()).
 			Status(n.self.String()).Err()
