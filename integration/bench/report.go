@@ -156,31 +156,30 @@ func dashes(n int) string { return strings.TrimSuffix(strings.Repeat("– | ", n
 
 // perCall prints each process's CPU per call, "in | out", or dashes.
 func perCall(uses []use, calls int) string {
-	if len(uses) == 0 || calls == 0 {
-		return dashes(max(len(uses), 2))
-	}
-	var cells []string
-	for _, u := range uses {
-		if u.Err != nil {
-			cells = append(cells, "n/a")
-			continue
-		}
-		cells = append(cells, fmt.Sprintf("%.0f µs", float64(u.CPU.Microseconds())/float64(calls)))
-	}
-	return strings.Join(cells, " | ")
+	return perProcess(uses, calls > 0, func(cpu time.Duration) string {
+		return fmt.Sprintf("%.0f µs", float64(cpu.Microseconds())/float64(calls))
+	})
 }
 
+// perGiB prints each process's CPU per GiB streamed, or dashes.
 func perGiB(uses []use, bytes int64) string {
-	if len(uses) == 0 || bytes == 0 {
+	return perProcess(uses, bytes > 0, func(cpu time.Duration) string {
+		return fmt.Sprintf("%.2f s", cpu.Seconds()*float64(1<<30)/float64(bytes))
+	})
+}
+
+// perProcess prints one cell per process with format, "n/a" where its CPU
+// could not be read, or dashes when there is nothing to divide by.
+func perProcess(uses []use, ok bool, format func(time.Duration) string) string {
+	if len(uses) == 0 || !ok {
 		return dashes(max(len(uses), 2))
 	}
-	var cells []string
-	for _, u := range uses {
-		if u.Err != nil {
-			cells = append(cells, "n/a")
-			continue
+	cells := make([]string, len(uses))
+	for i, u := range uses {
+		cells[i] = "n/a"
+		if u.Err == nil {
+			cells[i] = format(u.CPU)
 		}
-		cells = append(cells, fmt.Sprintf("%.2f s", u.CPU.Seconds()*float64(1<<30)/float64(bytes)))
 	}
 	return strings.Join(cells, " | ")
 }
