@@ -41,29 +41,7 @@ func TestConnectConformance(t *testing.T) {
 	if err := cluster.BuildConformance(ctx, filepath.Join("conformance", "tools"), binDir); err != nil {
 		t.Fatal(err)
 	}
-	var log strings.Builder
-	c, err := cluster.New(ctx, t.TempDir(), binDir, &log)
-	if err != nil {
-		t.Fatalf("new cluster: %v\n%s", err, log.String())
-	}
-	t.Cleanup(func() {
-		c.Close()
-		if races := c.DataRaces(); len(races) > 0 {
-			t.Errorf("data races reported by %v", races)
-		}
-		if t.Failed() {
-			for _, name := range []string{"registry", "vpcp", "bnv", "conformance"} {
-				b, _ := os.ReadFile(filepath.Join(c.Dir, "logs", name+".log"))
-				t.Logf("--- %s log ---\n%s", name, tail(b, 200))
-			}
-		}
-	})
-	if err := c.Conformance(ctx); err != nil {
-		t.Fatalf("conformance scenario: %v\n%s", err, log.String())
-	}
-	if err := c.WaitSynced(ctx); err != nil {
-		t.Fatal(err)
-	}
+	c := startScenario(ctx, t, "", (*cluster.Cluster).Conformance, "registry", "vpcp", "bnv", "conformance")
 
 	conf, err := filepath.Abs(filepath.Join("conformance", "config.yaml"))
 	if err != nil {
@@ -107,13 +85,4 @@ func TestConnectConformance(t *testing.T) {
 			}
 		})
 	}
-}
-
-// tail returns the last n lines of b.
-func tail(b []byte, n int) string {
-	lines := strings.Split(string(b), "\n")
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return strings.Join(lines, "\n")
 }

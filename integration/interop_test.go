@@ -5,9 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
 	"path/filepath"
-	"strings"
 	"testing"
 	"time"
 
@@ -68,28 +66,7 @@ func startInteropWith(t *testing.T, nodeYAML string) *cluster.Cluster {
 	if err := cluster.BuildInterop(ctx, filepath.Join("interop", "tools"), binDir); err != nil {
 		t.Fatal(err)
 	}
-	var log strings.Builder
-	c, err := cluster.New(ctx, t.TempDir(), binDir, &log)
-	if err != nil {
-		t.Fatalf("new cluster: %v\n%s", err, log.String())
-	}
-	c.NodeYAML = nodeYAML
-	t.Cleanup(func() {
-		c.Close()
-		if t.Failed() {
-			for _, name := range []string{"registry", "vpcp", "bnv", "interop"} {
-				b, _ := os.ReadFile(filepath.Join(c.Dir, "logs", name+".log"))
-				t.Logf("--- %s log ---\n%s", name, b)
-			}
-		}
-	})
-	if err := c.Interop(ctx); err != nil {
-		t.Fatalf("interop scenario: %v\n%s", err, log.String())
-	}
-	if err := c.WaitSynced(ctx); err != nil {
-		t.Fatal(err)
-	}
-	return c
+	return startScenario(ctx, t, nodeYAML, (*cluster.Cluster).Interop, "registry", "vpcp", "bnv", "interop")
 }
 
 // interopTargets are where the cases run: the interop server itself, as a

@@ -79,6 +79,17 @@ func startStandardWith(t *testing.T, nodeYAML string) *cluster.Cluster {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
+	return startScenario(ctx, t, nodeYAML, (*cluster.Cluster).Standard, "registry", "vpcp", "bnv", "btc", "dvhc")
+}
+
+// startScenario starts a cluster with extra node configuration and runs
+// scenario on it, then waits until every node holds the registry's latest
+// configuration. At cleanup it stops every process, fails the test on data
+// races the race-built binaries reported and, when the test failed, prints
+// the end of the logs of procs.
+func startScenario(ctx context.Context, t *testing.T, nodeYAML string,
+	scenario func(*cluster.Cluster, context.Context) error, procs ...string) *cluster.Cluster {
+	t.Helper()
 	var log strings.Builder
 	c, err := cluster.New(ctx, t.TempDir(), binDir, &log)
 	if err != nil {
@@ -91,19 +102,28 @@ func startStandardWith(t *testing.T, nodeYAML string) *cluster.Cluster {
 			t.Errorf("data races reported by %v", races)
 		}
 		if t.Failed() {
-			for _, name := range []string{"registry", "vpcp", "bnv", "btc", "dvhc"} {
+			for _, name := range procs {
 				b, _ := os.ReadFile(filepath.Join(c.Dir, "logs", name+".log"))
-				t.Logf("--- %s log ---\n%s", name, b)
+				t.Logf("--- %s log ---\n%s", name, tail(b, 200))
 			}
 		}
 	})
-	if err := c.Standard(ctx); err != nil {
-		t.Fatalf("standard scenario: %v\n%s", err, log.String())
+	if err := scenario(c, ctx); err != nil {
+		t.Fatalf("scenario: %v\n%s", err, log.String())
 	}
 	if err := c.WaitSynced(ctx); err != nil {
 		t.Fatal(err)
 	}
 	return c
+}
+
+// tail returns the last n lines of b.
+func tail(b []byte, n int) string {
+	lines := strings.Split(string(b), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
 }
 
 func dial(t *testing.T, addr string) dvhcv1.AdminUnitServiceClient {
