@@ -303,21 +303,7 @@ func TestEvidenceVerify(t *testing.T) {
 
 func TestEvidenceVerifyTampered(t *testing.T) {
 	f := newEvidenceFixture(t)
-	db, err := bolt.Open(f.path, 0o600, &bolt.Options{Timeout: time.Second})
-	if err != nil {
-		t.Fatalf("open bbolt: %v", err)
-	}
-	err = db.Update(func(tx *bolt.Tx) error {
-		b := tx.Bucket([]byte("leaves"))
-		k := binary.BigEndian.AppendUint64(nil, 1)
-		v := bytes.Clone(b.Get(k))
-		v[len(v)-3] ^= 0x01
-		return b.Put(k, v)
-	})
-	db.Close()
-	if err != nil {
-		t.Fatalf("tamper: %v", err)
-	}
+	flipRecordByte(t, f.path)
 
 	code, stdout, stderr := runEvidenceCLI("evidence", "verify", "--log", f.path, "--bundle", f.bundle)
 	if code != 1 {
@@ -444,21 +430,7 @@ func TestEvidenceNodeSameOutput(t *testing.T) {
 
 func TestEvidenceNodeVerifyTampered(t *testing.T) {
 	f := newEvidenceFixture(t)
-	db, err := bolt.Open(f.path, 0o600, &bolt.Options{Timeout: time.Second})
-	if err != nil {
-		t.Fatalf("open bbolt: %v", err)
-	}
-	err = db.Update(func(tx *bolt.Tx) error {
-		b := tx.Bucket([]byte("leaves"))
-		k := binary.BigEndian.AppendUint64(nil, 1)
-		v := bytes.Clone(b.Get(k))
-		v[len(v)-3] ^= 0x01
-		return b.Put(k, v)
-	})
-	db.Close()
-	if err != nil {
-		t.Fatalf("tamper: %v", err)
-	}
+	flipRecordByte(t, f.path)
 	_, logStdout, _ := runEvidenceCLI("evidence", "verify", "--log", f.path, "--bundle", f.bundle)
 	if !strings.HasPrefix(logStdout, "first bad record:\nrecord 1\n") {
 		t.Fatalf("--log stdout = %q, want the bad record first", logStdout)
@@ -521,5 +493,26 @@ func TestEvidenceNodeErrors(t *testing.T) {
 				t.Errorf("stderr %q is not one line", stderr)
 			}
 		})
+	}
+}
+
+// flipRecordByte flips one byte near the end of record 1 of the log at
+// path, as a tamperer with write access to the file could.
+func flipRecordByte(t *testing.T, path string) {
+	t.Helper()
+	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: time.Second})
+	if err != nil {
+		t.Fatalf("open bbolt: %v", err)
+	}
+	err = db.Update(func(tx *bolt.Tx) error {
+		b := tx.Bucket([]byte("leaves"))
+		k := binary.BigEndian.AppendUint64(nil, 1)
+		v := bytes.Clone(b.Get(k))
+		v[len(v)-3] ^= 0x01
+		return b.Put(k, v)
+	})
+	db.Close()
+	if err != nil {
+		t.Fatalf("tamper: %v", err)
 	}
 }
