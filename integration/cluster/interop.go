@@ -60,7 +60,24 @@ func (c *Cluster) Interop(ctx context.Context) error {
 	if err := c.StartInteropServer(ctx); err != nil {
 		return err
 	}
-	backend := c.procs["interop"].Addrs["grpc"]
+	return c.interopServices(ctx, c.procs["interop"].Addrs["grpc"])
+}
+
+// InteropBackedBy returns the Interop scenario with the interop services
+// served by backend, a plain-text gRPC server the caller runs (for example
+// one that reports what reached it), instead of the interop server process.
+func InteropBackedBy(backend string) func(*Cluster, context.Context) error {
+	return func(c *Cluster, ctx context.Context) error {
+		if err := c.StartRegistry(ctx); err != nil {
+			return err
+		}
+		return c.interopServices(ctx, backend)
+	}
+}
+
+// interopServices starts the pair of nodes with backend behind the interop
+// services, then registers and grants the services.
+func (c *Cluster) interopServices(ctx context.Context, backend string) error {
 	if err := c.pairOfNodes(ctx, InteropSub, map[string]string{InteropService: backend, InteropORCA: backend}); err != nil {
 		return err
 	}
