@@ -200,6 +200,7 @@ func (n *Node) open() error {
 	n.backends = newPool(func(_, addr string) (*grpc.ClientConn, error) {
 		return grpc.NewClient(addr,
 			grpc.WithTransportCredentials(insecure.NewCredentials()),
+			grpc.WithKeepaliveParams(backendKeepalive),
 			grpc.WithInitialWindowSize(streamWindow), grpc.WithInitialConnWindowSize(connWindow),
 			experimental.WithBufferPool(n.pool),
 			grpc.WithDefaultCallOptions(grpc.ForceCodecV2(n.codec),
@@ -406,6 +407,12 @@ func (n *Node) adminServer() *grpc.Server {
 	evidencev1.RegisterEvidenceServiceServer(s, evidence.NewService(n.evidence, n.roots))
 	return s
 }
+
+// backendKeepalive ends a call whose backend vanished without closing its
+// connection. It pings a quiet connection only while calls are open, and
+// less often than gRPC's default server policy (one ping per 5 minutes)
+// allows, so that backends need no keepalive settings of their own.
+var backendKeepalive = keepalive.ClientParameters{Time: 6 * time.Minute, Timeout: 20 * time.Second}
 
 // appKeepalive lets applications ping as often as grpc-go clients may
 // (every 10 s), with or without a call open. gRPC's default policy allows
