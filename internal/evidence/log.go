@@ -89,6 +89,12 @@ type Log struct {
 
 	head atomic.Pointer[treeHead]
 
+	// storedCerts holds the SHA-256 of every signer certificate a commit
+	// has stored or found stored, so that records naming a known signer,
+	// nearly all of them, neither copy the certificate nor look it up
+	// again in the transaction.
+	storedCerts sync.Map // [32]byte -> struct{}
+
 	// Write side; nil queue for read-only logs.
 	maxBatch int
 	seal     func(headers [][]byte) ([]*exchangev1.SignedHeader, error)

@@ -1,7 +1,9 @@
 package evidence
 
 import (
+	"bytes"
 	"context"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"os"
@@ -438,5 +440,40 @@ func TestLongMessageIDNotIndexed(t *testing.T) {
 	}
 	if got, err := l.ByMessageID(long); err != nil || len(got) != 0 {
 		t.Errorf("ByMessageID(long) = %d entries, %v; want none", len(got), err)
+	}
+}
+
+// TestCertificateStoredAfterFailedCommit checks that a signer certificate
+// whose first commit failed is stored by the next record naming it: only a
+// committed certificate counts as known.
+func TestCertificateStoredAfterFailedCommit(t *testing.T) {
+	ctx := context.Background()
+	l, _ := openLog(t)
+	s := newCA(t, "ca").signer(t, testMember)
+	cert := s.Certificate().Raw
+	fail := true
+	l.commitHook = func(int) error {
+		if fail {
+			return errors.New("injected failure")
+		}
+		return nil
+	}
+	if _, err := l.Append(ctx, signedRecord(t, s, header(s, "a", 0)), cert); err == nil {
+		t.Fatal("Append with the injected failure succeeded")
+	}
+	fail = false
+	if _, err := l.Append(ctx, signedRecord(t, s, header(s, "b", 0)), cert); err != nil {
+		t.Fatalf("Append: %v", err)
+	}
+	if _, err := l.Append(ctx, signedRecord(t, s, header(s, "c", 0)), cert); err != nil {
+		t.Fatalf("Append: %v", err)
+	}
+	sum := sha256.Sum256(cert)
+	got, err := l.Certificate(sum[:])
+	if err != nil || !bytes.Equal(got, cert) {
+		t.Fatalf("Certificate = %d bytes, %v; want the signer's certificate", len(got), err)
+	}
+	if rep, err := l.Verify(ctx, nil); err != nil || rep.Size != 2 || rep.SignaturesChecked != 2 {
+		t.Fatalf("Verify = %+v, %v; want 2 records with their signatures checked", rep, err)
 	}
 }

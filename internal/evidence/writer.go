@@ -10,6 +10,7 @@ import (
 
 	bolt "go.etcd.io/bbolt"
 	"golang.org/x/mod/sumdb/tlog"
+	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 
 	evidencev1 "github.com/ketnoi/ketnoi/proto/ketnoi/evidence/v1"
@@ -126,6 +127,13 @@ func (l *Log) StartItems(ctx context.Context, items ...Item) ([]*Receipt, error)
 		if err != nil {
 			return nil, fmt.Errorf("append evidence: %w", err)
 		}
+		if p.cert != nil {
+			if _, ok := l.storedCerts.Load(p.certSum); ok {
+				p.cert = nil
+			} else {
+				p.cert = bytes.Clone(p.cert)
+			}
+		}
 		ps[i] = p
 	}
 	if err := ctx.Err(); err != nil {
@@ -189,7 +197,7 @@ func newPending(rec *evidencev1.Record, signerCert []byte, sign bool) (*pending,
 		p.messageID = ""
 	}
 	if signerCert != nil {
-		p.cert = bytes.Clone(signerCert)
+		p.cert = signerCert // copied by StartItems unless already stored
 		p.certSum = sha256.Sum256(signerCert)
 	}
 	if sign {
@@ -200,13 +208,13 @@ func newPending(rec *evidencev1.Record, signerCert []byte, sign bool) (*pending,
 		p.sealed = make(chan struct{})
 	}
 	if rec.GetSignatureVerified() && signerCert != nil {
-		var h exchangev1.Header
-		if err := proto.Unmarshal(rec.GetHeader(), &h); err != nil {
+		named, err := headerSignerSum(rec.GetHeader())
+		if err != nil {
 			return nil, fmt.Errorf("parse header: %w", err)
 		}
-		if !bytes.Equal(h.GetSignerCertificateSha256(), p.certSum[:]) {
+		if !bytes.Equal(named, p.certSum[:]) {
 			return nil, fmt.Errorf("signer certificate %x is not the one the header names (%x)",
-				p.certSum[:8], prefix(h.GetSignerCertificateSha256()))
+				p.certSum[:8], prefix(named))
 		}
 	}
 	if sign {
@@ -218,6 +226,36 @@ func newPending(rec *evidencev1.Record, signerCert []byte, sign bool) (*pending,
 	}
 	p.leaf = leaf
 	return p, nil
+}
+
+// headerSignerSum returns the signer_certificate_sha256 field of an encoded
+// exchange header, as proto.Unmarshal would read it (the last occurrence
+// wins), without decoding the rest: every verified record is checked this
+// way, and a full decode costs a dozen allocations.
+func headerSignerSum(header []byte) ([]byte, error) {
+	const field = 23 // exchange.v1.Header.signer_certificate_sha256
+	var sum []byte
+	for b := header; len(b) > 0; {
+		num, typ, n := protowire.ConsumeTag(b)
+		if n < 0 {
+			return nil, protowire.ParseError(n)
+		}
+		b = b[n:]
+		if num == field && typ == protowire.BytesType {
+			v, n := protowire.ConsumeBytes(b)
+			if n < 0 {
+				return nil, protowire.ParseError(n)
+			}
+			sum, b = v, b[n:]
+			continue
+		}
+		n = protowire.ConsumeFieldValue(num, typ, b)
+		if n < 0 {
+			return nil, protowire.ParseError(n)
+		}
+		b = b[n:]
+	}
+	return sum, nil
 }
 
 // enqueue hands ps to the writer, to be committed in one transaction,
@@ -427,6 +465,11 @@ func (l *Log) commit(batch []*pending) (uint64, error) {
 	})
 	if err != nil {
 		return 0, fmt.Errorf("commit records %d to %d: %w", start, start+uint64(len(batch))-1, err)
+	}
+	for _, p := range batch {
+		if p.cert != nil {
+			l.storedCerts.Store(p.certSum, struct{}{})
+		}
 	}
 	l.head.Store(&head)
 	return start, nil
