@@ -35,9 +35,9 @@ import (
 //   - once the disk accepts writes again, calls succeed without a restart
 //     and both logs verify, the records from before the fault included.
 //
-// The fault is a file-size limit on the running node process: every write
-// of a bbolt commit lands past it and fails with EFBIG, so each commit is
-// rolled back whole.
+// The fault is a file-size limit of zero on the running node process: every
+// write to a file fails with EFBIG, the journal append of each commit
+// included, so no record of the faulted node becomes durable.
 func TestEvidenceFaultFailsClosed(t *testing.T) {
 	for _, order := range []string{"strict", "overlap"} {
 		t.Run(order, func(t *testing.T) {
@@ -195,17 +195,15 @@ func noRecords(err error) bool {
 	return errors.As(err, &ce) && ce.ExitCode() == 1 && strings.Contains(ce.Stderr, "no records")
 }
 
-// limitFileSize stops the process pid from writing to any file beyond its
-// first 8 KiB, the two bbolt meta pages, so that every commit of its
-// databases fails before anything of it is written; the returned function
-// lifts the limit.
+// limitFileSize stops the process pid from writing to any file, as a full
+// disk would; the returned function lifts the limit.
 func limitFileSize(t *testing.T, pid int) (lift func()) {
 	t.Helper()
 	var old unix.Rlimit
 	if err := unix.Prlimit(pid, unix.RLIMIT_FSIZE, nil, &old); err != nil {
 		t.Fatalf("read the file-size limit of process %d: %v", pid, err)
 	}
-	limited := unix.Rlimit{Cur: 8 << 10, Max: old.Max}
+	limited := unix.Rlimit{Cur: 0, Max: old.Max}
 	if err := unix.Prlimit(pid, unix.RLIMIT_FSIZE, &limited, nil); err != nil {
 		t.Fatalf("limit file size of process %d: %v", pid, err)
 	}

@@ -64,7 +64,7 @@ func TestStartAllCommitsTogether(t *testing.T) {
 	s := ca.signer(t, "urn:ketnoi:member:VN/NN/000.00.00.G22")
 	l, _ := openLog(t)
 	var sizes []int
-	l.commitHook = func(n int) error { sizes = append(sizes, n); return nil }
+	l.journalHook = func(n int) error { sizes = append(sizes, n); return nil }
 	recs := []*evidencev1.Record{
 		signedRecord(t, s, header(s, "m-1", 0)),
 		signedRecord(t, s, header(s, "m-1", 1)),

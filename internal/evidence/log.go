@@ -2,6 +2,7 @@ package evidence
 
 import (
 	"context"
+	"crypto/sha256"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -30,6 +31,9 @@ var (
 	ErrLocked = errors.New("evidence log is in use by a running node")
 	// ErrReadOnly is returned by Append on a log opened with OpenReadOnly.
 	ErrReadOnly = errors.New("evidence log is open read-only")
+	// ErrUnfolded is returned by OpenReadOnly for a log whose journal holds
+	// records not yet in its tree.
+	ErrUnfolded = errors.New("evidence log has unfolded journal records")
 	// ErrNotFound is returned when a looked-up certificate or record is not
 	// in the log.
 	ErrNotFound = errors.New("not found in evidence log")
@@ -52,6 +56,15 @@ var (
 
 const (
 	defaultMaxBatch = 1024
+	// foldInterval is how long journaled records wait, at most, to be
+	// folded into the tree; foldRecords folds sooner once that many wait,
+	// and maxUnfolded refuses new records while the tree is that far
+	// behind (a fold keeps failing). foldChunk bounds one fold
+	// transaction.
+	foldInterval = 100 * time.Millisecond
+	foldRecords  = 4096
+	maxUnfolded  = 64 * 1024
+	foldChunk    = 8192
 	// appendFillPercent packs pages of buckets whose keys only grow.
 	appendFillPercent = 0.95
 	lockTimeout       = 2 * time.Second
@@ -89,10 +102,9 @@ type Log struct {
 
 	head atomic.Pointer[treeHead]
 
-	// storedCerts holds the SHA-256 of every signer certificate a commit
-	// has stored or found stored, so that records naming a known signer,
-	// nearly all of them, neither copy the certificate nor look it up
-	// again in the transaction.
+	// storedCerts holds the SHA-256 of every signer certificate journaled
+	// or found in the tree, so that records naming a known signer, nearly
+	// all of them, neither copy the certificate nor look it up again.
 	storedCerts sync.Map // [32]byte -> struct{}
 
 	// Write side; nil queue for read-only logs.
@@ -105,9 +117,25 @@ type Log struct {
 	queue    chan []*pending // each item is committed whole
 	done     chan struct{}
 
+	// The journal and the records it holds that the tree does not yet;
+	// writer goroutine only, except behind, which readers check to know
+	// whether to ask for a fold (see journal.go).
+	journal   *journal
+	next      uint64     // index of the next record journaled
+	unfolded  []*pending // journaled, not yet in the tree, in index order
+	foldTimer *time.Timer
+	foldEvery time.Duration   // foldInterval; tests lengthen it before the first Append
+	behind    atomic.Int64    // len(unfolded)
+	foldReq   chan chan error // Flush asks the writer to fold now
+
 	// commitHook, when set by tests before the first Append, runs at the
-	// start of every commit transaction; an error fails the commit.
-	commitHook func(records int) error
+	// start of every tree commit (a fold); an error fails it. journalHook
+	// runs before every journal append (one commit of records); an error
+	// fails the commit. skipFinalFold makes Close leave the journal
+	// unfolded, as a crash would.
+	commitHook    func(records int) error
+	journalHook   func(records int) error
+	skipFinalFold bool
 }
 
 // treeHead is the committed size and root of the tree.
@@ -155,9 +183,17 @@ func Open(path string, opts Options) (_ *Log, err error) {
 		db.Close()
 		return nil, fmt.Errorf("open evidence log %s: %w", path, err)
 	}
+	if err := l.recover(); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("open evidence log %s: %w", path, err)
+	}
 
 	l.queue = make(chan []*pending, l.maxBatch)
 	l.done = make(chan struct{})
+	l.foldReq = make(chan chan error)
+	l.foldEvery = foldInterval
+	l.foldTimer = time.NewTimer(foldInterval)
+	l.foldTimer.Stop()
 	go l.write()
 
 	// The index attribute is the index the next record will get.
@@ -165,6 +201,51 @@ func Open(path string, opts Options) (_ *Log, err error) {
 	l.logger.InfoContext(context.Background(), "evidence log opened",
 		slog.String(logging.KeyPath, path), slog.Uint64(logging.KeyIndex, size))
 	return l, nil
+}
+
+// recover opens the journal and folds into the tree the records it holds
+// that the tree does not: those a crash or a failed fold left there. The
+// journal must continue the tree without a gap.
+func (l *Log) recover() error {
+	j, recs, err := openJournal(l.path + journalSuffix)
+	if err != nil {
+		return err
+	}
+	size := l.head.Load().size
+	var todo []*pending
+	for _, r := range recs {
+		if r.index < size {
+			continue // folded before the journal was emptied or started again
+		}
+		if want := size + uint64(len(todo)); r.index != want {
+			j.close()
+			return fmt.Errorf("%w: journal holds record %d where the tree needs %d next", ErrDamaged, r.index, want)
+		}
+		p := &pending{leaf: r.leaf, cert: r.cert, messageID: r.messageID}
+		if r.cert != nil {
+			p.certSum = sha256.Sum256(r.cert)
+		}
+		todo = append(todo, p)
+	}
+	for len(todo) > 0 {
+		n := min(len(todo), foldChunk)
+		if _, err := l.commit(todo[:n]); err != nil {
+			j.close()
+			return fmt.Errorf("fold journal into the tree: %w", err)
+		}
+		todo = todo[n:]
+	}
+	if err := j.recreate(); err != nil {
+		j.close()
+		return err
+	}
+	if folded := l.head.Load().size - size; folded > 0 {
+		l.logger.InfoContext(context.Background(), "evidence journal folded into the tree",
+			slog.String(logging.KeyPath, l.path), slog.Uint64(logging.KeyCount, folded))
+	}
+	l.journal = j
+	l.next = l.head.Load().size
+	return nil
 }
 
 // init creates the buckets, records or checks the owning node, and loads
@@ -250,11 +331,35 @@ func OpenReadOnly(path string) (_ *Log, err error) {
 		l.head.Store(h)
 		return nil
 	})
+	if err == nil {
+		err = l.checkJournalFolded()
+	}
 	if err != nil {
 		db.Close()
 		return nil, fmt.Errorf("open evidence log %s: %w", path, err)
 	}
 	return l, nil
+}
+
+// checkJournalFolded refuses, for a read-only open, a log whose journal
+// holds records the tree does not: its node stopped without folding them
+// (a crash), and only a read-write open may add them.
+func (l *Log) checkJournalFolded() error {
+	recs, err := readJournal(l.path + journalSuffix)
+	if err != nil {
+		return err
+	}
+	size, n := l.head.Load().size, 0
+	for _, r := range recs {
+		if r.index >= size {
+			n++
+		}
+	}
+	if n > 0 {
+		return fmt.Errorf("%w: %d records in its journal are not yet in the tree; "+
+			"start the node once (it folds them in) and read the log again", ErrUnfolded, n)
+	}
+	return nil
 }
 
 // readHead reads the size and root from the meta bucket; a new log has
@@ -287,6 +392,10 @@ func (l *Log) Close() error {
 		close(l.queue)
 		l.mu.Unlock()
 		<-l.done
+		if err := l.journal.close(); err != nil {
+			l.db.Close()
+			return fmt.Errorf("close evidence journal: %w", err)
+		}
 	}
 	if err := l.db.Close(); err != nil {
 		return fmt.Errorf("close evidence log: %w", err)
@@ -300,9 +409,11 @@ func (l *Log) Close() error {
 // log was created without one.
 func (l *Log) Node() string { return l.node }
 
-// TreeHead returns the number of committed records and the tree root over
-// them; for a log opened read-only, as of opening.
+// TreeHead returns the number of records and the tree root over them,
+// after folding in the journaled records (see [Log.Flush]); for a log
+// opened read-only, as of opening.
 func (l *Log) TreeHead() (size uint64, root tlog.Hash) {
+	_ = l.Flush(context.Background()) // on failure, the last folded head
 	h := l.head.Load()
 	return h.size, h.root
 }

@@ -351,7 +351,7 @@ func TestCommitFailure(t *testing.T) {
 	// it; the second commit, holding those three, fails.
 	started, release := make(chan struct{}), make(chan struct{})
 	commits := 0
-	l.commitHook = func(records int) error {
+	l.journalHook = func(records int) error {
 		commits++
 		switch commits {
 		case 1:
@@ -452,7 +452,7 @@ func TestCertificateStoredAfterFailedCommit(t *testing.T) {
 	s := newCA(t, "ca").signer(t, testMember)
 	cert := s.Certificate().Raw
 	fail := true
-	l.commitHook = func(int) error {
+	l.journalHook = func(int) error {
 		if fail {
 			return errors.New("injected failure")
 		}

@@ -2,6 +2,7 @@ package evidence
 
 import (
 	"bytes"
+	"context"
 	"encoding/binary"
 	"fmt"
 
@@ -27,6 +28,9 @@ type Entry struct {
 // order; none is not an error. Ids longer than 1024 bytes are not indexed.
 func (l *Log) ByMessageID(id string) (_ []Entry, err error) {
 	defer guardFaults(&err)()
+	if err := l.Flush(context.Background()); err != nil {
+		return nil, fmt.Errorf("look up message %s: %w", id, err)
+	}
 	var entries []Entry
 	err = l.db.View(func(tx *bolt.Tx) error {
 		var indexes []uint64
@@ -56,9 +60,37 @@ func (l *Log) ByMessageID(id string) (_ []Entry, err error) {
 	return entries, nil
 }
 
+// HasMessage reports whether the tree holds a record of the exchange id.
+// Unlike ByMessageID it does not fold the journal in first, so records
+// appended since the last fold may be missed; every record from before the
+// log was opened is in the tree. A node's replay check needs no more: it
+// remembers the messages of its own run itself.
+func (l *Log) HasMessage(id string) (_ bool, err error) {
+	defer guardFaults(&err)()
+	var found bool
+	err = l.db.View(func(tx *bolt.Tx) error {
+		p := messageKey(id, 0)[:len(id)+1]
+		c := tx.Bucket(bucketMessages).Cursor()
+		for k, _ := c.Seek(p); bytes.HasPrefix(k, p); k, _ = c.Next() {
+			if len(k) == len(p)+8 {
+				found = true
+				break
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return false, fmt.Errorf("look up message %s: %w", id, err)
+	}
+	return found, nil
+}
+
 // Entry returns the record at index n.
 func (l *Log) Entry(n uint64) (_ Entry, err error) {
 	defer guardFaults(&err)()
+	if err := l.Flush(context.Background()); err != nil {
+		return Entry{}, fmt.Errorf("read evidence record: %w", err)
+	}
 	var e Entry
 	err = l.db.View(func(tx *bolt.Tx) error {
 		var err error
@@ -93,6 +125,9 @@ func entryAt(leaves *bolt.Bucket, n uint64) (Entry, error) {
 // an error wrapping ErrNotFound.
 func (l *Log) Certificate(sum []byte) (_ []byte, err error) {
 	defer guardFaults(&err)()
+	if err := l.Flush(context.Background()); err != nil {
+		return nil, fmt.Errorf("read certificate %x: %w", prefix(sum), err)
+	}
 	var der []byte
 	err = l.db.View(func(tx *bolt.Tx) error {
 		der = bytes.Clone(tx.Bucket(bucketCerts).Get(sum))

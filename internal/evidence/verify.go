@@ -57,6 +57,9 @@ func (e *VerifyError) Error() string {
 // match.
 func (l *Log) Verify(ctx context.Context, roots *x509.CertPool) (_ Report, err error) {
 	defer guardFaults(&err)()
+	if err := l.Flush(ctx); err != nil {
+		return Report{}, fmt.Errorf("verify evidence log: %w", err)
+	}
 	var rep Report
 	err = l.db.View(func(tx *bolt.Tx) error {
 		head, err := readHead(tx)

@@ -7,12 +7,15 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"log/slog"
+	"time"
 
 	bolt "go.etcd.io/bbolt"
 	"golang.org/x/mod/sumdb/tlog"
 	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/ketnoi/ketnoi/internal/logging"
 	evidencev1 "github.com/ketnoi/ketnoi/proto/ketnoi/evidence/v1"
 	exchangev1 "github.com/ketnoi/ketnoi/proto/ketnoi/exchange/v1"
 )
@@ -278,8 +281,10 @@ func (l *Log) enqueue(ctx context.Context, ps []*pending) error {
 }
 
 // write is the single writer goroutine. It commits whatever is queued, up
-// to maxBatch records, in one transaction, answers every caller of that
-// batch, and repeats until the queue is closed and drained.
+// to maxBatch records, as one journal frame, answers every caller of that
+// batch, and repeats until the queue is closed and drained; between
+// commits it folds journaled records into the tree when they are due or
+// Flush asks, and once more before it returns.
 func (l *Log) write() {
 	defer close(l.done)
 	batch := make([]*pending, 0, l.maxBatch)
@@ -287,11 +292,26 @@ func (l *Log) write() {
 		first := l.carry
 		l.carry = nil
 		if first == nil {
-			ps, ok := <-l.queue
-			if !ok {
-				return
+			var due <-chan time.Time
+			if len(l.unfolded) > 0 {
+				due = l.foldTimer.C
 			}
-			first = ps
+			select {
+			case ps, ok := <-l.queue:
+				if !ok {
+					if !l.skipFinalFold {
+						l.fold()
+					}
+					return
+				}
+				first = ps
+			case reply := <-l.foldReq:
+				reply <- l.fold()
+				continue
+			case <-due:
+				l.fold()
+				continue
+			}
 		}
 		batch = append(batch[:0], first...)
 	fill:
@@ -320,12 +340,106 @@ func (l *Log) write() {
 		err := l.sealAll(batch)
 		var start uint64
 		if err == nil {
-			start, err = l.commit(batch)
+			start, err = l.journalAppend(batch)
 		}
 		for i, p := range batch {
 			p.done <- result{index: start + uint64(i), err: err}
 			batch[i] = nil
 		}
+		if len(l.unfolded) >= foldRecords {
+			l.fold()
+		}
+	}
+}
+
+// journalAppend makes batch durable as one journal frame and returns the
+// index of its first record. The records join the ones waiting to be
+// folded into the tree.
+func (l *Log) journalAppend(batch []*pending) (uint64, error) {
+	if len(l.unfolded)+len(batch) > maxUnfolded {
+		return 0, fmt.Errorf("the tree is %d records behind the journal: refusing records until a fold succeeds",
+			len(l.unfolded))
+	}
+	if l.journalHook != nil {
+		if err := l.journalHook(len(batch)); err != nil {
+			return 0, err
+		}
+	}
+	start := l.next
+	if err := l.journal.append(start, batch); err != nil {
+		return 0, fmt.Errorf("commit records %d to %d: %w", start, start+uint64(len(batch))-1, err)
+	}
+	l.next += uint64(len(batch))
+	if len(l.unfolded) == 0 {
+		l.foldTimer.Reset(l.foldEvery)
+	}
+	for _, p := range batch {
+		if p.cert != nil {
+			l.storedCerts.Store(p.certSum, struct{}{})
+		}
+	}
+	l.unfolded = append(l.unfolded, batch...)
+	l.behind.Store(int64(len(l.unfolded)))
+	return start, nil
+}
+
+// fold commits the journaled records into the tree, durably, and empties
+// the journal once it has grown. On failure the records stay journaled and
+// waiting, and the fold is tried again later.
+func (l *Log) fold() error {
+	for len(l.unfolded) > 0 {
+		n := min(len(l.unfolded), foldChunk)
+		if _, err := l.commit(l.unfolded[:n]); err != nil {
+			l.foldTimer.Reset(l.foldEvery)
+			l.logger.ErrorContext(context.Background(), "evidence records stay journaled: fold into the tree failed",
+				slog.Int(logging.KeyCount, len(l.unfolded)), slog.Any(logging.KeyError, err))
+			return err
+		}
+		clear(l.unfolded[:n])
+		l.unfolded = l.unfolded[n:]
+		l.behind.Store(int64(len(l.unfolded)))
+	}
+	l.unfolded = l.unfolded[:0:0]
+	if l.journal.size >= journalResetSize {
+		if err := l.journal.reset(); err != nil {
+			// The next appends go after the old frames; the journal is
+			// only longer to read at the next start.
+			l.logger.WarnContext(context.Background(), "evidence journal not emptied", slog.Any(logging.KeyError, err))
+		}
+	}
+	return nil
+}
+
+// Flush folds every journaled record into the tree and returns once the
+// tree holds them durably. Reads of a writable log ([Log.ByMessageID],
+// [Log.Entry], [Log.Certificate], [Log.Verify], [Log.TreeHead]) flush
+// first, so they see every appended record; flushing a read-only or
+// closed log does nothing.
+func (l *Log) Flush(ctx context.Context) error {
+	if l.queue == nil || l.behind.Load() == 0 {
+		return nil
+	}
+	l.mu.RLock()
+	if l.closed {
+		l.mu.RUnlock()
+		return nil
+	}
+	reply := make(chan error, 1)
+	select {
+	case l.foldReq <- reply:
+	case <-ctx.Done():
+		l.mu.RUnlock()
+		return ctx.Err()
+	}
+	l.mu.RUnlock()
+	select {
+	case err := <-reply:
+		if err != nil {
+			return fmt.Errorf("fold evidence journal: %w", err)
+		}
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
 	}
 }
 

@@ -30,6 +30,7 @@ const (
 	KeyMissing   = "missing"
 	KeyEndpoints = "local_endpoints"
 	KeyAdmin     = "admin_address"
+	KeyCount     = "count"
 )
 
 // New returns a logger writing to w at level ("debug", "info", "warn",

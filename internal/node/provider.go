@@ -195,8 +195,8 @@ func (s *serve) admit(o *exchange.Opened) *exchange.Error {
 // message id: the replay cache starts empty after a restart, the log does
 // not.
 func (n *Node) seen(msgID string) bool {
-	es, err := n.evidence.ByMessageID(msgID)
-	return err == nil && len(es) > 0
+	found, err := n.evidence.HasMessage(msgID)
+	return err == nil && found
 }
 
 // refuse records a refused request and answers it with a signed final

@@ -1,0 +1,272 @@
+package evidence
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"io"
+	"os"
+)
+
+// The journal is the log's write-ahead file, beside the bbolt file with the
+// suffix ".journal". Each group commit is appended to it as one frame and
+// made durable with one fdatasync; from then on its records are evidence.
+// The writer folds journaled records into the bbolt tree later, many
+// commits at a time, and empties the journal once the tree holds them
+// durably. A bbolt commit syncs twice (its pages, then its meta page) and
+// rewrites the pages at the tree's edge each time, so folding every few
+// hundred records instead of every commit takes both off the exchange's
+// path; bbolt commits stay synced, so the tree on disk is always whole.
+//
+// A frame is
+//
+//	body length (4 bytes) | CRC-32C of body (4 bytes) | body
+//	body: index of its first record (8) | record count (4) | records
+//	record: leaf length (4) | leaf | certificate length (4) | certificate |
+//	        message id length (2) | message id
+//
+// all integers big endian. Reading stops at the first frame that is
+// incomplete or fails its checksum: a crash during an append leaves at
+// most that frame behind, and its records were never acknowledged.
+//
+// The file is written full of zeros when the log opens, and frames then
+// overwrite those blocks: a sync that need not record a new file length or
+// newly allocated blocks costs about half as much as one after an append.
+// Emptying the journal at run time therefore only starts writing at the
+// front again. The frames left behind it hold records the tree already
+// has, which reading skips, and the zeros end the run of frames (a zero
+// length is not a frame).
+const (
+	journalSuffix    = ".journal"
+	frameHeaderSize  = 8
+	maxFrameBody     = 1 << 30
+	journalSize      = 16 << 20 // zeros written when the log opens
+	journalResetSize = 4 << 20  // start again at the front after a fold past this
+)
+
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
+
+// journal appends frames to the journal file. It is used by the writer
+// goroutine only.
+type journal struct {
+	f    *os.File
+	size int64 // end of the last complete frame
+	buf  []byte
+	// short is set when a failed write was cut off, shortening the file;
+	// the next reset writes the zeros again.
+	short bool
+	// broken is set when the file can no longer be trusted: a failed sync,
+	// or a failed write whose partial frame could not be cut off. Every
+	// later append fails with it, until the node restarts and the journal
+	// is read again.
+	broken error
+}
+
+// journaled is one record read back from the journal.
+type journaled struct {
+	index     uint64
+	leaf      []byte
+	cert      []byte
+	messageID string
+}
+
+// openJournal opens or creates the journal at path and reads its complete
+// frames. The caller folds their records into the tree and then calls
+// recreate before appending.
+func openJournal(path string) (*journal, []journaled, error) {
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, nil, fmt.Errorf("open journal: %w", err)
+	}
+	b, err := io.ReadAll(f)
+	if err != nil {
+		f.Close()
+		return nil, nil, fmt.Errorf("read journal: %w", err)
+	}
+	recs, end := readFrames(b)
+	return &journal{f: f, size: end}, recs, nil
+}
+
+// recreate empties the journal and fills it with zeros, durably; its
+// records must be durable in the tree.
+func (j *journal) recreate() error {
+	if err := j.f.Truncate(0); err != nil {
+		return fmt.Errorf("empty journal: %w", err)
+	}
+	j.size, j.short = 0, false
+	if err := j.zeroFrom(0); err != nil {
+		return err
+	}
+	if err := datasync(j.f); err != nil {
+		return fmt.Errorf("sync journal: %w", err)
+	}
+	return nil
+}
+
+// zeroFrom writes zeros from off to journalSize.
+func (j *journal) zeroFrom(off int64) error {
+	zeros := make([]byte, 1<<20)
+	for ; off < journalSize; off += int64(len(zeros)) {
+		n := min(int64(len(zeros)), journalSize-off)
+		if _, err := j.f.WriteAt(zeros[:n], off); err != nil {
+			return fmt.Errorf("write journal zeros: %w", err)
+		}
+	}
+	return nil
+}
+
+// readJournal reads the complete frames of the journal at path without
+// changing it; a missing journal has none.
+func readJournal(path string) ([]journaled, error) {
+	b, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read journal: %w", err)
+	}
+	recs, _ := readFrames(b)
+	return recs, nil
+}
+
+// readFrames decodes the complete frames at the start of b and returns
+// their records and where the last one ends.
+func readFrames(b []byte) ([]journaled, int64) {
+	var recs []journaled
+	var end int64
+	for rest := b; len(rest) >= frameHeaderSize; {
+		n := binary.BigEndian.Uint32(rest)
+		if n > maxFrameBody || int64(n) > int64(len(rest)-frameHeaderSize) {
+			break
+		}
+		body := rest[frameHeaderSize : frameHeaderSize+int(n)]
+		if crc32.Checksum(body, castagnoli) != binary.BigEndian.Uint32(rest[4:]) {
+			break
+		}
+		frame, ok := decodeFrame(body)
+		if !ok {
+			break
+		}
+		recs = append(recs, frame...)
+		rest = rest[frameHeaderSize+int(n):]
+		end += int64(frameHeaderSize + int(n))
+	}
+	return recs, end
+}
+
+// decodeFrame decodes a frame body whose checksum matched.
+func decodeFrame(body []byte) ([]journaled, bool) {
+	if len(body) < 12 {
+		return nil, false
+	}
+	first := binary.BigEndian.Uint64(body)
+	count := binary.BigEndian.Uint32(body[8:])
+	body = body[12:]
+	field := func(lenSize int) ([]byte, bool) {
+		if len(body) < lenSize {
+			return nil, false
+		}
+		var n int
+		if lenSize == 4 {
+			n = int(binary.BigEndian.Uint32(body))
+		} else {
+			n = int(binary.BigEndian.Uint16(body))
+		}
+		if n > len(body)-lenSize {
+			return nil, false
+		}
+		v := body[lenSize : lenSize+n]
+		body = body[lenSize+n:]
+		return v, true
+	}
+	recs := make([]journaled, 0, min(int(count), 1<<16))
+	for i := range uint64(count) {
+		leaf, ok1 := field(4)
+		cert, ok2 := field(4)
+		id, ok3 := field(2)
+		if !ok1 || !ok2 || !ok3 || len(leaf) == 0 {
+			return nil, false
+		}
+		r := journaled{index: first + i, leaf: leaf, messageID: string(id)}
+		if len(cert) > 0 {
+			r.cert = cert
+		}
+		recs = append(recs, r)
+	}
+	return recs, len(body) == 0
+}
+
+// append writes batch, whose first record gets index first, as one frame
+// and syncs it. A failed write is cut off again, so the journal stays a
+// run of complete frames; when that fails too, or the sync fails, the
+// journal is broken.
+func (j *journal) append(first uint64, batch []*pending) error {
+	if j.broken != nil {
+		return j.broken
+	}
+	b := append(j.buf[:0], make([]byte, frameHeaderSize)...)
+	b = binary.BigEndian.AppendUint64(b, first)
+	b = binary.BigEndian.AppendUint32(b, uint32(len(batch)))
+	for _, p := range batch {
+		b = binary.BigEndian.AppendUint32(b, uint32(len(p.leaf)))
+		b = append(b, p.leaf...)
+		b = binary.BigEndian.AppendUint32(b, uint32(len(p.cert)))
+		b = append(b, p.cert...)
+		b = binary.BigEndian.AppendUint16(b, uint16(len(p.messageID)))
+		b = append(b, p.messageID...)
+	}
+	body := b[frameHeaderSize:]
+	if len(body) > maxFrameBody {
+		return fmt.Errorf("journal frame of %d bytes exceeds %d", len(body), maxFrameBody)
+	}
+	binary.BigEndian.PutUint32(b, uint32(len(body)))
+	binary.BigEndian.PutUint32(b[4:], crc32.Checksum(body, castagnoli))
+	if cap(b) <= 4<<20 {
+		j.buf = b
+	}
+
+	if _, err := j.f.WriteAt(b, j.size); err != nil {
+		// Whatever part of the frame reached the file must not be read
+		// as one later.
+		if terr := j.f.Truncate(j.size); terr != nil {
+			j.broken = fmt.Errorf("journal unusable after a failed write (%v): cut off: %w", err, terr)
+		}
+		j.short = true
+		return fmt.Errorf("write journal: %w", err)
+	}
+	if err := datasync(j.f); err != nil {
+		// After a failed sync the kernel may have dropped the pages it
+		// could not write; nothing written since the last good sync can be
+		// trusted to be on disk.
+		j.broken = fmt.Errorf("journal unusable after a failed sync: %w", err)
+		return j.broken
+	}
+	j.size += int64(len(b))
+	return nil
+}
+
+// reset makes the next frame go to the front of the journal; its records
+// must be durable in the tree. The frames behind hold indexes the tree
+// already has, and are skipped when the journal is read again.
+func (j *journal) reset() error {
+	if j.broken != nil {
+		return j.broken
+	}
+	if j.short {
+		info, err := j.f.Stat()
+		if err != nil {
+			return fmt.Errorf("journal: %w", err)
+		}
+		if err := j.zeroFrom(info.Size()); err != nil {
+			return err
+		}
+		j.short = false
+	}
+	j.size = 0
+	return nil
+}
+
+func (j *journal) close() error {
+	return j.f.Close()
+}
