@@ -180,6 +180,21 @@ func (c *Cluster) Stop(name string) {
 	}
 }
 
+// Kill ends a process with SIGKILL, as a crash or power cut ends it for the
+// process (what the kernel already holds of its writes survives), and
+// waits until it has exited.
+func (c *Cluster) Kill(name string) {
+	if p, ok := c.procs[name]; ok {
+		select {
+		case <-p.done:
+			return
+		default:
+		}
+		_ = p.cmd.Process.Kill()
+		<-p.done
+	}
+}
+
 // Restart starts a stopped process again with the same arguments.
 func (c *Cluster) Restart(ctx context.Context, name string) error {
 	p, ok := c.procs[name]
