@@ -55,6 +55,9 @@ func (b *observingBackend) FullDuplexCall(stream testpb.TestService_FullDuplexCa
 // runs itself, that a caller's deadline arrives minus the provider node's
 // margin and that a caller's cancellation crosses both nodes.
 func TestDeadlineAndCancellationReachBackend(t *testing.T) {
+	if raceEnabled {
+		t.Skip("the run without -race covers it; the stream tests run with -race")
+	}
 	backend := &observingBackend{
 		deadlines: make(chan time.Duration, 4),
 		started:   make(chan struct{}, 1),
