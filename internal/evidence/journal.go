@@ -1,12 +1,14 @@
 package evidence
 
 import (
+	"crypto/rand"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"hash/crc32"
 	"io"
 	"os"
+	"path/filepath"
 )
 
 // The journal is the log's write-ahead file, beside the bbolt file with the
@@ -22,24 +24,32 @@ import (
 // A frame is
 //
 //	body length (4 bytes) | CRC-32C of body (4 bytes) | body
-//	body: index of its first record (8) | record count (4) | records
+//	body: generation (8) | index of its first record (8) | record count (4) |
+//	      records
 //	record: leaf length (4) | leaf | certificate length (4) | certificate |
 //	        message id length (2) | message id
 //
 // all integers big endian. Reading stops at the first frame that is
-// incomplete or fails its checksum: a crash during an append leaves at
-// most that frame behind, and its records were never acknowledged.
+// incomplete, fails its checksum or belongs to another generation: a crash
+// during an append leaves at most that frame behind, and its records were
+// never acknowledged.
 //
 // The file is written full of zeros when the log opens, and frames then
 // overwrite those blocks: a sync that need not record a new file length or
 // newly allocated blocks costs about half as much as one after an append.
 // Emptying the journal at run time therefore only starts writing at the
-// front again. The frames left behind it hold records the tree already
-// has, which reading skips, and the zeros end the run of frames (a zero
-// length is not a frame).
+// front again, behind which old frames and old record bytes remain. The
+// generation tells new frames from them: a random number, never shown to
+// anyone, that the tree's meta bucket holds ("journal") and every frame
+// repeats. A new one is stored in the same synced transaction as the fold
+// after which the journal starts again, and when the log opens; so old
+// frames, and frame-shaped bytes a peer may have put in a record, are
+// never read as new ones. A log closed cleanly stores generation 0: it
+// needs no journal.
 const (
 	journalSuffix    = ".journal"
 	frameHeaderSize  = 8
+	frameFixedSize   = 20 // generation, first index, count
 	maxFrameBody     = 1 << 30
 	journalSize      = 16 << 20 // zeros written when the log opens
 	journalResetSize = 4 << 20  // start again at the front after a fold past this
@@ -51,7 +61,9 @@ var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 // goroutine only.
 type journal struct {
 	f    *os.File
-	size int64 // end of the last complete frame
+	path string
+	gen  uint64 // generation of the frames written now
+	size int64  // end of the last complete frame
 	buf  []byte
 	// short is set when a failed write was cut off, shortening the file;
 	// the next reset writes the zeros again.
@@ -71,35 +83,57 @@ type journaled struct {
 	messageID string
 }
 
-// openJournal opens or creates the journal at path and reads its complete
-// frames. The caller folds their records into the tree and then calls
-// recreate before appending.
-func openJournal(path string) (*journal, []journaled, error) {
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+// openJournal opens the journal at path and reads its complete frames of
+// generation gen. With gen 0 (a log closed cleanly, or new) it reads none,
+// and a missing journal is created; otherwise a missing journal is damage:
+// records acknowledged as durable would be missing. The caller folds the
+// records into the tree and then calls recreate before appending.
+func openJournal(path string, gen uint64) (*journal, []journaled, error) {
+	flags := os.O_RDWR
+	if gen == 0 {
+		flags |= os.O_CREATE
+	}
+	f, err := os.OpenFile(path, flags, 0o600)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil, fmt.Errorf("%w: journal %s is missing, and the log was not closed cleanly", ErrDamaged, path)
+	}
 	if err != nil {
 		return nil, nil, fmt.Errorf("open journal: %w", err)
 	}
-	b, err := io.ReadAll(f)
-	if err != nil {
-		f.Close()
-		return nil, nil, fmt.Errorf("read journal: %w", err)
+	var recs []journaled
+	if gen != 0 {
+		b, err := io.ReadAll(f)
+		if err != nil {
+			f.Close()
+			return nil, nil, fmt.Errorf("read journal: %w", err)
+		}
+		recs, _ = readFrames(b, gen)
 	}
-	recs, end := readFrames(b)
-	return &journal{f: f, size: end}, recs, nil
+	return &journal{f: f, path: path}, recs, nil
 }
 
-// recreate empties the journal and fills it with zeros, durably; its
-// records must be durable in the tree.
-func (j *journal) recreate() error {
+// recreate empties the journal and fills it with zeros, durably, for
+// frames of generation gen; its records must be durable in the tree, and
+// gen must be stored in the tree right after.
+func (j *journal) recreate(gen uint64) error {
 	if err := j.f.Truncate(0); err != nil {
 		return fmt.Errorf("empty journal: %w", err)
 	}
-	j.size, j.short = 0, false
+	j.size, j.short, j.gen = 0, false, gen
 	if err := j.zeroFrom(0); err != nil {
 		return err
 	}
 	if err := datasync(j.f); err != nil {
 		return fmt.Errorf("sync journal: %w", err)
+	}
+	// The journal's directory entry must survive a power cut as well.
+	dir, err := os.Open(filepath.Dir(j.path))
+	if err != nil {
+		return fmt.Errorf("sync journal directory: %w", err)
+	}
+	defer dir.Close()
+	if err := dir.Sync(); err != nil {
+		return fmt.Errorf("sync journal directory: %w", err)
 	}
 	return nil
 }
@@ -116,23 +150,23 @@ func (j *journal) zeroFrom(off int64) error {
 	return nil
 }
 
-// readJournal reads the complete frames of the journal at path without
-// changing it; a missing journal has none.
-func readJournal(path string) ([]journaled, error) {
+// readJournal reads the complete frames of generation gen of the journal
+// at path without changing it.
+func readJournal(path string, gen uint64) ([]journaled, error) {
 	b, err := os.ReadFile(path)
 	if errors.Is(err, os.ErrNotExist) {
-		return nil, nil
+		return nil, fmt.Errorf("%w: journal %s is missing, and the log was not closed cleanly", ErrDamaged, path)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("read journal: %w", err)
 	}
-	recs, _ := readFrames(b)
+	recs, _ := readFrames(b, gen)
 	return recs, nil
 }
 
-// readFrames decodes the complete frames at the start of b and returns
-// their records and where the last one ends.
-func readFrames(b []byte) ([]journaled, int64) {
+// readFrames decodes the complete frames of generation gen at the start of
+// b and returns their records and where the last one ends.
+func readFrames(b []byte, gen uint64) ([]journaled, int64) {
 	var recs []journaled
 	var end int64
 	for rest := b; len(rest) >= frameHeaderSize; {
@@ -144,7 +178,7 @@ func readFrames(b []byte) ([]journaled, int64) {
 		if crc32.Checksum(body, castagnoli) != binary.BigEndian.Uint32(rest[4:]) {
 			break
 		}
-		frame, ok := decodeFrame(body)
+		frame, ok := decodeFrame(body, gen)
 		if !ok {
 			break
 		}
@@ -155,14 +189,15 @@ func readFrames(b []byte) ([]journaled, int64) {
 	return recs, end
 }
 
-// decodeFrame decodes a frame body whose checksum matched.
-func decodeFrame(body []byte) ([]journaled, bool) {
-	if len(body) < 12 {
+// decodeFrame decodes a frame body whose checksum matched, if it is of
+// generation gen.
+func decodeFrame(body []byte, gen uint64) ([]journaled, bool) {
+	if len(body) < frameFixedSize || binary.BigEndian.Uint64(body) != gen {
 		return nil, false
 	}
-	first := binary.BigEndian.Uint64(body)
-	count := binary.BigEndian.Uint32(body[8:])
-	body = body[12:]
+	first := binary.BigEndian.Uint64(body[8:])
+	count := binary.BigEndian.Uint32(body[16:])
+	body = body[frameFixedSize:]
 	field := func(lenSize int) ([]byte, bool) {
 		if len(body) < lenSize {
 			return nil, false
@@ -206,6 +241,7 @@ func (j *journal) append(first uint64, batch []*pending) error {
 		return j.broken
 	}
 	b := append(j.buf[:0], make([]byte, frameHeaderSize)...)
+	b = binary.BigEndian.AppendUint64(b, j.gen)
 	b = binary.BigEndian.AppendUint64(b, first)
 	b = binary.BigEndian.AppendUint32(b, uint32(len(batch)))
 	for _, p := range batch {
@@ -238,7 +274,10 @@ func (j *journal) append(first uint64, batch []*pending) error {
 	if err := datasync(j.f); err != nil {
 		// After a failed sync the kernel may have dropped the pages it
 		// could not write; nothing written since the last good sync can be
-		// trusted to be on disk.
+		// trusted to be on disk, or not to be. The frame is cut off as far
+		// as the disk still takes orders, and its records may yet appear
+		// after a restart (Append's documentation says so).
+		_ = j.f.Truncate(j.size)
 		j.broken = fmt.Errorf("journal unusable after a failed sync: %w", err)
 		return j.broken
 	}
@@ -246,10 +285,9 @@ func (j *journal) append(first uint64, batch []*pending) error {
 	return nil
 }
 
-// reset makes the next frame go to the front of the journal; its records
-// must be durable in the tree. The frames behind hold indexes the tree
-// already has, and are skipped when the journal is read again.
-func (j *journal) reset() error {
+// reset makes the next frame, of generation gen, go to the front of the
+// journal; its records must be durable in the tree, along with gen.
+func (j *journal) reset(gen uint64) error {
 	if j.broken != nil {
 		return j.broken
 	}
@@ -263,8 +301,19 @@ func (j *journal) reset() error {
 		}
 		j.short = false
 	}
-	j.size = 0
+	j.size, j.gen = 0, gen
 	return nil
+}
+
+// newGeneration returns a random, nonzero journal generation.
+func newGeneration() uint64 {
+	for {
+		var b [8]byte
+		_, _ = rand.Read(b[:])
+		if g := binary.BigEndian.Uint64(b[:]); g != 0 {
+			return g
+		}
+	}
 }
 
 func (j *journal) close() error {

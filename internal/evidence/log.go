@@ -52,6 +52,9 @@ var (
 	metaSize = []byte("size")
 	metaRoot = []byte("root")
 	metaNode = []byte("node")
+	// metaJournal holds the generation of the journal's frames (see
+	// journal.go); 0 or absent when the log needs no journal.
+	metaJournal = []byte("journal")
 )
 
 const (
@@ -124,9 +127,12 @@ type Log struct {
 	next      uint64     // index of the next record journaled
 	unfolded  []*pending // journaled, not yet in the tree, in index order
 	foldTimer *time.Timer
-	foldEvery time.Duration   // foldInterval; tests lengthen it before the first Append
-	behind    atomic.Int64    // len(unfolded)
-	foldReq   chan chan error // Flush asks the writer to fold now
+	foldEvery time.Duration // foldInterval; tests lengthen it before the first Append
+	behind    atomic.Int64  // len(unfolded)
+	// foldFailing is set while folds fail: only the timer and Flush try
+	// again then, not every commit past foldRecords.
+	foldFailing bool
+	foldReq     chan chan error // Flush asks the writer to fold now
 
 	// commitHook, when set by tests before the first Append, runs at the
 	// start of every tree commit (a fold); an error fails it. journalHook
@@ -207,7 +213,11 @@ func Open(path string, opts Options) (_ *Log, err error) {
 // that the tree does not: those a crash or a failed fold left there. The
 // journal must continue the tree without a gap.
 func (l *Log) recover() error {
-	j, recs, err := openJournal(l.path + journalSuffix)
+	gen, err := l.journalGeneration()
+	if err != nil {
+		return err
+	}
+	j, recs, err := openJournal(l.path+journalSuffix, gen)
 	if err != nil {
 		return err
 	}
@@ -229,13 +239,20 @@ func (l *Log) recover() error {
 	}
 	for len(todo) > 0 {
 		n := min(len(todo), foldChunk)
-		if _, err := l.commit(todo[:n]); err != nil {
+		if _, err := l.commit(todo[:n], 0); err != nil {
 			j.close()
 			return fmt.Errorf("fold journal into the tree: %w", err)
 		}
 		todo = todo[n:]
 	}
-	if err := j.recreate(); err != nil {
+	// A fresh generation for this run: whatever the file holds now was
+	// folded in above, and none of it may be read as this run's frames.
+	next := newGeneration()
+	if err := j.recreate(next); err != nil {
+		j.close()
+		return err
+	}
+	if err := l.storeGeneration(next); err != nil {
 		j.close()
 		return err
 	}
@@ -341,11 +358,45 @@ func OpenReadOnly(path string) (_ *Log, err error) {
 	return l, nil
 }
 
+// journalGeneration returns the generation of the journal's frames that
+// the tree expects, 0 when the log was closed cleanly or is new.
+func (l *Log) journalGeneration() (uint64, error) {
+	var gen uint64
+	err := l.db.View(func(tx *bolt.Tx) error {
+		v := tx.Bucket(bucketMeta).Get(metaJournal)
+		switch len(v) {
+		case 0:
+		case 8:
+			gen = binary.BigEndian.Uint64(v)
+		default:
+			return fmt.Errorf("%w: meta journal generation of %d bytes", ErrDamaged, len(v))
+		}
+		return nil
+	})
+	return gen, err
+}
+
+// storeGeneration stores the journal generation in a synced transaction of
+// its own.
+func (l *Log) storeGeneration(gen uint64) error {
+	err := l.db.Update(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketMeta).Put(metaJournal, binary.BigEndian.AppendUint64(nil, gen))
+	})
+	if err != nil {
+		return fmt.Errorf("store journal generation: %w", err)
+	}
+	return nil
+}
+
 // checkJournalFolded refuses, for a read-only open, a log whose journal
 // holds records the tree does not: its node stopped without folding them
 // (a crash), and only a read-write open may add them.
 func (l *Log) checkJournalFolded() error {
-	recs, err := readJournal(l.path + journalSuffix)
+	gen, err := l.journalGeneration()
+	if err != nil || gen == 0 {
+		return err
+	}
+	recs, err := readJournal(l.path+journalSuffix, gen)
 	if err != nil {
 		return err
 	}
@@ -392,9 +443,21 @@ func (l *Log) Close() error {
 		close(l.queue)
 		l.mu.Unlock()
 		<-l.done
-		if err := l.journal.close(); err != nil {
+		var err error
+		switch behind := l.behind.Load(); {
+		case l.skipFinalFold:
+		case behind > 0:
+			err = fmt.Errorf("close evidence log: %d records stay in the journal, to be folded in when it opens next", behind)
+		default:
+			// Everything is in the tree: the log needs no journal now.
+			err = l.storeGeneration(0)
+		}
+		if jerr := l.journal.close(); jerr != nil && err == nil {
+			err = fmt.Errorf("close evidence journal: %w", jerr)
+		}
+		if err != nil {
 			l.db.Close()
-			return fmt.Errorf("close evidence journal: %w", err)
+			return err
 		}
 	}
 	if err := l.db.Close(); err != nil {

@@ -52,9 +52,11 @@ type result struct {
 // the record but not indexed for ByMessageID.
 //
 // If the commit fails, every record of that commit gets the error and none
-// is in the log. If ctx ends while the record waits for its commit, Append
-// returns ctx's error, and the record may still be committed. After Close,
-// Append returns ErrClosed.
+// is in the log; only when the disk failed to sync the commit may the disk
+// still hold it, so that it appears after a restart (the log then refuses
+// every record until the node restarts). If ctx ends while the record
+// waits for its commit, Append returns ctx's error, and the record may
+// still be committed. After Close, Append returns ErrClosed.
 func (l *Log) Append(
 	ctx context.Context,
 	rec *evidencev1.Record,
@@ -291,7 +293,21 @@ func (l *Log) write() {
 	for {
 		first := l.carry
 		l.carry = nil
-		if first == nil {
+		if first != nil {
+			// A commit left records over; serve a waiting Flush or a due
+			// fold before the next one all the same.
+			var due <-chan time.Time
+			if len(l.unfolded) > 0 {
+				due = l.foldTimer.C
+			}
+			select {
+			case reply := <-l.foldReq:
+				reply <- l.fold()
+			case <-due:
+				l.fold()
+			default:
+			}
+		} else {
 			var due <-chan time.Time
 			if len(l.unfolded) > 0 {
 				due = l.foldTimer.C
@@ -346,7 +362,7 @@ func (l *Log) write() {
 			p.done <- result{index: start + uint64(i), err: err}
 			batch[i] = nil
 		}
-		if len(l.unfolded) >= foldRecords {
+		if len(l.unfolded) >= foldRecords && !l.foldFailing {
 			l.fold()
 		}
 	}
@@ -386,10 +402,23 @@ func (l *Log) journalAppend(batch []*pending) (uint64, error) {
 // fold commits the journaled records into the tree, durably, and empties
 // the journal once it has grown. On failure the records stay journaled and
 // waiting, and the fold is tried again later.
+//
+// When the journal has grown past journalResetSize, the last transaction
+// of the fold also stores a new generation, and the journal starts again
+// at its front with it (see journal.go).
 func (l *Log) fold() error {
+	var next uint64
+	if l.journal.size >= journalResetSize && l.journal.broken == nil {
+		next = newGeneration()
+	}
 	for len(l.unfolded) > 0 {
 		n := min(len(l.unfolded), foldChunk)
-		if _, err := l.commit(l.unfolded[:n]); err != nil {
+		gen := uint64(0)
+		if n == len(l.unfolded) {
+			gen = next
+		}
+		if _, err := l.commit(l.unfolded[:n], gen); err != nil {
+			l.foldFailing = true
 			l.foldTimer.Reset(l.foldEvery)
 			l.logger.ErrorContext(context.Background(), "evidence records stay journaled: fold into the tree failed",
 				slog.Int(logging.KeyCount, len(l.unfolded)), slog.Any(logging.KeyError, err))
@@ -399,12 +428,14 @@ func (l *Log) fold() error {
 		l.unfolded = l.unfolded[n:]
 		l.behind.Store(int64(len(l.unfolded)))
 	}
+	l.foldFailing = false
 	l.unfolded = l.unfolded[:0:0]
-	if l.journal.size >= journalResetSize {
-		if err := l.journal.reset(); err != nil {
-			// The next appends go after the old frames; the journal is
-			// only longer to read at the next start.
-			l.logger.WarnContext(context.Background(), "evidence journal not emptied", slog.Any(logging.KeyError, err))
+	if next != 0 {
+		if err := l.journal.reset(next); err != nil {
+			// The tree now expects frames of the new generation; with the
+			// journal unusable, every append fails until a restart.
+			l.journal.broken = fmt.Errorf("journal unusable: %w", err)
+			l.logger.ErrorContext(context.Background(), "evidence journal could not start again", slog.Any(logging.KeyError, err))
 		}
 	}
 	return nil
@@ -421,7 +452,17 @@ func (l *Log) Flush(ctx context.Context) error {
 	}
 	l.mu.RLock()
 	if l.closed {
+		// Close folds once more; wait for that, and say so if records
+		// stayed out of the tree.
 		l.mu.RUnlock()
+		select {
+		case <-l.done:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+		if n := l.behind.Load(); n > 0 {
+			return fmt.Errorf("%w: %d records are only in the journal", ErrClosed, n)
+		}
 		return nil
 	}
 	reply := make(chan error, 1)
@@ -527,7 +568,10 @@ func (l *Log) sealAll(batch []*pending) error {
 
 // commit writes batch in one transaction and publishes the new tree head.
 // It returns the index of the first record.
-func (l *Log) commit(batch []*pending) (uint64, error) {
+//
+// A nonzero gen is stored as the journal generation in the same
+// transaction.
+func (l *Log) commit(batch []*pending, gen uint64) (uint64, error) {
 	start := l.head.Load().size
 	var head treeHead
 	err := l.db.Update(func(tx *bolt.Tx) error {
@@ -574,6 +618,11 @@ func (l *Log) commit(batch []*pending) (uint64, error) {
 		}
 		if err := meta.Put(metaRoot, root[:]); err != nil {
 			return fmt.Errorf("store root: %w", err)
+		}
+		if gen != 0 {
+			if err := meta.Put(metaJournal, binary.BigEndian.AppendUint64(nil, gen)); err != nil {
+				return fmt.Errorf("store journal generation: %w", err)
+			}
 		}
 		return nil
 	})
