@@ -359,7 +359,7 @@ func (cl *call) open(ctx context.Context, first *exchange.Sealed, final bool) (e
 // record is durable too.
 func (cl *call) pumpRequests(ctx context.Context, ss grpc.ServerStream, stream exchangev1.FederationService_ExchangeClient,
 	first func() error) error {
-	p := newPipeline(ctx, cl.n)
+	p := newPipeline(ctx, cl.n, pipelineDepth)
 	for {
 		f := &proxy.Frame{}
 		err := ss.RecvMsg(f)
@@ -485,7 +485,11 @@ func (cl *call) seal(ctx context.Context, h *exchangev1.Header, payload []byte, 
 func (cl *call) relayResponses(ctx context.Context, ss grpc.ServerStream, stream exchangev1.FederationService_ExchangeClient) error {
 	n := cl.n
 	msgID := cl.template.GetMessageId()
-	p := newPipeline(ctx, n)
+	depth := 1 // one response message
+	if k := cl.template.GetCallKind(); k == exchangev1.CallKind_CALL_KIND_SERVER_STREAMING || k == exchangev1.CallKind_CALL_KIND_BIDI_STREAMING {
+		depth = pipelineDepth
+	}
+	p := newPipeline(ctx, n, depth)
 	for first := true; ; first = false {
 		resp, err := stream.Recv()
 		if err == io.EOF {

@@ -48,9 +48,11 @@ type pipeline struct {
 	freed chan struct{} // a step left the pipeline; buffered
 }
 
-func newPipeline(ctx context.Context, n *Node) *pipeline {
+// newPipeline starts the pipeline of one stream direction; depth is
+// pipelineDepth for streams, and 1 where only one message can come.
+func newPipeline(ctx context.Context, n *Node, depth int) *pipeline {
 	p := &pipeline{
-		n: n, steps: make(chan step, pipelineDepth),
+		n: n, steps: make(chan step, depth),
 		stop: make(chan struct{}), done: make(chan struct{}), freed: make(chan struct{}, 1),
 	}
 	go func() {

@@ -31,7 +31,7 @@ func TestPipelineBoundsPayloadBytes(t *testing.T) {
 		return r
 	}
 
-	p := newPipeline(ctx, n)
+	p := newPipeline(ctx, n, pipelineDepth)
 	started, release := make(chan struct{}), make(chan struct{})
 	big := pipelineBytes/2 + 1
 	if err := p.push(step{receipt: receipt(), size: big, send: func(uint64) error {

@@ -288,7 +288,7 @@ func (s *serve) toBackend(bs grpc.ClientStream, o *exchange.Opened) error {
 // while the next frames are verified.
 func (s *serve) pumpRequests(ctx context.Context, bs grpc.ClientStream, first func() error) error {
 	n := s.n
-	p := newPipeline(ctx, n)
+	p := newPipeline(ctx, n, pipelineDepth)
 	for {
 		req, err := s.stream.Recv()
 		if err != nil {
@@ -358,7 +358,7 @@ func (s *serve) relay(ctx context.Context, bs grpc.ClientStream) error {
 	}
 	// A stream: each message is signed and its record started while the
 	// previous ones are still being committed, then sent in order.
-	p := newPipeline(ctx, s.n)
+	p := newPipeline(ctx, s.n, pipelineDepth)
 	if hdr != nil {
 		// Headers go ahead of the first message, as a backend sent them:
 		// a client may wait for them before it sends anything.
