@@ -65,9 +65,6 @@ type journal struct {
 	gen  uint64 // generation of the frames written now
 	size int64  // end of the last complete frame
 	buf  []byte
-	// short is set when a failed write was cut off, shortening the file;
-	// the next reset writes the zeros again.
-	short bool
 	// broken is set when the file can no longer be trusted: a failed sync,
 	// or a failed write whose partial frame could not be cut off. Every
 	// later append fails with it, until the node restarts and the journal
@@ -103,11 +100,13 @@ func openJournal(path string, gen uint64) (*journal, []journaled, error) {
 	var recs []journaled
 	if gen != 0 {
 		b, err := io.ReadAll(f)
+		if err == nil {
+			recs, err = readJournalBytes(path, b, gen)
+		}
 		if err != nil {
 			f.Close()
-			return nil, nil, fmt.Errorf("read journal: %w", err)
+			return nil, nil, err
 		}
-		recs, _ = readFrames(b, gen)
 	}
 	return &journal{f: f, path: path}, recs, nil
 }
@@ -119,7 +118,7 @@ func (j *journal) recreate(gen uint64) error {
 	if err := j.f.Truncate(0); err != nil {
 		return fmt.Errorf("empty journal: %w", err)
 	}
-	j.size, j.short, j.gen = 0, false, gen
+	j.size, j.gen = 0, gen
 	if err := j.zeroFrom(0); err != nil {
 		return err
 	}
@@ -159,6 +158,18 @@ func readJournal(path string, gen uint64) ([]journaled, error) {
 	}
 	if err != nil {
 		return nil, fmt.Errorf("read journal: %w", err)
+	}
+	return readJournalBytes(path, b, gen)
+}
+
+// readJournalBytes reads the frames of generation gen of the journal
+// whose bytes are b. A journal is never written shorter than journalSize,
+// so a shorter one was cut (truncated, emptied) and may have lost
+// acknowledged records.
+func readJournalBytes(path string, b []byte, gen uint64) ([]journaled, error) {
+	if len(b) < journalSize {
+		return nil, fmt.Errorf("%w: journal %s is %d bytes, shorter than the %d it is written with (truncated?), "+
+			"and the log was not closed cleanly", ErrDamaged, path, len(b), journalSize)
 	}
 	recs, _ := readFrames(b, gen)
 	return recs, nil
@@ -262,22 +273,25 @@ func (j *journal) append(first uint64, batch []*pending) error {
 		j.buf = b
 	}
 
-	if _, err := j.f.WriteAt(b, j.size); err != nil {
+	if n, err := j.f.WriteAt(b, j.size); err != nil {
 		// Whatever part of the frame reached the file must not be read
-		// as one later.
-		if terr := j.f.Truncate(j.size); terr != nil {
-			j.broken = fmt.Errorf("journal unusable after a failed write (%v): cut off: %w", err, terr)
+		// as one later: its header is zeroed, which ends the run of
+		// frames there. The file keeps its length, so that a journal
+		// shorter than written still means damage (see openJournal).
+		if n > 0 {
+			if _, zerr := j.f.WriteAt(make([]byte, frameHeaderSize), j.size); zerr != nil {
+				j.broken = fmt.Errorf("journal unusable after a failed write (%v): clearing the partial frame: %w", err, zerr)
+			}
 		}
-		j.short = true
 		return fmt.Errorf("write journal: %w", err)
 	}
 	if err := datasync(j.f); err != nil {
 		// After a failed sync the kernel may have dropped the pages it
 		// could not write; nothing written since the last good sync can be
-		// trusted to be on disk, or not to be. The frame is cut off as far
+		// trusted to be on disk, or not to be. The frame is cleared as far
 		// as the disk still takes orders, and its records may yet appear
 		// after a restart (Append's documentation says so).
-		_ = j.f.Truncate(j.size)
+		_, _ = j.f.WriteAt(make([]byte, frameHeaderSize), j.size)
 		j.broken = fmt.Errorf("journal unusable after a failed sync: %w", err)
 		return j.broken
 	}
@@ -290,16 +304,6 @@ func (j *journal) append(first uint64, batch []*pending) error {
 func (j *journal) reset(gen uint64) error {
 	if j.broken != nil {
 		return j.broken
-	}
-	if j.short {
-		info, err := j.f.Stat()
-		if err != nil {
-			return fmt.Errorf("journal: %w", err)
-		}
-		if err := j.zeroFrom(info.Size()); err != nil {
-			return err
-		}
-		j.short = false
 	}
 	j.size, j.gen = 0, gen
 	return nil

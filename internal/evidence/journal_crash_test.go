@@ -663,12 +663,12 @@ func TestJournalCloseReportsFailedFinalFold(t *testing.T) {
 	}
 }
 
-// TestJournalShortWriteThenResetThenCrash makes journal writes past 6 MiB
-// fail part-way (a file-size limit, as a full disk would) while folds fail
-// too, so a failed frame is cut off and the journal is short; then lifts
-// both faults, lets a fold reset the journal, appends a little more and
-// crashes. Each crash point must recover exactly the acknowledged records.
-func TestJournalShortWriteThenResetThenCrash(t *testing.T) {
+// TestJournalPartialWriteThenResetThenCrash makes journal writes past
+// 6 MiB fail part-way (a file-size limit, as a full disk would) while
+// folds fail too, so a failed frame is left half written and cleared; then
+// lifts both faults, lets a fold reset the journal, appends a little more
+// and crashes. Recovery must find exactly the acknowledged records.
+func TestJournalPartialWriteThenResetThenCrash(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "evidence.db")
 	l, err := Open(path, Options{Node: testNode})
 	if err != nil {
@@ -717,8 +717,8 @@ func TestJournalShortWriteThenResetThenCrash(t *testing.T) {
 		}
 		acked[n] = id
 	}
-	if failed == 0 || !l.journal.short {
-		t.Fatalf("no write failed part-way (failed %d, short %v)", failed, l.journal.short)
+	if failed == 0 || l.journal.broken != nil {
+		t.Fatalf("no write failed part-way, or the journal broke (failed %d, broken %v)", failed, l.journal.broken)
 	}
 	lift()
 	foldsFail.Store(false)
@@ -727,11 +727,11 @@ func TestJournalShortWriteThenResetThenCrash(t *testing.T) {
 	if err := l.Flush(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if l.journal.size != 0 || l.journal.short {
-		t.Fatalf("journal not reset after the fold: size %d short %v", l.journal.size, l.journal.short)
+	if l.journal.size != 0 {
+		t.Fatalf("journal not reset after the fold: size %d", l.journal.size)
 	}
 	if info, _ := os.Stat(path + journalSuffix); info.Size() != journalSize {
-		t.Errorf("journal after reset is %d bytes, want %d again", info.Size(), journalSize)
+		t.Errorf("journal is %d bytes, want %d still", info.Size(), journalSize)
 	}
 	for i := range 5 {
 		id := fmt.Sprint("after-", i)

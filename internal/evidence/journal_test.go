@@ -183,3 +183,34 @@ func TestFoldFailureKeepsRecords(t *testing.T) {
 		t.Fatalf("Verify = %+v, %v; want 3 records", rep, err)
 	}
 }
+
+// TestJournalTruncatedIsDamage cuts the journal of a crashed log, as an
+// operator emptying or truncating the file would: records acknowledged
+// from it would be lost and their indexes reused, so Open and OpenReadOnly
+// must fail with ErrDamaged instead.
+func TestJournalTruncatedIsDamage(t *testing.T) {
+	for _, size := range []int64{0, 100, journalSize - 1} {
+		t.Run(fmt.Sprint(size), func(t *testing.T) {
+			ctx := context.Background()
+			l, path := openLog(t)
+			l.foldEvery = time.Hour
+			s := newCA(t, "ca").signer(t, testMember)
+			if _, err := l.Append(ctx, signedRecord(t, s, header(s, "m-0", 0)), s.Certificate().Raw); err != nil {
+				t.Fatal(err)
+			}
+			crash(t, l)
+			if err := os.Truncate(path+journalSuffix, size); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := OpenReadOnly(path); !errors.Is(err, ErrDamaged) {
+				t.Errorf("OpenReadOnly with the journal cut to %d bytes: %v, want ErrDamaged", size, err)
+			}
+			if l2, err := Open(path, Options{Node: testNode}); !errors.Is(err, ErrDamaged) {
+				if err == nil {
+					l2.Close()
+				}
+				t.Errorf("Open with the journal cut to %d bytes: %v, want ErrDamaged", size, err)
+			}
+		})
+	}
+}
