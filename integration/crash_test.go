@@ -2,6 +2,7 @@ package integration
 
 import (
 	"context"
+	"errors"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -18,9 +19,9 @@ var recordLine = regexp.MustCompile(`(?m)^\s*record \d+$`)
 // calls, before their evidence writers fold the journal into the tree, and
 // starts them again: every call the application saw answered must have all
 // its records in both logs, and both logs must verify. The killed logs are
-// first read with --log, which must refuse them as unfolded: that shows the
-// crash left records only in the journal, so the restart really recovered
-// them.
+// first read with --log, which must verify the tree and fail, naming the
+// records only in the journal: that shows the crash left records there, so
+// the restart really recovered them.
 func TestCrashKeepsAcknowledgedEvidence(t *testing.T) {
 	if raceEnabled {
 		// Recovery runs before any other goroutine of the log starts;
@@ -50,9 +51,16 @@ func TestCrashKeepsAcknowledgedEvidence(t *testing.T) {
 		}
 		unfolded = true
 		for _, n := range nodes {
-			_, err := c.CLI(ctx, "evidence", "verify", "--log", filepath.Join(c.Dir, n, "evidence.db"))
-			if err == nil || !strings.Contains(err.Error(), "not yet in the tree") {
+			// The tree alone is read and verified, and the command fails
+			// saying what it could not read.
+			out, err := c.CLI(ctx, "evidence", "verify", "--log", filepath.Join(c.Dir, n, "evidence.db"))
+			var ce *cluster.CLIError
+			if !errors.As(err, &ce) || !strings.Contains(ce.Stderr, "not yet in the tree") {
 				unfolded = false
+				continue
+			}
+			if ce.ExitCode() != 1 || !strings.HasPrefix(out, "tree ok: ") {
+				t.Errorf("verify --log of killed %s: exit %d, output %q; want exit 1 after verifying the tree", n, ce.ExitCode(), out)
 			}
 		}
 		for _, n := range nodes {

@@ -117,7 +117,7 @@ func evidenceTrace(ctx context.Context, args []string, stdout io.Writer) error {
 		return traceOnNode(ctx, target.node, pos[0], stdout)
 	}
 
-	l, err := openEvidence(target.log)
+	l, partial, err := openEvidence(target.log)
 	if err != nil {
 		return err
 	}
@@ -127,10 +127,13 @@ func evidenceTrace(ctx context.Context, args []string, stdout io.Writer) error {
 		return err
 	}
 	if len(entries) == 0 {
+		if partial != nil {
+			return fmt.Errorf("no records for message %s in the tree; %w", pos[0], partial)
+		}
 		return fmt.Errorf("no records for message %s", pos[0])
 	}
 	printEvidenceEntries(stdout, l.Certificate, entries)
-	return nil
+	return partial
 }
 
 // traceOnNode prints the records of one exchange as a running node
@@ -180,7 +183,7 @@ func evidenceVerify(ctx context.Context, args []string, stdout io.Writer) error 
 		}
 	}
 
-	l, err := openEvidence(target.log)
+	l, partial, err := openEvidence(target.log)
 	if err != nil {
 		return err
 	}
@@ -196,6 +199,11 @@ func evidenceVerify(ctx context.Context, args []string, stdout io.Writer) error 
 	}
 	if err != nil {
 		return err
+	}
+	if partial != nil {
+		fmt.Fprintf(stdout, "tree ok: %d records, root %x, %d signatures checked\n",
+			rep.Size, rep.Root[:], rep.SignaturesChecked)
+		return partial
 	}
 	fmt.Fprintf(stdout, "ok: %d records, root %x, %d signatures checked\n",
 		rep.Size, rep.Root[:], rep.SignaturesChecked)
@@ -321,13 +329,23 @@ func parseEvidenceFlags(
 	}
 }
 
-// openEvidence opens a log read-only, explaining a log held by a node.
-func openEvidence(path string) (*evidence.Log, error) {
-	l, err := evidence.OpenReadOnly(path)
-	if errors.Is(err, evidence.ErrLocked) {
-		return nil, fmt.Errorf("%w; stop the node first, or use --node", err)
+// openEvidence opens a log read-only, explaining a log held by a node. A
+// log whose journal holds records not yet in the tree, or is damaged, is
+// opened for its tree alone: partial is then the reason, which the command
+// reports after its output, and fails with.
+func openEvidence(path string) (l *evidence.Log, partial error, err error) {
+	l, err = evidence.OpenReadOnly(path)
+	switch {
+	case errors.Is(err, evidence.ErrLocked):
+		return nil, nil, fmt.Errorf("%w; stop the node first, or use --node", err)
+	case errors.Is(err, evidence.ErrUnfolded), errors.Is(err, evidence.ErrJournalDamaged):
+		tree, terr := evidence.OpenReadOnlyTree(path)
+		if terr != nil {
+			return nil, nil, err
+		}
+		return tree, fmt.Errorf("only the records in the tree were read: %w", err), nil
 	}
-	return l, err
+	return l, nil, err
 }
 
 // loadEvidenceRoots reads a PEM bundle of CA certificates.

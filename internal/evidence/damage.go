@@ -16,6 +16,13 @@ import (
 // past its end would otherwise crash the process.
 var ErrDamaged = errors.New("evidence log is damaged")
 
+// ErrJournalDamaged is returned, wrapped, when the log's journal is
+// missing, cut short or does not continue the tree, after a node did not
+// close the log cleanly: records acknowledged from it may be lost. It
+// wraps ErrDamaged. The tree itself can still be read with
+// OpenReadOnlyTree.
+var ErrJournalDamaged = fmt.Errorf("%w: its journal", ErrDamaged)
+
 // guardFaults makes a memory fault in the calling goroutine an ErrDamaged
 // error instead of a crash. Use it as: defer guardFaults(&err)().
 func guardFaults(err *error) func() {

@@ -92,7 +92,7 @@ func openJournal(path string, gen uint64) (*journal, []journaled, error) {
 	}
 	f, err := os.OpenFile(path, flags, 0o600)
 	if errors.Is(err, os.ErrNotExist) {
-		return nil, nil, fmt.Errorf("%w: journal %s is missing, and the log was not closed cleanly", ErrDamaged, path)
+		return nil, nil, fmt.Errorf("%w %s is missing, and the log was not closed cleanly", ErrJournalDamaged, path)
 	}
 	if err != nil {
 		return nil, nil, fmt.Errorf("open journal: %w", err)
@@ -154,7 +154,7 @@ func (j *journal) zeroFrom(off int64) error {
 func readJournal(path string, gen uint64) ([]journaled, error) {
 	b, err := os.ReadFile(path)
 	if errors.Is(err, os.ErrNotExist) {
-		return nil, fmt.Errorf("%w: journal %s is missing, and the log was not closed cleanly", ErrDamaged, path)
+		return nil, fmt.Errorf("%w %s is missing, and the log was not closed cleanly", ErrJournalDamaged, path)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("read journal: %w", err)
@@ -168,8 +168,8 @@ func readJournal(path string, gen uint64) ([]journaled, error) {
 // acknowledged records.
 func readJournalBytes(path string, b []byte, gen uint64) ([]journaled, error) {
 	if len(b) < journalSize {
-		return nil, fmt.Errorf("%w: journal %s is %d bytes, shorter than the %d it is written with (truncated?), "+
-			"and the log was not closed cleanly", ErrDamaged, path, len(b), journalSize)
+		return nil, fmt.Errorf("%w %s is %d bytes, shorter than the %d it is written with (truncated?), "+
+			"and the log was not closed cleanly", ErrJournalDamaged, path, len(b), journalSize)
 	}
 	recs, _ := readFrames(b, gen)
 	return recs, nil

@@ -229,7 +229,7 @@ func (l *Log) recover() error {
 		}
 		if want := size + uint64(len(todo)); r.index != want {
 			j.close()
-			return fmt.Errorf("%w: journal holds record %d where the tree needs %d next", ErrDamaged, r.index, want)
+			return fmt.Errorf("%w holds record %d where the tree needs %d next", ErrJournalDamaged, r.index, want)
 		}
 		p := &pending{leaf: r.leaf, cert: r.cert, messageID: r.messageID}
 		if r.cert != nil {
@@ -305,7 +305,20 @@ func (l *Log) init(node string) error {
 
 // OpenReadOnly opens an existing log for reading, as tools do. If a running
 // node holds the log, the error wraps ErrLocked.
-func OpenReadOnly(path string) (_ *Log, err error) {
+func OpenReadOnly(path string) (*Log, error) {
+	return openReadOnly(path, true)
+}
+
+// OpenReadOnlyTree is OpenReadOnly without looking at the journal: it
+// reads the records in the tree even when the journal holds more
+// (ErrUnfolded) or is damaged (ErrJournalDamaged), for a forensic look at
+// a log whose node cannot be started. What it shows may lack the last
+// records the node acknowledged.
+func OpenReadOnlyTree(path string) (*Log, error) {
+	return openReadOnly(path, false)
+}
+
+func openReadOnly(path string, checkJournal bool) (_ *Log, err error) {
 	defer guardFaults(&err)()
 	info, err := os.Stat(path)
 	if err != nil {
@@ -348,7 +361,7 @@ func OpenReadOnly(path string) (_ *Log, err error) {
 		l.head.Store(h)
 		return nil
 	})
-	if err == nil {
+	if err == nil && checkJournal {
 		err = l.checkJournalFolded()
 	}
 	if err != nil {
