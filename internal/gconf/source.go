@@ -96,6 +96,12 @@ func (s *Source) Accept(sc *registryv1.SignedConfiguration) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if cur := s.cur.Load(); cur != nil && cfg.GetVersion() <= cur.Version() {
+		if cfg.GetVersion() < cur.Version() {
+			// A registry started on an empty or restored database; its
+			// changes never reach this node until its versions pass ours.
+			s.log.WarnContext(context.Background(), "registry serves an older global configuration than this node holds; keeping the newer one",
+				slog.Uint64(logging.KeyVersion, cfg.GetVersion()), slog.Uint64("held_version", cur.Version()))
+		}
 		return nil
 	}
 	raw, err := proto.Marshal(sc)

@@ -1,8 +1,11 @@
 package gconf_test
 
 import (
+	"bytes"
 	"errors"
+	"log/slog"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	bolt "go.etcd.io/bbolt"
@@ -34,8 +37,10 @@ func TestSourceAccept(t *testing.T) {
 	reg := ca.RegistrySigner(t)
 	path := filepath.Join(t.TempDir(), "node.db")
 	db := openDB(t, path)
+	var logs bytes.Buffer
+	logger := slog.New(slog.NewTextHandler(&logs, nil))
 
-	src, err := gconf.NewSource(db, nil, ca.Pool(), nil)
+	src, err := gconf.NewSource(db, nil, ca.Pool(), logger)
 	if err != nil {
 		t.Fatalf("NewSource: %v", err)
 	}
@@ -54,17 +59,24 @@ func TestSourceAccept(t *testing.T) {
 		t.Fatalf("Current after Accept v2 = %v", v)
 	}
 
-	// Older and equal versions are ignored without an error or a signal.
+	// Older and equal versions are ignored without an error or a signal;
+	// an older one is logged as a warning (a registry started on an empty
+	// or restored database), an equal one is not.
 	ch = src.Changed()
 	if closed(ch) {
 		t.Fatalf("new Changed channel is already closed")
 	}
 	for _, old := range []uint64{1, 2} {
+		logs.Reset()
 		if err := src.Accept(signed(t, reg, config(old))); err != nil {
 			t.Errorf("Accept v%d: %v", old, err)
 		}
 		if got := src.Current().Version(); got != 2 {
 			t.Errorf("Current after Accept v%d = version %d, want 2", old, got)
+		}
+		warned := strings.Contains(logs.String(), "level=WARN") && strings.Contains(logs.String(), "held_version=2")
+		if warned != (old < 2) {
+			t.Errorf("Accept v%d logged %q; want a warning only for an older version", old, logs.String())
 		}
 	}
 	if closed(ch) {
