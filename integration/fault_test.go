@@ -13,7 +13,6 @@ import (
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	testpb "google.golang.org/grpc/interop/grpc_testing"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
@@ -42,13 +41,7 @@ func TestEvidenceFaultFailsClosed(t *testing.T) {
 	for _, order := range []string{"strict", "overlap"} {
 		t.Run(order, func(t *testing.T) {
 			c := startInteropWith(t, "evidence_order: "+order+"\n")
-			conn, err := grpc.NewClient(c.LocalAddr("vpcp", cluster.ConsumerClient),
-				grpc.WithTransportCredentials(insecure.NewCredentials()))
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer conn.Close()
-			client := testpb.NewTestServiceClient(conn)
+			client := consumerTestService(t, c)
 			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 			defer cancel()
 

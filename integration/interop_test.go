@@ -69,6 +69,20 @@ func startInteropWith(t *testing.T, nodeYAML string) *cluster.Cluster {
 	return startScenario(ctx, t, nodeYAML, (*cluster.Cluster).Interop, "registry", "vpcp", "bnv", "interop")
 }
 
+// consumerTestService dials the consumer node's local endpoint for the
+// interop TestService, plain text, with extra options; the connection is
+// closed at the end of the test.
+func consumerTestService(t *testing.T, c *cluster.Cluster, opts ...grpc.DialOption) testpb.TestServiceClient {
+	t.Helper()
+	conn, err := grpc.NewClient(c.LocalAddr("vpcp", cluster.ConsumerClient),
+		append([]grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}, opts...)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	return testpb.NewTestServiceClient(conn)
+}
+
 // interopTargets are where the cases run: the interop server itself, as a
 // control that the case and server agree, and the consumer node, whose
 // calls cross both nodes to the same server.

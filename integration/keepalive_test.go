@@ -6,11 +6,8 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 	testpb "google.golang.org/grpc/interop/grpc_testing"
 	"google.golang.org/grpc/keepalive"
-
-	"github.com/ketnoi/ketnoi/integration/cluster"
 )
 
 // TestFeedWithClientKeepalive holds a bidirectional feed open through both
@@ -24,16 +21,11 @@ func TestFeedWithClientKeepalive(t *testing.T) {
 		t.Skip("waits half a minute for pings; the run without -race covers it")
 	}
 	c := startInterop(t)
-	conn, err := grpc.NewClient(c.LocalAddr("vpcp", cluster.ConsumerClient),
-		grpc.WithTransportCredentials(insecure.NewCredentials()),
+	client := consumerTestService(t, c,
 		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 10 * time.Second, Timeout: 5 * time.Second}))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	stream, err := testpb.NewTestServiceClient(conn).FullDuplexCall(ctx)
+	stream, err := client.FullDuplexCall(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}

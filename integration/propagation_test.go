@@ -9,7 +9,6 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	testpb "google.golang.org/grpc/interop/grpc_testing"
 	"google.golang.org/grpc/status"
 
@@ -79,12 +78,7 @@ func TestDeadlineAndCancellationReachBackend(t *testing.T) {
 		t.Fatal(err)
 	}
 	c := startScenario(ctx, t, "deadline_margin: 500ms\n", cluster.InteropBackedBy(lis.Addr().String()), "registry", "vpcp", "bnv")
-	conn, err := grpc.NewClient(c.LocalAddr("vpcp", cluster.ConsumerClient), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	client := testpb.NewTestServiceClient(conn)
+	client := consumerTestService(t, c)
 
 	t.Run("the backend sees the caller's deadline minus the margin", func(t *testing.T) {
 		const timeout = 10 * time.Second

@@ -6,9 +6,7 @@ import (
 	"testing"
 	"time"
 
-	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	testpb "google.golang.org/grpc/interop/grpc_testing"
 	"google.golang.org/grpc/status"
 
@@ -23,12 +21,7 @@ func TestRevokedGrantEndsRunningStream(t *testing.T) {
 	c := startInterop(t)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	conn, err := grpc.NewClient(c.LocalAddr("vpcp", cluster.ConsumerClient), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	stream, err := testpb.NewTestServiceClient(conn).FullDuplexCall(ctx)
+	stream, err := consumerTestService(t, c).FullDuplexCall(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}

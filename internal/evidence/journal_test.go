@@ -9,6 +9,8 @@ import (
 	"os"
 	"testing"
 	"time"
+
+	"github.com/ketnoi/ketnoi/internal/sign"
 )
 
 // crash closes l the way a crash leaves it: journaled records not folded
@@ -21,25 +23,36 @@ func crash(t *testing.T, l *Log) {
 	}
 }
 
+// crashedLog appends n signed records, m-0 to m-<n-1>, to a new log whose
+// folds wait an hour, and crashes it: the records are only in the journal.
+// It returns the log's path, the records' signer and the journal's
+// generation.
+func crashedLog(t *testing.T, n int) (string, *sign.Signer, uint64) {
+	t.Helper()
+	l, path := openLog(t)
+	l.foldEvery = time.Hour
+	s := newCA(t, "ca").signer(t, testMember)
+	for i := range n {
+		var cert []byte
+		if i == 0 {
+			cert = s.Certificate().Raw
+		}
+		if got, err := l.Append(context.Background(), signedRecord(t, s, header(s, fmt.Sprint("m-", i), 0)), cert); err != nil || got != uint64(i) {
+			t.Fatalf("Append %d = %d, %v", i, got, err)
+		}
+	}
+	gen := l.journal.gen
+	crash(t, l)
+	return path, s, gen
+}
+
 // TestJournalRecordsSurviveCrash checks that records are durable once
 // Append returns, before any fold: after a crash, a read-only open refuses
 // the log with ErrUnfolded, and the next Open folds every record in, in
 // order, with a tree that verifies.
 func TestJournalRecordsSurviveCrash(t *testing.T) {
 	ctx := context.Background()
-	l, path := openLog(t)
-	l.foldEvery = time.Hour
-	s := newCA(t, "ca").signer(t, testMember)
-	for i := range 10 {
-		var cert []byte
-		if i == 0 {
-			cert = s.Certificate().Raw
-		}
-		if n, err := l.Append(ctx, signedRecord(t, s, header(s, fmt.Sprint("m-", i), 0)), cert); err != nil || n != uint64(i) {
-			t.Fatalf("Append %d = %d, %v", i, n, err)
-		}
-	}
-	crash(t, l)
+	path, s, _ := crashedLog(t, 10)
 	if info, err := os.Stat(path + journalSuffix); err != nil || info.Size() == 0 {
 		t.Fatalf("journal after the crash: %v, %v; want the 10 records in it", info, err)
 	}
@@ -74,16 +87,7 @@ func TestJournalRecordsSurviveCrash(t *testing.T) {
 // torn frame is dropped, and appending goes on after the kept ones.
 func TestJournalTornFrameIsCutOff(t *testing.T) {
 	ctx := context.Background()
-	l, path := openLog(t)
-	l.foldEvery = time.Hour
-	s := newCA(t, "ca").signer(t, testMember)
-	for i := range 3 {
-		if _, err := l.Append(ctx, signedRecord(t, s, header(s, fmt.Sprint("m-", i), 0)), s.Certificate().Raw); err != nil {
-			t.Fatal(err)
-		}
-	}
-	gen := l.journal.gen
-	crash(t, l)
+	path, s, gen := crashedLog(t, 3)
 	b, err := os.ReadFile(path + journalSuffix)
 	if err != nil {
 		t.Fatal(err)
@@ -124,14 +128,7 @@ func TestJournalTornFrameIsCutOff(t *testing.T) {
 // tree (a record missing between them) makes Open fail with ErrDamaged
 // rather than renumber records.
 func TestJournalGapIsDamage(t *testing.T) {
-	ctx := context.Background()
-	l, path := openLog(t)
-	l.foldEvery = time.Hour
-	s := newCA(t, "ca").signer(t, testMember)
-	if _, err := l.Append(ctx, signedRecord(t, s, header(s, "m-0", 0)), s.Certificate().Raw); err != nil {
-		t.Fatal(err)
-	}
-	crash(t, l)
+	path, _, _ := crashedLog(t, 1)
 	b, err := os.ReadFile(path + journalSuffix)
 	if err != nil {
 		t.Fatal(err)
@@ -191,14 +188,7 @@ func TestFoldFailureKeepsRecords(t *testing.T) {
 func TestJournalTruncatedIsDamage(t *testing.T) {
 	for _, size := range []int64{0, 100, journalSize - 1} {
 		t.Run(fmt.Sprint(size), func(t *testing.T) {
-			ctx := context.Background()
-			l, path := openLog(t)
-			l.foldEvery = time.Hour
-			s := newCA(t, "ca").signer(t, testMember)
-			if _, err := l.Append(ctx, signedRecord(t, s, header(s, "m-0", 0)), s.Certificate().Raw); err != nil {
-				t.Fatal(err)
-			}
-			crash(t, l)
+			path, _, _ := crashedLog(t, 1)
 			if err := os.Truncate(path+journalSuffix, size); err != nil {
 				t.Fatal(err)
 			}
