@@ -97,6 +97,10 @@ func checkAddress(field, addr string) error {
 	if host == "" {
 		return invalidf(field, "%q has no host", addr)
 	}
+	if ip := net.ParseIP(host); ip != nil && ip.IsUnspecified() {
+		// What a node listens on, not where other nodes can reach it.
+		return invalidf(field, "%q is an unspecified address; register the host name or address other nodes dial", addr)
+	}
 	if n, err := strconv.ParseUint(port, 10, 16); err != nil || n == 0 {
 		return invalidf(field, "%q: port must be a number from 1 to 65535", addr)
 	}
