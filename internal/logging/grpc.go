@@ -68,11 +68,17 @@ func logCall(ctx context.Context, l *slog.Logger, method, kind string, start tim
 	l.LogAttrs(ctx, lvl, "finished call", attrs...)
 }
 
-// callLevel is the level of a finished call: debug for OK, otherwise the
-// level grpc-go's middleware gives the code on a server.
+// callLevel is the level of a finished call: debug for OK, warn for
+// Unimplemented, otherwise the level grpc-go's middleware gives the code on
+// a server. A node answers Unimplemented for a caller's mistake (a method
+// the service lacks, a second message to a unary method) or relays a
+// backend's; neither is the node failing, which is what error level says.
 func callLevel(c codes.Code) slog.Level {
-	if c == codes.OK {
+	switch c {
+	case codes.OK:
 		return slog.LevelDebug
+	case codes.Unimplemented:
+		return slog.LevelWarn
 	}
 	return slog.Level(grpclogging.DefaultServerCodeToLevel(c))
 }

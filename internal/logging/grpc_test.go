@@ -71,3 +71,20 @@ func TestCallInterceptorsLogSuccessAtDebug(t *testing.T) {
 type fakeStream struct{ grpc.ServerStream }
 
 func (fakeStream) Context() context.Context { return context.Background() }
+
+// TestCallLevels pins the levels a node's call log uses: the node failing
+// is an error, a caller's mistake or a refusal is a warning.
+func TestCallLevels(t *testing.T) {
+	for code, want := range map[codes.Code]slog.Level{
+		codes.OK:               slog.LevelDebug,
+		codes.Unimplemented:    slog.LevelWarn,
+		codes.PermissionDenied: slog.LevelWarn,
+		codes.Unavailable:      slog.LevelWarn,
+		codes.Internal:         slog.LevelError,
+		codes.DataLoss:         slog.LevelError,
+	} {
+		if got := callLevel(code); got != want {
+			t.Errorf("callLevel(%v) = %v, want %v", code, got, want)
+		}
+	}
+}
