@@ -300,13 +300,10 @@ func (j *journal) append(first uint64, batch []*pending) error {
 }
 
 // reset makes the next frame, of generation gen, go to the front of the
-// journal; its records must be durable in the tree, along with gen.
-func (j *journal) reset(gen uint64) error {
-	if j.broken != nil {
-		return j.broken
-	}
+// journal; its records must be durable in the tree, along with gen. It
+// writes nothing: frames overwrite the file's blocks from the front.
+func (j *journal) reset(gen uint64) {
 	j.size, j.gen = 0, gen
-	return nil
 }
 
 // newGeneration returns a random, nonzero journal generation.

@@ -189,6 +189,9 @@ func Open(path string, opts Options) (_ *Log, err error) {
 		db.Close()
 		return nil, fmt.Errorf("open evidence log %s: %w", path, err)
 	}
+	l.foldEvery = foldInterval
+	l.foldTimer = time.NewTimer(foldInterval)
+	l.foldTimer.Stop()
 	if err := l.recover(); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("open evidence log %s: %w", path, err)
@@ -197,9 +200,6 @@ func Open(path string, opts Options) (_ *Log, err error) {
 	l.queue = make(chan []*pending, l.maxBatch)
 	l.done = make(chan struct{})
 	l.foldReq = make(chan chan error)
-	l.foldEvery = foldInterval
-	l.foldTimer = time.NewTimer(foldInterval)
-	l.foldTimer.Stop()
 	go l.write()
 
 	// The index attribute is the index the next record will get.
@@ -222,28 +222,23 @@ func (l *Log) recover() error {
 		return err
 	}
 	size := l.head.Load().size
-	var todo []*pending
-	for _, r := range recs {
-		if r.index < size {
-			continue // folded before the journal was emptied or started again
-		}
-		if want := size + uint64(len(todo)); r.index != want {
-			j.close()
-			return fmt.Errorf("%w holds record %d where the tree needs %d next", ErrJournalDamaged, r.index, want)
-		}
+	todo, err := unfolded(recs, size)
+	if err != nil {
+		j.close()
+		return err
+	}
+	// The writer's fold puts them in the tree, as it does at run time.
+	l.journal = j
+	for _, r := range todo {
 		p := &pending{leaf: r.leaf, cert: r.cert, messageID: r.messageID}
 		if r.cert != nil {
 			p.certSum = sha256.Sum256(r.cert)
 		}
-		todo = append(todo, p)
+		l.unfolded = append(l.unfolded, p)
 	}
-	for len(todo) > 0 {
-		n := min(len(todo), foldChunk)
-		if _, err := l.commit(todo[:n], 0); err != nil {
-			j.close()
-			return fmt.Errorf("fold journal into the tree: %w", err)
-		}
-		todo = todo[n:]
+	if err := l.fold(); err != nil {
+		j.close()
+		return fmt.Errorf("fold journal into the tree: %w", err)
 	}
 	// A fresh generation for this run: whatever the file holds now was
 	// folded in above, and none of it may be read as this run's frames.
@@ -260,9 +255,27 @@ func (l *Log) recover() error {
 		l.logger.InfoContext(context.Background(), "evidence journal folded into the tree",
 			slog.String(logging.KeyPath, l.path), slog.Uint64(logging.KeyCount, folded))
 	}
-	l.journal = j
 	l.next = l.head.Load().size
 	return nil
+}
+
+// unfolded returns the journaled records the tree does not hold yet,
+// which must continue it without a gap; records with lower indexes were
+// folded before the journal started again.
+func unfolded(recs []journaled, size uint64) ([]journaled, error) {
+	for i, r := range recs {
+		if r.index < size {
+			continue
+		}
+		rest := recs[i:]
+		for k, r := range rest {
+			if want := size + uint64(k); r.index != want {
+				return nil, fmt.Errorf("%w holds record %d where the tree needs %d next", ErrJournalDamaged, r.index, want)
+			}
+		}
+		return rest, nil
+	}
+	return nil, nil
 }
 
 // init creates the buckets, records or checks the owning node, and loads
@@ -413,13 +426,11 @@ func (l *Log) checkJournalFolded() error {
 	if err != nil {
 		return err
 	}
-	size, n := l.head.Load().size, 0
-	for _, r := range recs {
-		if r.index >= size {
-			n++
-		}
+	todo, err := unfolded(recs, l.head.Load().size)
+	if err != nil {
+		return err
 	}
-	if n > 0 {
+	if n := len(todo); n > 0 {
 		return fmt.Errorf("%w: %d records in its journal are not yet in the tree; "+
 			"start the node once (it folds them in) and read the log again", ErrUnfolded, n)
 	}

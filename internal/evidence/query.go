@@ -33,19 +33,8 @@ func (l *Log) ByMessageID(id string) (_ []Entry, err error) {
 	}
 	var entries []Entry
 	err = l.db.View(func(tx *bolt.Tx) error {
-		var indexes []uint64
-		p := messageKey(id, 0)[:len(id)+1]
-		c := tx.Bucket(bucketMessages).Cursor()
-		for k, _ := c.Seek(p); bytes.HasPrefix(k, p); k, _ = c.Next() {
-			// An id containing 0x00 could share the prefix; the length
-			// tells the keys of this id apart.
-			if len(k) == len(p)+8 {
-				indexes = append(indexes, binary.BigEndian.Uint64(k[len(p):]))
-			}
-		}
-
 		leaves := tx.Bucket(bucketLeaves)
-		for _, n := range indexes {
+		for _, n := range messageIndexes(tx, id, 0) {
 			e, err := entryAt(leaves, n)
 			if err != nil {
 				return err
@@ -69,20 +58,29 @@ func (l *Log) HasMessage(id string) (_ bool, err error) {
 	defer guardFaults(&err)()
 	var found bool
 	err = l.db.View(func(tx *bolt.Tx) error {
-		p := messageKey(id, 0)[:len(id)+1]
-		c := tx.Bucket(bucketMessages).Cursor()
-		for k, _ := c.Seek(p); bytes.HasPrefix(k, p); k, _ = c.Next() {
-			if len(k) == len(p)+8 {
-				found = true
-				break
-			}
-		}
+		found = len(messageIndexes(tx, id, 1)) > 0
 		return nil
 	})
 	if err != nil {
 		return false, fmt.Errorf("look up message %s: %w", id, err)
 	}
 	return found, nil
+}
+
+// messageIndexes returns the indexes of the records of exchange id, in
+// order, at most limit of them unless limit is 0.
+func messageIndexes(tx *bolt.Tx, id string, limit int) []uint64 {
+	var indexes []uint64
+	p := messageKey(id, 0)[:len(id)+1]
+	c := tx.Bucket(bucketMessages).Cursor()
+	for k, _ := c.Seek(p); bytes.HasPrefix(k, p) && (limit == 0 || len(indexes) < limit); k, _ = c.Next() {
+		// An id containing 0x00 could share the prefix; the length tells
+		// the keys of this id apart.
+		if len(k) == len(p)+8 {
+			indexes = append(indexes, binary.BigEndian.Uint64(k[len(p):]))
+		}
+	}
+	return indexes
 }
 
 // Entry returns the record at index n.

@@ -296,22 +296,14 @@ func (l *Log) write() {
 		if first != nil {
 			// A commit left records over; serve a waiting Flush or a due
 			// fold before the next one all the same.
-			var due <-chan time.Time
-			if len(l.unfolded) > 0 {
-				due = l.foldTimer.C
-			}
 			select {
 			case reply := <-l.foldReq:
 				reply <- l.fold()
-			case <-due:
+			case <-l.foldDue():
 				l.fold()
 			default:
 			}
 		} else {
-			var due <-chan time.Time
-			if len(l.unfolded) > 0 {
-				due = l.foldTimer.C
-			}
 			select {
 			case ps, ok := <-l.queue:
 				if !ok {
@@ -324,7 +316,7 @@ func (l *Log) write() {
 			case reply := <-l.foldReq:
 				reply <- l.fold()
 				continue
-			case <-due:
+			case <-l.foldDue():
 				l.fold()
 				continue
 			}
@@ -334,14 +326,10 @@ func (l *Log) write() {
 		for len(batch) < l.maxBatch {
 			select {
 			case ps, ok := <-l.queue:
-				if !ok {
+				var added bool
+				if batch, added = l.add(batch, ps); !ok || !added {
 					break fill
 				}
-				if len(batch)+len(ps) > l.maxBatch {
-					l.carry = ps // they lead the next commit
-					break fill
-				}
-				batch = append(batch, ps...)
 			default:
 				break fill
 			}
@@ -366,6 +354,26 @@ func (l *Log) write() {
 			l.fold()
 		}
 	}
+}
+
+// foldDue is the fold timer's channel while records wait to be folded,
+// and nil (never ready) otherwise.
+func (l *Log) foldDue() <-chan time.Time {
+	if len(l.unfolded) == 0 {
+		return nil
+	}
+	return l.foldTimer.C
+}
+
+// add appends ps, records started together, to batch, unless they would
+// make it larger than a commit may be: then they are kept to lead the
+// next commit, and add reports false. A nil ps (closed queue) adds nothing.
+func (l *Log) add(batch, ps []*pending) ([]*pending, bool) {
+	if len(batch)+len(ps) > l.maxBatch {
+		l.carry = ps
+		return batch, false
+	}
+	return append(batch, ps...), true
 }
 
 // journalAppend makes batch durable as one journal frame and returns the
@@ -431,12 +439,7 @@ func (l *Log) fold() error {
 	l.foldFailing = false
 	l.unfolded = l.unfolded[:0:0]
 	if next != 0 {
-		if err := l.journal.reset(next); err != nil {
-			// The tree now expects frames of the new generation; with the
-			// journal unusable, every append fails until a restart.
-			l.journal.broken = fmt.Errorf("journal unusable: %w", err)
-			l.logger.ErrorContext(context.Background(), "evidence journal could not start again", slog.Any(logging.KeyError, err))
-		}
+		l.journal.reset(next)
 	}
 	return nil
 }
@@ -498,15 +501,10 @@ func (l *Log) gatherMore(batch []*pending) []*pending {
 	for len(batch) < target {
 		select {
 		case ps, ok := <-l.queue:
-			if !ok {
+			var added bool
+			if batch, added = l.add(batch, ps); !ok || !added {
 				return batch
 			}
-			if len(batch)+len(ps) > l.maxBatch {
-				// Too many for this commit: they lead the next one.
-				l.carry = ps
-				return batch
-			}
-			batch = append(batch, ps...)
 			w.Arrived()
 		case <-w.C:
 			return batch
@@ -628,11 +626,6 @@ func (l *Log) commit(batch []*pending, gen uint64) (uint64, error) {
 	})
 	if err != nil {
 		return 0, fmt.Errorf("commit records %d to %d: %w", start, start+uint64(len(batch))-1, err)
-	}
-	for _, p := range batch {
-		if p.cert != nil {
-			l.storedCerts.Store(p.certSum, struct{}{})
-		}
 	}
 	l.head.Store(&head)
 	return start, nil
