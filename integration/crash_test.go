@@ -77,14 +77,13 @@ func TestCrashKeepsAcknowledgedEvidence(t *testing.T) {
 	}
 
 	for _, n := range nodes {
-		admin := c.Proc(n).Addrs["admin"]
 		for _, id := range ids {
-			out, err := c.CLI(ctx, "evidence", "trace", "--node", admin, id)
+			out, err := trace(ctx, c, n, id)
 			if err != nil || len(recordLine.FindAllString(out, -1)) != 2 {
 				t.Fatalf("%s lost evidence of answered call %s: %v\n%s", n, id, err, out)
 			}
 		}
-		if out, err := c.CLI(ctx, "evidence", "verify", "--node", admin); err != nil || !strings.HasPrefix(out, "ok") {
+		if out, err := c.CLI(ctx, "evidence", "verify", "--node", c.Proc(n).Addrs["admin"]); err != nil || !strings.HasPrefix(out, "ok") {
 			t.Errorf("verify %s after the crash: %v %s", n, err, out)
 		}
 	}

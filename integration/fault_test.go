@@ -17,7 +17,6 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
-	"github.com/ketnoi/ketnoi/integration/cluster"
 	"github.com/ketnoi/ketnoi/internal/exchange"
 )
 
@@ -175,17 +174,6 @@ func wantEvidenceUnavailable(err error, node string) error {
 		}
 	}
 	return errors.New("no ketnoi ErrorInfo detail in " + st.String())
-}
-
-func trace(ctx context.Context, c *cluster.Cluster, node, id string) (string, error) {
-	return c.CLI(ctx, "evidence", "trace", "--node", c.Proc(node).Addrs["admin"], id)
-}
-
-// noRecords reports whether a trace failed because the log holds no
-// record of the exchange.
-func noRecords(err error) bool {
-	var ce *cluster.CLIError
-	return errors.As(err, &ce) && ce.ExitCode() == 1 && strings.Contains(ce.Stderr, "no records")
 }
 
 // limitFileSize stops the process pid from writing to any file, as a full

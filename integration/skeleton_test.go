@@ -117,6 +117,18 @@ func startScenario(ctx context.Context, t *testing.T, nodeYAML string,
 	return c
 }
 
+// trace runs `ketnoi evidence trace` of exchange id on node's admin endpoint.
+func trace(ctx context.Context, c *cluster.Cluster, node, id string) (string, error) {
+	return c.CLI(ctx, "evidence", "trace", "--node", c.Proc(node).Addrs["admin"], id)
+}
+
+// noRecords reports whether a trace failed because the log holds no
+// record of the exchange.
+func noRecords(err error) bool {
+	var ce *cluster.CLIError
+	return errors.As(err, &ce) && ce.ExitCode() == 1 && strings.Contains(ce.Stderr, "no records")
+}
+
 // tail returns the last n lines of b.
 func tail(b []byte, n int) string {
 	lines := strings.Split(string(b), "\n")
