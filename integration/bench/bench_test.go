@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -85,6 +86,58 @@ func TestDownloadRequestRoundTrip(t *testing.T) {
 	}
 	if _, _, err := parseDownloadRequest([]byte{0x08}); err == nil {
 		t.Error("truncated request parsed without error")
+	}
+}
+
+// TestMain lets the test binary act as a proxy of the grpc-go baseline,
+// as the bench binary does, so the baseline can be tested end to end.
+func TestMain(m *testing.M) {
+	if os.Getenv(goproxyEnv) != "" {
+		if err := runGoproxyMain(os.Args[1:]); err != nil {
+			fmt.Fprintf(os.Stderr, "goproxy: %v\n", err)
+			os.Exit(1)
+		}
+		os.Exit(0)
+	}
+	os.Exit(m.Run())
+}
+
+// TestGoproxyForwardsEveryCallShape runs the grpc-go proxy pair as two
+// processes over mutual TLS and checks that echo payloads, a server stream
+// and a backend's error status come through unchanged.
+func TestGoproxyForwardsEveryCallShape(t *testing.T) {
+	ca, err := pki.NewCA(spiffeid.RequireTrustDomainFromString("bench.test"), time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	backend, stop, err := serve()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stop()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	g, err := startGoproxy(ctx, ca, t.TempDir(), backend)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer g.Close()
+	if len(g.Procs) != 2 || g.Procs[0].PIDs[0] == os.Getpid() {
+		t.Fatalf("proxies %+v, want two processes of their own", g.Procs)
+	}
+	for _, size := range []int{1, 100, 1 << 20} {
+		if err := echoOnce(ctx, g.Conn, payloadMessage(size)); err != nil {
+			t.Errorf("echo %d bytes through the proxies: %v", size, err)
+		}
+	}
+	r := runDownload(ctx, g.Conn, 1_000_003, 65536, time.Minute)
+	if r.Err != nil || r.Bytes != 1_000_003 || r.Messages != 16 {
+		t.Errorf("download through the proxies: %d bytes in %d messages, %v; want 1000003 in 16",
+			r.Bytes, r.Messages, r.Err)
+	}
+	r = runDownload(ctx, g.Conn, 10, 0, time.Minute)
+	if st := status.Convert(r.Err); st.Code() != codes.InvalidArgument || !strings.Contains(st.Message(), "chunk") {
+		t.Errorf("download with chunk 0 through the proxies: %v, want the backend's InvalidArgument", r.Err)
 	}
 }
 

@@ -5,7 +5,10 @@
 //   - ketnoi: client -> consumer node -> (mTLS, signed frames, durable
 //     evidence) -> provider node -> backend (h2c);
 //   - nginx mTLS: client -> nginx A (h2c) -> mTLS -> nginx B -> backend
-//     (h2c), a plain proxy pair as a baseline, when nginx is installed.
+//     (h2c), a plain proxy pair as a baseline, when nginx is installed;
+//   - grpc-go proxy: the same pair built from grpc-go and the node's codec
+//     and settings, forwarding only (no signing, no evidence), on request
+//     with --paths (see goproxy.go).
 //
 // Cases: unary Echo with 100 B, 10 KiB and 1 MiB payloads at concurrency
 // 1, 16 and 64, and a server-streamed Download of 1 GiB. It prints Markdown
@@ -42,6 +45,13 @@ func main() {
 	// A closed stdout (bench | head) must not kill the bench before it
 	// stops the processes it started.
 	signal.Ignore(syscall.SIGPIPE)
+	if os.Getenv(goproxyEnv) != "" {
+		if err := runGoproxyMain(os.Args[1:]); err != nil {
+			fmt.Fprintf(os.Stderr, "goproxy: %v\n", err)
+			os.Exit(1)
+		}
+		return
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
 	stop()
@@ -79,7 +89,7 @@ func parseOptions(args []string, stderr io.Writer) (options, error) {
 	chunks := fs.String("chunks", "1048576,65536", "comma-separated message sizes of the Download case")
 	payloads := fs.String("payloads", "100,10240,1048576", "comma-separated payload sizes of the unary cases")
 	conc := fs.String("concurrency", "1,16,64", "comma-separated concurrencies of the unary cases")
-	paths := fs.String("paths", "direct,ketnoi,nginx", "comma-separated paths to measure")
+	paths := fs.String("paths", "direct,ketnoi,nginx", "comma-separated paths to measure: direct, ketnoi, nginx, goproxy")
 	order := fs.String("evidence-order", "strict", "evidence_order of the ketnoi nodes: strict or overlap")
 	fs.BoolVar(&o.keep, "keep", false, "keep the state directory (logs, configs)")
 	fs.StringVar(&o.workers, "nginx-workers", "auto", "worker_processes of each nginx: a count or auto (one per CPU)")
@@ -121,7 +131,7 @@ func parseOptions(args []string, stderr io.Writer) (options, error) {
 	}
 	o.paths = map[string]bool{}
 	for _, p := range strings.Split(*paths, ",") {
-		if p != "direct" && p != "ketnoi" && p != "nginx" {
+		if p != "direct" && p != "ketnoi" && p != "nginx" && p != "goproxy" {
 			return o, fmt.Errorf("--paths: unknown path %q", p)
 		}
 		o.paths[p] = true
@@ -226,6 +236,14 @@ func startPaths(ctx context.Context, o options, dir, bin string, stderr io.Write
 		} else {
 			paths = append(paths, n)
 		}
+	}
+	if o.paths["goproxy"] {
+		fmt.Fprintln(stderr, "starting grpc-go proxies A and B")
+		g, err := startGoproxy(ctx, ca, filepath.Join(dir, "goproxy"), backend)
+		if err != nil {
+			return fail(fmt.Errorf("start grpc-go proxies: %w", err))
+		}
+		paths = append(paths, g)
 	}
 	// The plaintext backend outlives the paths that use it.
 	paths[0].close = chain(paths[0].close, stopBackend)
