@@ -11,7 +11,7 @@ STATICCHECK_VERSION        := v0.8.2
 # Packages whose code runs concurrently get the race detector.
 RACE_PKGS := ./internal/evidence/... ./internal/gconf/... ./internal/node/... \
 	./internal/registry/... ./internal/exchange/... ./internal/proxy/... \
-	./integration/...
+	./internal/mtls/... ./internal/logging/... ./integration/...
 
 .PHONY: help all build demo test unit race integration bench lint generate checkgenerate tools clean conformance
 

@@ -263,6 +263,9 @@ func TestWalkingSkeleton(t *testing.T) {
 		} else {
 			t.Errorf("refusal trailer has no message id: %v", trailer)
 		}
+		// The local endpoint serves every method as a stream; its log
+		// names the method's own shape.
+		waitLogLine(t, c, "btc", `method=vn.gov.dvhc.v1.AdminUnitService/ConvertOldUnit kind=unary code=PermissionDenied`)
 	})
 
 	t.Run("altered or mislabelled requests are rejected", func(t *testing.T) {
@@ -296,6 +299,10 @@ func TestWalkingSkeleton(t *testing.T) {
 		if _, _, err := convert(ctx, finance, "00013"); status.Code(err) != codes.PermissionDenied {
 			t.Errorf("ConvertOldUnit with a GetUnit-only grant: %v, want PermissionDenied", err)
 		}
+	})
+
+	t.Run("a provider moved to a new address is reached there", func(t *testing.T) {
+		testMovedProvider(ctx, t, c)
 	})
 
 	t.Run("operators trace and verify the live logs", func(t *testing.T) {
@@ -631,6 +638,46 @@ func testHandshake(ctx context.Context, t *testing.T, c *cluster.Cluster) {
 	if err := check(foreign); status.Code(err) != codes.Unavailable {
 		t.Errorf("foreign trust domain: %v, want the handshake refused (Unavailable)", err)
 	}
+
+	// The clients only saw their connections drop; the node's log says
+	// who was refused and why.
+	waitLogLine(t, c, "bnv", `msg="TLS handshake failed"`, "peer=spiffe://vn.ketnoi/node/NN/000.00.00.X99/rogue",
+		`reason="SPIFFE ID not authorized"`)
+	waitLogLine(t, c, "bnv", `msg="TLS handshake failed"`, "peer=spiffe://other.ketnoi/node/NN/000.00.00.G22/vpcp",
+		`reason="trust domain not in the bundle"`)
+}
+
+// waitLogLine waits up to 5 s for a line of a process's log that holds
+// every one of parts: a process may log a call after its caller has seen
+// the result.
+func waitLogLine(t *testing.T, c *cluster.Cluster, name string, parts ...string) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		b, err := os.ReadFile(filepath.Join(c.Dir, "logs", name+".log"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for line := range strings.SplitSeq(string(b), "\n") {
+			if containsAll(line, parts) {
+				return
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Errorf("log of %s has no line with all of %q", name, parts)
+			return
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func containsAll(s string, parts []string) bool {
+	for _, p := range parts {
+		if !strings.Contains(s, p) {
+			return false
+		}
+	}
+	return true
 }
 
 func sha(b []byte) []byte {

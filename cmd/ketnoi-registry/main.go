@@ -13,6 +13,7 @@
 //	                [--listen 127.0.0.1:7443] [--ready-file FILE]
 //	                [--trust-domain vn.ketnoi] [--instance VN]
 //	                [--classes DANG,NN,MTTQ] [--config-ttl 24h]
+//	                [--resume-above VERSION]
 //	                [--log-level info] [--log-format text]
 //
 // Exit codes: 0 success, 1 the registry failed, 2 the command line is wrong.
@@ -22,7 +23,6 @@ import (
 	"context"
 	"errors"
 	"flag"
-	"github.com/ketnoi/ketnoi/internal/exit"
 	"io"
 	"os"
 	"os/signal"
@@ -31,6 +31,8 @@ import (
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
+
+	"github.com/ketnoi/ketnoi/internal/exit"
 )
 
 // config is the validated command line.
@@ -47,6 +49,7 @@ type config struct {
 	signingCert string
 	signingKey  string
 	configTTL   time.Duration
+	resumeAbove uint64
 	logLevel    string
 	logFormat   string
 }
@@ -94,6 +97,8 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.StringVar(&cfg.signingCert, "signing-cert", "", "configuration signing certificate (PEM) `file`")
 	fs.StringVar(&cfg.signingKey, "signing-key", "", "configuration signing key (PEM PKCS#8) `file`")
 	fs.DurationVar(&cfg.configTTL, "config-ttl", 24*time.Hour, "validity of each published configuration")
+	fs.Uint64Var(&cfg.resumeAbove, "resume-above", 0,
+		"after a restore from backup: publish the next configuration above this `version`, the newest one nodes hold")
 	fs.StringVar(&cfg.logLevel, "log-level", "info", "log `level`: debug, info, warn or error")
 	fs.StringVar(&cfg.logFormat, "log-format", "text", "log `format`: text or json")
 	if err := fs.Parse(args); err != nil {

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -159,5 +160,79 @@ func TestCommandLineErrors(t *testing.T) {
 				t.Errorf("exit %d, stderr %q; want exit %d and %q", code, stderr.String(), tt.wantCode, tt.wantErr)
 			}
 		})
+	}
+}
+
+// lockedBuffer is a stderr that the running registry writes to while the
+// test reads it.
+type lockedBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *lockedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// TestLogsRefusedHandshake connects with an SVID of another CA: the client
+// sees only a broken connection, so the registry's log must say who was
+// refused and why.
+func TestLogsRefusedHandshake(t *testing.T) {
+	ca := pkitest.NewCA(t, "vn.ketnoi").PKI()
+	f := writeFiles(t, ca)
+	rogue := writeFiles(t, pkitest.NewCA(t, "vn.ketnoi").PKI())
+	readyFile := filepath.Join(f.dir, "ready.json")
+	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+	defer cancel()
+
+	runCtx, stop := context.WithCancel(ctx)
+	exit := make(chan int, 1)
+	var stderr lockedBuffer
+	go func() { exit <- cli(runCtx, f.args("--ready-file", readyFile), &stderr) }()
+	defer func() {
+		stop()
+		<-exit
+	}()
+	addrs, err := ready.Wait(ctx, readyFile)
+	if err != nil {
+		t.Fatalf("ready file: %v (stderr %s)", err, stderr.String())
+	}
+
+	identity, err := mtls.LoadFiles(rogue.nodeCert, rogue.nodeKey, f.bundle, td)
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn, err := grpc.NewClient(addrs["grpc"],
+		grpc.WithTransportCredentials(mtls.ClientCredentials(identity, tlsconfig.AuthorizeID(id.Registry(td)))))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if _, err := registryv1.NewRegistryServiceClient(conn).GetConfiguration(ctx, &registryv1.GetConfigurationRequest{}); err == nil {
+		t.Fatal("registry answered a client with a foreign certificate")
+	}
+
+	want := []string{
+		"level=WARN", `msg="TLS handshake failed"`, "remote_address=127.0.0.1:",
+		"peer=spiffe://vn.ketnoi/node/NN/000.00.00.G22/node1",
+		`reason="certificate signed by an unknown authority"`,
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for !strings.Contains(stderr.String(), "TLS handshake failed") && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	log := stderr.String()
+	for _, w := range want {
+		if !strings.Contains(log, w) {
+			t.Errorf("registry log lacks %s:\n%s", w, log)
+		}
 	}
 }

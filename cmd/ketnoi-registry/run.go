@@ -45,8 +45,8 @@ func run(ctx context.Context, cfg config, stderr io.Writer) error {
 	}
 	defer reg.Close()
 
-	opts := append(reg.ServerOptions(),
-		grpc.Creds(mtls.ServerCredentials(identity, tlsconfig.AuthorizeMemberOf(cfg.trustDomain))))
+	creds := mtls.ServerCredentials(identity, tlsconfig.AuthorizeMemberOf(cfg.trustDomain))
+	opts := append(reg.ServerOptions(), grpc.Creds(mtls.LogRefusals(creds, logger)))
 	srv := grpc.NewServer(opts...)
 	reg.Register(srv)
 
@@ -110,6 +110,7 @@ func registryConfig(cfg config, logger *slog.Logger) (registry.Config, error) {
 		TrustDomain:  cfg.trustDomain,
 		Classes:      cfg.classes,
 		ConfigTTL:    cfg.configTTL,
+		ResumeAbove:  cfg.resumeAbove,
 		Signer:       signer,
 		TrustAnchors: anchors,
 		Logger:       logger,

@@ -8,7 +8,6 @@ import (
 	"os"
 	"strings"
 
-	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"google.golang.org/grpc"
 
 	"github.com/ketnoi/ketnoi/internal/id"
@@ -25,6 +24,14 @@ defaulting to $KETNOI_REGISTRY, $KETNOI_CERT, $KETNOI_KEY and $KETNOI_BUNDLE.
 
 const memberUsage = `usage:
   ketnoi member add --id INSTANCE/CLASS/CODE --name NAME --signing-cert FILE
+  ketnoi member add-signing-cert --id INSTANCE/CLASS/CODE --signing-cert FILE
+  ketnoi member remove-signing-cert --id INSTANCE/CLASS/CODE (--signing-cert FILE | --sha256 HEX)
+
+Nodes accept messages signed with any certificate their member lists. To
+rotate a signing key, add the new certificate, switch the member's nodes
+to the new key, then remove the old certificate; a member's last
+certificate cannot be removed. "ketnoi config show" lists each
+certificate's SHA-256.
 ` + connectionUsage
 
 const subsystemUsage = `usage:
@@ -33,15 +40,28 @@ const subsystemUsage = `usage:
 
 const nodeUsage = `usage:
   ketnoi node add --id spiffe://TD/node/CLASS/CODE/NAME --address HOST:PORT
+  ketnoi node set-address --id spiffe://TD/node/CLASS/CODE/NAME --address HOST:PORT
+  ketnoi node remove --id spiffe://TD/node/CLASS/CODE/NAME
+
+HOST:PORT is where other nodes dial the node's federation endpoint. Peers
+move to a new address, or drop a removed node, as soon as the new
+configuration reaches them.
 ` + connectionUsage
 
 const serviceUsage = `usage:
   ketnoi service add --id INSTANCE/CLASS/CODE/SUBSYSTEM/pkg.v1.Service
                      --descriptor-set FILE --description TEXT --custodian TEXT
                      [--classification normal|sensitive|secret|top-secret]
+  ketnoi service update --id SERVICE [--descriptor-set FILE] [--description TEXT]
+                        [--custodian TEXT] [--classification normal|sensitive|secret|top-secret]
+  ketnoi service remove --id SERVICE
 
 FILE is a serialized FileDescriptorSet holding the service and its imports
 (protoc --include_imports --descriptor_set_out, or buf build -o).
+
+update changes only what it is given; a new descriptor set replaces the
+methods, and is refused while a grant names a method the set lacks. remove
+is refused while grants of the service exist: revoke them first.
 ` + connectionUsage
 
 // verb runs one subcommand, such as "add" of "ketnoi member add".
@@ -72,7 +92,9 @@ func subcommand(
 
 func runMember(ctx context.Context, args []string, stdout io.Writer) error {
 	return subcommand(ctx, args, stdout, memberUsage, map[string]verb{
-		"add": memberAdd,
+		"add":                 memberAdd,
+		"add-signing-cert":    memberAddSigningCert,
+		"remove-signing-cert": memberRemoveSigningCert,
 	})
 }
 
@@ -84,13 +106,17 @@ func runSubsystem(ctx context.Context, args []string, stdout io.Writer) error {
 
 func runNode(ctx context.Context, args []string, stdout io.Writer) error {
 	return subcommand(ctx, args, stdout, nodeUsage, map[string]verb{
-		"add": nodeAdd,
+		"add":         nodeAdd,
+		"set-address": nodeSetAddress,
+		"remove":      nodeRemove,
 	})
 }
 
 func runService(ctx context.Context, args []string, stdout io.Writer) error {
 	return subcommand(ctx, args, stdout, serviceUsage, map[string]verb{
-		"add": serviceAdd,
+		"add":    serviceAdd,
+		"update": serviceUpdate,
+		"remove": serviceRemove,
 	})
 }
 
@@ -197,10 +223,7 @@ func nodeAdd(ctx context.Context, args []string, stdout io.Writer) error {
 	if err := requireFlags(fs, "id", "address"); err != nil {
 		return err
 	}
-	if err := checkID("id", fs.Lookup("id").Value.String(), func(s string) error {
-		_, err := spiffeid.FromString(s)
-		return err
-	}); err != nil {
+	if err := checkID("id", *nodeID, parseSPIFFEID); err != nil {
 		return err
 	}
 
@@ -276,12 +299,8 @@ func serviceAdd(ctx context.Context, args []string, stdout io.Writer) error {
 			return err
 		}
 		s := resp.GetService()
-		var methods []string
-		for _, m := range s.GetMethods() {
-			methods = append(methods, m.GetName())
-		}
 		fmt.Fprintf(stdout, "registered service %s (%s, methods %s); configuration version %d\n",
-			s.GetId(), classificationName(s.GetClassification()), strings.Join(methods, ", "), resp.GetVersion())
+			s.GetId(), classificationName(s.GetClassification()), strings.Join(methodNames(s), ", "), resp.GetVersion())
 		return nil
 	})
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/sha256"
 	"crypto/x509"
 	"flag"
 	"fmt"
@@ -72,6 +73,14 @@ func printConfig(w io.Writer, cfg *registryv1.GlobalConfiguration) {
 	for _, m := range cfg.GetMembers() {
 		fmt.Fprintf(w, "  %-24s %s; subsystems: %s; signing certificates: %d\n", m.GetId(), m.GetName(),
 			orNone(strings.Join(m.GetSubsystems(), ", ")), len(m.GetSigningCertificates()))
+		// The digest is what "member remove-signing-cert --sha256" takes.
+		for _, der := range m.GetSigningCertificates() {
+			expires := "does not parse"
+			if c, err := x509.ParseCertificate(der); err == nil {
+				expires = "expires " + c.NotAfter.UTC().Format(time.RFC3339)
+			}
+			fmt.Fprintf(w, "    signing certificate sha256 %x, %s\n", sha256.Sum256(der), expires)
+		}
 	}
 	fmt.Fprintf(w, "\nnodes (%d)\n", len(cfg.GetNodes()))
 	for _, n := range cfg.GetNodes() {

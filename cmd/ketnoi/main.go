@@ -1,6 +1,6 @@
 // Command ketnoi is the operator and developer CLI of the ketnoi federation:
 // development PKI, registry administration, shared catalogue, and evidence
-// trace and verification.
+// trace, search and verification.
 //
 // Exit codes: 0 success, 1 the operation failed, 2 the command line is wrong.
 package main
@@ -24,14 +24,15 @@ type command struct {
 
 var commands = []command{
 	{"certs", "create a development CA and issue SVIDs and signing certificates", runCerts},
-	{"member", "register members in the registry", runMember},
+	{"member", "register members and rotate their signing certificates", runMember},
 	{"subsystem", "register subsystems in the registry", runSubsystem},
-	{"node", "register security-server nodes in the registry", runNode},
-	{"service", "register services in the registry", runService},
+	{"node", "register, move or remove security-server nodes", runNode},
+	{"service", "register, update or remove services", runService},
 	{"grant", "allow or revoke a client's access to a service", runGrant},
 	{"catalogue", "import and query shared code lists", runCatalogue},
 	{"config", "show the registry's signed global configuration", runConfig},
-	{"evidence", "trace exchanges and verify evidence logs", runEvidence},
+	{"registry", "back up the registry's state", runRegistry},
+	{"evidence", "trace exchanges, search and verify evidence logs", runEvidence},
 }
 
 // usageError marks an error in the command line; it exits with code 2.

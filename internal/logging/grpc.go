@@ -21,11 +21,24 @@ const (
 	KeyCallKind = "kind"
 )
 
+// Values of KeyCallKind: the four shapes of a gRPC method, in the words
+// grpc-go's middleware uses for them.
+const (
+	KindUnary        = "unary"
+	KindClientStream = "client_stream"
+	KindServerStream = "server_stream"
+	KindBidiStream   = "bidi_stream"
+)
+
 // CallInterceptors returns gRPC server interceptors that log the end of
 // every call to l: successful calls at debug level (they are the common
 // case), failures at the level grpc-go's middleware assigns their code,
-// with the method, code, duration and the caller's SPIFFE ID when the
-// connection has one. Payloads are never logged.
+// with the method, its kind, code, duration and the caller's SPIFFE ID when
+// the connection has one. Payloads are never logged.
+//
+// The kind is the one the server declared for the method. A handler that
+// serves calls of any shape as bidirectional streams, as a proxy does,
+// names the real one with [SetCallKind].
 //
 // The level is decided before any field is built, so a call that is not
 // logged costs one clock read and one Enabled check: on a node every
@@ -34,17 +47,65 @@ func CallInterceptors(l *slog.Logger) (grpc.UnaryServerInterceptor, grpc.StreamS
 	unary := func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
 		start := time.Now()
 		resp, err := handler(ctx, req)
-		logCall(ctx, l, info.FullMethod, "unary", start, err)
+		logCall(ctx, l, info.FullMethod, KindUnary, start, err)
 		return resp, err
 	}
 	stream := func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
 		start := time.Now()
-		err := handler(srv, ss)
-		logCall(ss.Context(), l, info.FullMethod, "stream", start, err)
-		return err
+		switch {
+		case info.IsClientStream && info.IsServerStream:
+			ks := &kindStream{ServerStream: ss, ctx: kindContext{Context: ss.Context(), kind: KindBidiStream}}
+			err := handler(srv, ks)
+			logCall(ss.Context(), l, info.FullMethod, ks.ctx.kind, start, err)
+			return err
+		case info.IsClientStream:
+			err := handler(srv, ss)
+			logCall(ss.Context(), l, info.FullMethod, KindClientStream, start, err)
+			return err
+		default:
+			err := handler(srv, ss)
+			logCall(ss.Context(), l, info.FullMethod, KindServerStream, start, err)
+			return err
+		}
 	}
 	return unary, stream
 }
+
+// SetCallKind names the shape of the call of ctx, one of the Kind
+// constants, for its log line, when the method the server declared is a
+// bidirectional stream that carries calls of other shapes. It does nothing
+// for other calls. The handler must call it before it returns.
+func SetCallKind(ctx context.Context, kind string) {
+	if kc, ok := ctx.Value(kindKey{}).(*kindContext); ok {
+		kc.kind = kind
+	}
+}
+
+// kindKey finds the kindContext of a call.
+type kindKey struct{}
+
+// kindContext is the context of a bidirectional-stream call: the call's
+// own, with a kind the handler may change.
+type kindContext struct {
+	context.Context
+	kind string
+}
+
+func (c *kindContext) Value(key any) any {
+	if key == (kindKey{}) {
+		return c
+	}
+	return c.Context.Value(key)
+}
+
+// kindStream hands the handler a stream whose context is a kindContext.
+// Both live in one allocation, the only cost a bidirectional call pays.
+type kindStream struct {
+	grpc.ServerStream
+	ctx kindContext
+}
+
+func (s *kindStream) Context() context.Context { return &s.ctx }
 
 // logCall logs the end of one call if its level is enabled.
 func logCall(ctx context.Context, l *slog.Logger, method, kind string, start time.Time, err error) {

@@ -54,7 +54,7 @@ func TestCallInterceptorsLogSuccessAtDebug(t *testing.T) {
 	var buf bytes.Buffer
 	l := slog.New(slog.NewJSONHandler(&buf, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	_, stream := CallInterceptors(l)
-	info := &grpc.StreamServerInfo{FullMethod: "/grpc.testing.TestService/FullDuplexCall"}
+	info := &grpc.StreamServerInfo{FullMethod: "/grpc.testing.TestService/FullDuplexCall", IsClientStream: true, IsServerStream: true}
 	err := stream(nil, fakeStream{}, info, func(any, grpc.ServerStream) error { return nil })
 	if err != nil {
 		t.Fatal(err)
@@ -63,8 +63,59 @@ func TestCallInterceptorsLogSuccessAtDebug(t *testing.T) {
 	if err := json.Unmarshal(buf.Bytes(), &line); err != nil {
 		t.Fatalf("log line %q: %v", buf.String(), err)
 	}
-	if line["level"] != "DEBUG" || line[KeyCode] != "OK" || line[KeyCallKind] != "stream" {
-		t.Errorf("log line %s: want a debug line with code OK, kind stream", buf.String())
+	if line["level"] != "DEBUG" || line[KeyCode] != "OK" || line[KeyCallKind] != KindBidiStream {
+		t.Errorf("log line %s: want a debug line with code OK, kind %s", buf.String(), KindBidiStream)
+	}
+}
+
+// TestCallInterceptorsKind checks the kind of each logged stream call: the
+// shape the server declared, or the one a handler of bidirectional streams
+// names with SetCallKind, as a node does for the calls it proxies.
+func TestCallInterceptorsKind(t *testing.T) {
+	setKind := func(kind string) grpc.StreamHandler {
+		return func(_ any, ss grpc.ServerStream) error {
+			// Handlers pass derived contexts around; the kind must still
+			// reach the call's log line.
+			ctx, cancel := context.WithCancel(ss.Context())
+			defer cancel()
+			SetCallKind(ctx, kind)
+			return status.Error(codes.PermissionDenied, "no grant")
+		}
+	}
+	plain := func(any, grpc.ServerStream) error { return status.Error(codes.PermissionDenied, "no grant") }
+	tests := []struct {
+		name           string
+		client, server bool
+		handler        grpc.StreamHandler
+		want           string
+	}{
+		{"declared client stream", true, false, plain, KindClientStream},
+		{"declared server stream", false, true, plain, KindServerStream},
+		{"declared bidi stream", true, true, plain, KindBidiStream},
+		{"proxied unary", true, true, setKind(KindUnary), KindUnary},
+		{"proxied client stream", true, true, setKind(KindClientStream), KindClientStream},
+		{"proxied server stream", true, true, setKind(KindServerStream), KindServerStream},
+		// A server-streaming method cannot carry another shape; its
+		// declared kind stands.
+		{"set on a declared server stream", false, true, setKind(KindUnary), KindServerStream},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var buf bytes.Buffer
+			_, stream := CallInterceptors(slog.New(slog.NewJSONHandler(&buf, nil)))
+			info := &grpc.StreamServerInfo{FullMethod: "/vn.gov.dvhc.v1.AdminUnitService/ConvertOldUnit",
+				IsClientStream: tt.client, IsServerStream: tt.server}
+			if err := stream(nil, fakeStream{}, info, tt.handler); status.Code(err) != codes.PermissionDenied {
+				t.Fatalf("handler error %v passed on changed", err)
+			}
+			var line map[string]any
+			if err := json.Unmarshal(buf.Bytes(), &line); err != nil {
+				t.Fatalf("log line %q: %v", buf.String(), err)
+			}
+			if line[KeyCallKind] != tt.want {
+				t.Errorf("kind = %v, want %s (line %s)", line[KeyCallKind], tt.want, buf.String())
+			}
+		})
 	}
 }
 

@@ -31,6 +31,12 @@ const (
 	KeyEndpoints = "local_endpoints"
 	KeyAdmin     = "admin_address"
 	KeyCount     = "count"
+	KeyPeriod    = "period"
+	// KeyRemoteAddress is the address a connection came from; KeyAddress
+	// is the one a server listens on.
+	KeyRemoteAddress = "remote_address"
+	KeySubject       = "subject"
+	KeyIssuer        = "issuer"
 )
 
 // New returns a logger writing to w at level ("debug", "info", "warn",

@@ -5,6 +5,9 @@
 // Credentials are built with credentials.NewTLS over go-spiffe's tlsconfig,
 // not go-spiffe's gRPC wrappers, so that handlers can read the peer's
 // certificate and SPIFFE ID from credentials.TLSInfo.
+//
+// A handshake a server refuses never reaches a gRPC handler or interceptor;
+// [LogRefusals] logs it, with the reason a [PeerRefusedError] gives.
 package mtls
 
 import (
@@ -57,9 +60,11 @@ func (i Identity) ID() (spiffeid.ID, error) {
 
 // ServerConfig returns a TLS 1.3 server config that requires a client SVID
 // accepted by authz. Session tickets are off: Go skips the peer verification
-// callback on resumed sessions, which would bypass authz.
+// callback on resumed sessions, which would bypass authz. A certificate it
+// refuses fails the handshake with a [PeerRefusedError].
 func ServerConfig(i Identity, authz tlsconfig.Authorizer) *tls.Config {
-	cfg := tlsconfig.MTLSServerConfig(i.SVID, i.Bundle, authz)
+	cfg := tlsconfig.MTLSServerConfig(i.SVID, i.Bundle, markUnauthorized(authz))
+	cfg.VerifyPeerCertificate = explainRefusals(cfg.VerifyPeerCertificate, i.Bundle)
 	cfg.MinVersion = tls.VersionTLS13
 	cfg.SessionTicketsDisabled = true
 	return cfg

@@ -79,6 +79,7 @@ func (c *consumer) handle(_ any, ss grpc.ServerStream) error {
 			slog.String(logging.KeyReason, perr.Reason))
 		return perr.Status(n.self.String()).Err()
 	}
+	setLogKind(ctx, cl.template.GetCallKind())
 
 	clientStreams := cl.template.GetCallKind() == exchangev1.CallKind_CALL_KIND_CLIENT_STREAMING ||
 		cl.template.GetCallKind() == exchangev1.CallKind_CALL_KIND_BIDI_STREAMING
@@ -258,6 +259,22 @@ func callKind(m *registryv1.Method) exchangev1.CallKind {
 		return exchangev1.CallKind_CALL_KIND_SERVER_STREAMING
 	default:
 		return exchangev1.CallKind_CALL_KIND_UNARY
+	}
+}
+
+// setLogKind names the shape of a proxied call for the call log: the node
+// serves every method as a bidirectional stream, whatever the method's own
+// shape. An unspecified kind leaves the one the server declared.
+func setLogKind(ctx context.Context, k exchangev1.CallKind) {
+	switch k {
+	case exchangev1.CallKind_CALL_KIND_UNARY:
+		logging.SetCallKind(ctx, logging.KindUnary)
+	case exchangev1.CallKind_CALL_KIND_CLIENT_STREAMING:
+		logging.SetCallKind(ctx, logging.KindClientStream)
+	case exchangev1.CallKind_CALL_KIND_SERVER_STREAMING:
+		logging.SetCallKind(ctx, logging.KindServerStream)
+	case exchangev1.CallKind_CALL_KIND_BIDI_STREAMING:
+		logging.SetCallKind(ctx, logging.KindBidiStream)
 	}
 }
 

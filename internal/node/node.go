@@ -386,7 +386,7 @@ func (n *Node) federationServer() *grpc.Server {
 		return nil
 	}
 	s := grpc.NewServer(
-		grpc.Creds(mtls.ServerCredentials(n.identity, authz)),
+		grpc.Creds(mtls.LogRefusals(mtls.ServerCredentials(n.identity, authz), n.log)),
 		grpc.MaxRecvMsgSize(n.frameLimit()),
 		grpc.MaxSendMsgSize(n.frameLimit()),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 20 * time.Second, PermitWithoutStream: true}),

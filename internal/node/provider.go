@@ -86,6 +86,11 @@ func (p *provider) Exchange(stream exchangev1.FederationService_ExchangeServer) 
 	}
 	s := &serve{n: n, stream: stream, peer: peerID.String()}
 	o, perr := exchange.Open(req.GetFrame(), n.certLookup(), n.verifier)
+	if o.Verified {
+		// The call log names the shape the signed request declares, also
+		// when the request is refused.
+		setLogKind(ctx, o.Header.GetCallKind())
+	}
 	if perr == nil {
 		perr = s.admit(o)
 	}

@@ -6,7 +6,6 @@ import (
 	"slices"
 	"time"
 
-	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	bolt "go.etcd.io/bbolt"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -124,20 +123,8 @@ func (s *adminServer) AddNode(
 	ctx context.Context,
 	req *registryv1.AddNodeRequest,
 ) (*registryv1.AddNodeResponse, error) {
-	const field = "spiffe_id"
-	sid, err := spiffeid.FromString(req.GetSpiffeId())
+	sid, m, err := s.r.parseNode("spiffe_id", req.GetSpiffeId())
 	if err != nil {
-		return nil, invalidf(field, "%q: %v", req.GetSpiffeId(), err)
-	}
-	if sid.TrustDomain() != s.r.cfg.TrustDomain {
-		return nil, invalidf(field, "trust domain %q is not this registry's trust domain %q",
-			sid.TrustDomain().Name(), s.r.cfg.TrustDomain.Name())
-	}
-	m, _, err := id.ParseNode(sid, s.r.cfg.Instance)
-	if err != nil {
-		return nil, invalidf(field, "%v", err)
-	}
-	if err := s.r.checkMember(field, m); err != nil {
 		return nil, err
 	}
 	if err := checkAddress("address", req.GetAddress()); err != nil {

@@ -57,13 +57,9 @@ func (s *adminServer) AddGrant(
 		if err := requireClient(tx, client); err != nil {
 			return err
 		}
-		service := &registryv1.Service{}
-		ok, err := getProto(tx.Bucket(bucketServices), []byte(svc.String()), service)
+		service, err := loadService(tx, svc.String())
 		if err != nil {
 			return err
-		}
-		if !ok {
-			return status.Errorf(codes.NotFound, "service %s is not registered", svc)
 		}
 		if err := checkMethods(service, methods); err != nil {
 			return err
@@ -115,6 +111,15 @@ func sameGrant(tx *bolt.Tx, client, service string, methods, purposes []string) 
 		return nil
 	})
 	return found, err
+}
+
+// grantsOf returns the grants of a service in the order of their numbers.
+func grantsOf(tx *bolt.Tx, serviceID string) ([]*registryv1.Grant, error) {
+	all, err := loadAll(tx.Bucket(bucketGrants), newGrant)
+	if err != nil {
+		return nil, err
+	}
+	return slices.DeleteFunc(all, func(g *registryv1.Grant) bool { return g.GetService() != serviceID }), nil
 }
 
 // checkMethods checks that the service defines every named method.

@@ -40,6 +40,13 @@ type Config struct {
 	// ConfigTTL is the validity of each published configuration; zero means
 	// DefaultConfigTTL.
 	ConfigTTL time.Duration
+	// ResumeAbove, when above the stored configuration version, makes the
+	// registry publish its state at start as version ResumeAbove+1. A
+	// registry restored from a backup holds an older version than its nodes
+	// have seen, and nodes ignore a configuration older than the one they
+	// hold, so without this its changes, revocations included, would not
+	// reach them until its version caught up.
+	ResumeAbove uint64
 	// Signer signs published configurations.
 	Signer *sign.Signer
 	// TrustAnchors are the instance CA certificates: member signing

@@ -108,8 +108,8 @@ func (r *Registry) frame(c *registryv1.GlobalConfiguration) {
 }
 
 // resume serves the stored configuration when it matches the store and the
-// settings and is less than half its TTL old; otherwise it publishes a new
-// version.
+// settings, is less than half its TTL old and is above ResumeAbove;
+// otherwise it publishes a new version, above ResumeAbove.
 func (r *Registry) resume() error {
 	var stored *published
 	err := r.db.View(func(tx *bolt.Tx) error {
@@ -120,14 +120,25 @@ func (r *Registry) resume() error {
 	if err != nil {
 		return err
 	}
-	if stored != nil {
+	if stored != nil && stored.version > r.cfg.ResumeAbove {
 		r.current.Store(stored)
 		return nil
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if _, err := r.commitLocked(func(*bolt.Tx, time.Time) error { return nil }); err != nil {
+	p, err := r.commitLocked(func(tx *bolt.Tx, _ time.Time) error {
+		meta := tx.Bucket(bucketMeta)
+		if getUint(meta, keyVersion) < r.cfg.ResumeAbove {
+			return putUint(meta, keyVersion, r.cfg.ResumeAbove)
+		}
+		return nil
+	})
+	if err != nil {
 		return fmt.Errorf("publish configuration: %w", err)
+	}
+	if r.cfg.ResumeAbove > 0 && p.version == r.cfg.ResumeAbove+1 {
+		r.log.Info("resumed above the given configuration version",
+			slog.Uint64(logging.KeyVersion, p.version), slog.Uint64("resume_above", r.cfg.ResumeAbove))
 	}
 	return nil
 }

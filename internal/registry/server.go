@@ -32,7 +32,8 @@ const keepaliveMinTime = 20 * time.Second
 // ServerOptions returns the options the registry's gRPC server needs:
 // message limits and the logging, authorization and recovery interceptors.
 // The caller adds transport credentials, typically
-// mtls.ServerCredentials(identity, tlsconfig.AuthorizeMemberOf(td)).
+// mtls.ServerCredentials(identity, tlsconfig.AuthorizeMemberOf(td)) wrapped
+// in mtls.LogRefusals, since a refused handshake reaches no interceptor.
 func (r *Registry) ServerOptions() []grpc.ServerOption {
 	logUnary, logStream := logging.CallInterceptors(r.log)
 	recoverOpt := recovery.WithRecoveryHandlerContext(r.recovered)

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
@@ -76,6 +77,24 @@ func (r *Registry) parseService(field, s string) (id.Service, error) {
 		return id.Service{}, invalidf(field, "%v", err)
 	}
 	return svc, r.checkMember(field, svc.Provider.Member)
+}
+
+// parseNode parses and checks a node's SPIFFE ID and returns it with the
+// member its path names.
+func (r *Registry) parseNode(field, s string) (spiffeid.ID, id.Member, error) {
+	sid, err := spiffeid.FromString(s)
+	if err != nil {
+		return spiffeid.ID{}, id.Member{}, invalidf(field, "%q: %v", s, err)
+	}
+	if sid.TrustDomain() != r.cfg.TrustDomain {
+		return spiffeid.ID{}, id.Member{}, invalidf(field, "trust domain %q is not this registry's trust domain %q",
+			sid.TrustDomain().Name(), r.cfg.TrustDomain.Name())
+	}
+	m, _, err := id.ParseNode(sid, r.cfg.Instance)
+	if err != nil {
+		return spiffeid.ID{}, id.Member{}, invalidf(field, "%v", err)
+	}
+	return sid, m, r.checkMember(field, m)
 }
 
 // required returns s without surrounding space, or an error when nothing is

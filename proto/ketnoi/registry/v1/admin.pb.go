@@ -142,6 +142,227 @@ func (x *AddMemberResponse) GetVersion() uint64 {
 	return 0
 }
 
+// AddSigningCertificateRequest names a member and its further certificate.
+type AddSigningCertificateRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Member identifier, "VN/NN/000.00.00.G22".
+	MemberId string `protobuf:"bytes,1,opt,name=member_id,json=memberId,proto3" json:"member_id,omitempty"`
+	// PEM or DER signing certificate issued by the instance CA for this member.
+	SigningCertificate []byte `protobuf:"bytes,2,opt,name=signing_certificate,json=signingCertificate,proto3" json:"signing_certificate,omitempty"`
+	unknownFields      protoimpl.UnknownFields
+	sizeCache          protoimpl.SizeCache
+}
+
+func (x *AddSigningCertificateRequest) Reset() {
+	*x = AddSigningCertificateRequest{}
+	mi := &file_ketnoi_registry_v1_admin_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AddSigningCertificateRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AddSigningCertificateRequest) ProtoMessage() {}
+
+func (x *AddSigningCertificateRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_ketnoi_registry_v1_admin_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AddSigningCertificateRequest.ProtoReflect.Descriptor instead.
+func (*AddSigningCertificateRequest) Descriptor() ([]byte, []int) {
+	return file_ketnoi_registry_v1_admin_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *AddSigningCertificateRequest) GetMemberId() string {
+	if x != nil {
+		return x.MemberId
+	}
+	return ""
+}
+
+func (x *AddSigningCertificateRequest) GetSigningCertificate() []byte {
+	if x != nil {
+		return x.SigningCertificate
+	}
+	return nil
+}
+
+// AddSigningCertificateResponse returns the member with its certificates.
+type AddSigningCertificateResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The member as stored.
+	Member *Member `protobuf:"bytes,1,opt,name=member,proto3" json:"member,omitempty"`
+	// Configuration version that includes the certificate.
+	Version       uint64 `protobuf:"varint,2,opt,name=version,proto3" json:"version,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AddSigningCertificateResponse) Reset() {
+	*x = AddSigningCertificateResponse{}
+	mi := &file_ketnoi_registry_v1_admin_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AddSigningCertificateResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AddSigningCertificateResponse) ProtoMessage() {}
+
+func (x *AddSigningCertificateResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_ketnoi_registry_v1_admin_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AddSigningCertificateResponse.ProtoReflect.Descriptor instead.
+func (*AddSigningCertificateResponse) Descriptor() ([]byte, []int) {
+	return file_ketnoi_registry_v1_admin_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *AddSigningCertificateResponse) GetMember() *Member {
+	if x != nil {
+		return x.Member
+	}
+	return nil
+}
+
+func (x *AddSigningCertificateResponse) GetVersion() uint64 {
+	if x != nil {
+		return x.Version
+	}
+	return 0
+}
+
+// RemoveSigningCertificateRequest names a member's certificate.
+type RemoveSigningCertificateRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Member identifier, "VN/NN/000.00.00.G22".
+	MemberId string `protobuf:"bytes,1,opt,name=member_id,json=memberId,proto3" json:"member_id,omitempty"`
+	// SHA-256 of the DER certificate to remove.
+	CertificateSha256 []byte `protobuf:"bytes,2,opt,name=certificate_sha256,json=certificateSha256,proto3" json:"certificate_sha256,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
+}
+
+func (x *RemoveSigningCertificateRequest) Reset() {
+	*x = RemoveSigningCertificateRequest{}
+	mi := &file_ketnoi_registry_v1_admin_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RemoveSigningCertificateRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RemoveSigningCertificateRequest) ProtoMessage() {}
+
+func (x *RemoveSigningCertificateRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_ketnoi_registry_v1_admin_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RemoveSigningCertificateRequest.ProtoReflect.Descriptor instead.
+func (*RemoveSigningCertificateRequest) Descriptor() ([]byte, []int) {
+	return file_ketnoi_registry_v1_admin_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *RemoveSigningCertificateRequest) GetMemberId() string {
+	if x != nil {
+		return x.MemberId
+	}
+	return ""
+}
+
+func (x *RemoveSigningCertificateRequest) GetCertificateSha256() []byte {
+	if x != nil {
+		return x.CertificateSha256
+	}
+	return nil
+}
+
+// RemoveSigningCertificateResponse returns the member with the certificates
+// that remain.
+type RemoveSigningCertificateResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The member as stored.
+	Member *Member `protobuf:"bytes,1,opt,name=member,proto3" json:"member,omitempty"`
+	// Configuration version without the certificate.
+	Version       uint64 `protobuf:"varint,2,opt,name=version,proto3" json:"version,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RemoveSigningCertificateResponse) Reset() {
+	*x = RemoveSigningCertificateResponse{}
+	mi := &file_ketnoi_registry_v1_admin_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RemoveSigningCertificateResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RemoveSigningCertificateResponse) ProtoMessage() {}
+
+func (x *RemoveSigningCertificateResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_ketnoi_registry_v1_admin_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RemoveSigningCertificateResponse.ProtoReflect.Descriptor instead.
+func (*RemoveSigningCertificateResponse) Descriptor() ([]byte, []int) {
+	return file_ketnoi_registry_v1_admin_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *RemoveSigningCertificateResponse) GetMember() *Member {
+	if x != nil {
+		return x.Member
+	}
+	return nil
+}
+
+func (x *RemoveSigningCertificateResponse) GetVersion() uint64 {
+	if x != nil {
+		return x.Version
+	}
+	return 0
+}
+
 // AddSubsystemRequest names a new subsystem.
 type AddSubsystemRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -153,7 +374,7 @@ type AddSubsystemRequest struct {
 
 func (x *AddSubsystemRequest) Reset() {
 	*x = AddSubsystemRequest{}
-	mi := &file_ketnoi_registry_v1_admin_proto_msgTypes[2]
+	mi := &file_ketnoi_registry_v1_admin_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -165,7 +386,7 @@ func (x *AddSubsystemRequest) String() string {
 func (*AddSubsystemRequest) ProtoMessage() {}
 
 func (x *AddSubsystemRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ketnoi_registry_v1_admin_proto_msgTypes[2]
+	mi := &file_ketnoi_registry_v1_admin_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -178,7 +399,7 @@ func (x *AddSubsystemRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddSubsystemRequest.ProtoReflect.Descriptor instead.
 func (*AddSubsystemRequest) Descriptor() ([]byte, []int) {
-	return file_ketnoi_registry_v1_admin_proto_rawDescGZIP(), []int{2}
+	return file_ketnoi_registry_v1_admin_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *AddSubsystemRequest) GetSubsystemId() string {
@@ -199,7 +420,7 @@ type AddSubsystemResponse struct {
 
 func (x *AddSubsystemResponse) Reset() {
 	*x = AddSubsystemResponse{}
-	mi := &file_ketnoi_registry_v1_admin_proto_msgTypes[3]
+	mi := &file_ketnoi_registry_v1_admin_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -211,7 +432,7 @@ func (x *AddSubsystemResponse) String() string {
 func (*AddSubsystemResponse) ProtoMessage() {}
 
 func (x *AddSubsystemResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ketnoi_registry_v1_admin_proto_msgTypes[3]
+	mi := &file_ketnoi_registry_v1_admin_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -224,7 +445,7 @@ func (x *AddSubsystemResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddSubsystemResponse.ProtoReflect.Descriptor instead.
 func (*AddSubsystemResponse) Descriptor() ([]byte, []int) {
-	return file_ketnoi_registry_v1_admin_proto_rawDescGZIP(), []int{3}
+	return file_ketnoi_registry_v1_admin_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *AddSubsystemResponse) GetVersion() uint64 {
@@ -247,7 +468,7 @@ type AddNodeRequest struct {
 
 func (x *AddNodeRequest) Reset() {
 	*x = AddNodeRequest{}
-	mi := &file_ketnoi_registry_v1_admin_proto_msgTypes[4]
+	mi := &file_ketnoi_registry_v1_admin_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -259,7 +480,7 @@ func (x *AddNodeRequest) String() string {
 func (*AddNodeRequest) ProtoMessage() {}
 
 func (x *AddNodeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ketnoi_registry_v1_admin_proto_msgTypes[4]
+	mi := &file_ketnoi_registry_v1_admin_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -272,7 +493,7 @@ func (x *AddNodeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddNodeRequest.ProtoReflect.Descriptor instead.
 func (*AddNodeRequest) Descriptor() ([]byte, []int) {
-	return file_ketnoi_registry_v1_admin_proto_rawDescGZIP(), []int{4}
+	return file_ketnoi_registry_v1_admin_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *AddNodeRequest) GetSpiffeId() string {
@@ -302,7 +523,7 @@ type AddNodeResponse struct {
 
 func (x *AddNodeResponse) Reset() {
 	*x = AddNodeResponse{}
-	mi := &file_ketnoi_registry_v1_admin_proto_msgTypes[5]
+	mi := &file_ketnoi_registry_v1_admin_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -314,7 +535,7 @@ func (x *AddNodeResponse) String() string {
 func (*AddNodeResponse) ProtoMessage() {}
 
 func (x *AddNodeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ketnoi_registry_v1_admin_proto_msgTypes[5]
+	mi := &file_ketnoi_registry_v1_admin_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -327,7 +548,7 @@ func (x *AddNodeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddNodeResponse.ProtoReflect.Descriptor instead.
 func (*AddNodeResponse) Descriptor() ([]byte, []int) {
-	return file_ketnoi_registry_v1_admin_proto_rawDescGZIP(), []int{5}
+	return file_ketnoi_registry_v1_admin_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *AddNodeResponse) GetNode() *Node {
@@ -338,6 +559,208 @@ func (x *AddNodeResponse) GetNode() *Node {
 }
 
 func (x *AddNodeResponse) GetVersion() uint64 {
+	if x != nil {
+		return x.Version
+	}
+	return 0
+}
+
+// UpdateNodeRequest names a node and its new address.
+type UpdateNodeRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// SPIFFE ID of a registered node.
+	SpiffeId string `protobuf:"bytes,1,opt,name=spiffe_id,json=spiffeId,proto3" json:"spiffe_id,omitempty"`
+	// New federation endpoint, host:port.
+	Address       string `protobuf:"bytes,2,opt,name=address,proto3" json:"address,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UpdateNodeRequest) Reset() {
+	*x = UpdateNodeRequest{}
+	mi := &file_ketnoi_registry_v1_admin_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UpdateNodeRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UpdateNodeRequest) ProtoMessage() {}
+
+func (x *UpdateNodeRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_ketnoi_registry_v1_admin_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UpdateNodeRequest.ProtoReflect.Descriptor instead.
+func (*UpdateNodeRequest) Descriptor() ([]byte, []int) {
+	return file_ketnoi_registry_v1_admin_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *UpdateNodeRequest) GetSpiffeId() string {
+	if x != nil {
+		return x.SpiffeId
+	}
+	return ""
+}
+
+func (x *UpdateNodeRequest) GetAddress() string {
+	if x != nil {
+		return x.Address
+	}
+	return ""
+}
+
+// UpdateNodeResponse returns the stored node.
+type UpdateNodeResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The node as stored.
+	Node *Node `protobuf:"bytes,1,opt,name=node,proto3" json:"node,omitempty"`
+	// Configuration version that includes the change.
+	Version       uint64 `protobuf:"varint,2,opt,name=version,proto3" json:"version,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UpdateNodeResponse) Reset() {
+	*x = UpdateNodeResponse{}
+	mi := &file_ketnoi_registry_v1_admin_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UpdateNodeResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UpdateNodeResponse) ProtoMessage() {}
+
+func (x *UpdateNodeResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_ketnoi_registry_v1_admin_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UpdateNodeResponse.ProtoReflect.Descriptor instead.
+func (*UpdateNodeResponse) Descriptor() ([]byte, []int) {
+	return file_ketnoi_registry_v1_admin_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *UpdateNodeResponse) GetNode() *Node {
+	if x != nil {
+		return x.Node
+	}
+	return nil
+}
+
+func (x *UpdateNodeResponse) GetVersion() uint64 {
+	if x != nil {
+		return x.Version
+	}
+	return 0
+}
+
+// RemoveNodeRequest names a node.
+type RemoveNodeRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// SPIFFE ID of a registered node.
+	SpiffeId      string `protobuf:"bytes,1,opt,name=spiffe_id,json=spiffeId,proto3" json:"spiffe_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RemoveNodeRequest) Reset() {
+	*x = RemoveNodeRequest{}
+	mi := &file_ketnoi_registry_v1_admin_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RemoveNodeRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RemoveNodeRequest) ProtoMessage() {}
+
+func (x *RemoveNodeRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_ketnoi_registry_v1_admin_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RemoveNodeRequest.ProtoReflect.Descriptor instead.
+func (*RemoveNodeRequest) Descriptor() ([]byte, []int) {
+	return file_ketnoi_registry_v1_admin_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *RemoveNodeRequest) GetSpiffeId() string {
+	if x != nil {
+		return x.SpiffeId
+	}
+	return ""
+}
+
+// RemoveNodeResponse confirms the removal.
+type RemoveNodeResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Configuration version without the node.
+	Version       uint64 `protobuf:"varint,1,opt,name=version,proto3" json:"version,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RemoveNodeResponse) Reset() {
+	*x = RemoveNodeResponse{}
+	mi := &file_ketnoi_registry_v1_admin_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RemoveNodeResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RemoveNodeResponse) ProtoMessage() {}
+
+func (x *RemoveNodeResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_ketnoi_registry_v1_admin_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RemoveNodeResponse.ProtoReflect.Descriptor instead.
+func (*RemoveNodeResponse) Descriptor() ([]byte, []int) {
+	return file_ketnoi_registry_v1_admin_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *RemoveNodeResponse) GetVersion() uint64 {
 	if x != nil {
 		return x.Version
 	}
@@ -363,7 +786,7 @@ type AddServiceRequest struct {
 
 func (x *AddServiceRequest) Reset() {
 	*x = AddServiceRequest{}
-	mi := &file_ketnoi_registry_v1_admin_proto_msgTypes[6]
+	mi := &file_ketnoi_registry_v1_admin_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -375,7 +798,7 @@ func (x *AddServiceRequest) String() string {
 func (*AddServiceRequest) ProtoMessage() {}
 
 func (x *AddServiceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ketnoi_registry_v1_admin_proto_msgTypes[6]
+	mi := &file_ketnoi_registry_v1_admin_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -388,7 +811,7 @@ func (x *AddServiceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddServiceRequest.ProtoReflect.Descriptor instead.
 func (*AddServiceRequest) Descriptor() ([]byte, []int) {
-	return file_ketnoi_registry_v1_admin_proto_rawDescGZIP(), []int{6}
+	return file_ketnoi_registry_v1_admin_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *AddServiceRequest) GetServiceId() string {
@@ -439,7 +862,7 @@ type AddServiceResponse struct {
 
 func (x *AddServiceResponse) Reset() {
 	*x = AddServiceResponse{}
-	mi := &file_ketnoi_registry_v1_admin_proto_msgTypes[7]
+	mi := &file_ketnoi_registry_v1_admin_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -451,7 +874,7 @@ func (x *AddServiceResponse) String() string {
 func (*AddServiceResponse) ProtoMessage() {}
 
 func (x *AddServiceResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ketnoi_registry_v1_admin_proto_msgTypes[7]
+	mi := &file_ketnoi_registry_v1_admin_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -464,7 +887,7 @@ func (x *AddServiceResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddServiceResponse.ProtoReflect.Descriptor instead.
 func (*AddServiceResponse) Descriptor() ([]byte, []int) {
-	return file_ketnoi_registry_v1_admin_proto_rawDescGZIP(), []int{7}
+	return file_ketnoi_registry_v1_admin_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *AddServiceResponse) GetService() *Service {
@@ -475,6 +898,237 @@ func (x *AddServiceResponse) GetService() *Service {
 }
 
 func (x *AddServiceResponse) GetVersion() uint64 {
+	if x != nil {
+		return x.Version
+	}
+	return 0
+}
+
+// UpdateServiceRequest names a service and what changes; fields left empty
+// (or unspecified) keep their stored value, and at least one must be set.
+type UpdateServiceRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Full service identifier of a registered service.
+	ServiceId string `protobuf:"bytes,1,opt,name=service_id,json=serviceId,proto3" json:"service_id,omitempty"`
+	// New serialized google.protobuf.FileDescriptorSet that contains the
+	// service.
+	FileDescriptorSet []byte `protobuf:"bytes,2,opt,name=file_descriptor_set,json=fileDescriptorSet,proto3" json:"file_descriptor_set,omitempty"`
+	// New description.
+	Description string `protobuf:"bytes,3,opt,name=description,proto3" json:"description,omitempty"`
+	// New data custodian.
+	Custodian string `protobuf:"bytes,4,opt,name=custodian,proto3" json:"custodian,omitempty"`
+	// New classification.
+	Classification Classification `protobuf:"varint,5,opt,name=classification,proto3,enum=ketnoi.registry.v1.Classification" json:"classification,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *UpdateServiceRequest) Reset() {
+	*x = UpdateServiceRequest{}
+	mi := &file_ketnoi_registry_v1_admin_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UpdateServiceRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UpdateServiceRequest) ProtoMessage() {}
+
+func (x *UpdateServiceRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_ketnoi_registry_v1_admin_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UpdateServiceRequest.ProtoReflect.Descriptor instead.
+func (*UpdateServiceRequest) Descriptor() ([]byte, []int) {
+	return file_ketnoi_registry_v1_admin_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *UpdateServiceRequest) GetServiceId() string {
+	if x != nil {
+		return x.ServiceId
+	}
+	return ""
+}
+
+func (x *UpdateServiceRequest) GetFileDescriptorSet() []byte {
+	if x != nil {
+		return x.FileDescriptorSet
+	}
+	return nil
+}
+
+func (x *UpdateServiceRequest) GetDescription() string {
+	if x != nil {
+		return x.Description
+	}
+	return ""
+}
+
+func (x *UpdateServiceRequest) GetCustodian() string {
+	if x != nil {
+		return x.Custodian
+	}
+	return ""
+}
+
+func (x *UpdateServiceRequest) GetClassification() Classification {
+	if x != nil {
+		return x.Classification
+	}
+	return Classification_CLASSIFICATION_UNSPECIFIED
+}
+
+// UpdateServiceResponse returns the stored service.
+type UpdateServiceResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The service as stored, with its methods.
+	Service *Service `protobuf:"bytes,1,opt,name=service,proto3" json:"service,omitempty"`
+	// Configuration version that includes the change.
+	Version       uint64 `protobuf:"varint,2,opt,name=version,proto3" json:"version,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UpdateServiceResponse) Reset() {
+	*x = UpdateServiceResponse{}
+	mi := &file_ketnoi_registry_v1_admin_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UpdateServiceResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UpdateServiceResponse) ProtoMessage() {}
+
+func (x *UpdateServiceResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_ketnoi_registry_v1_admin_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UpdateServiceResponse.ProtoReflect.Descriptor instead.
+func (*UpdateServiceResponse) Descriptor() ([]byte, []int) {
+	return file_ketnoi_registry_v1_admin_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *UpdateServiceResponse) GetService() *Service {
+	if x != nil {
+		return x.Service
+	}
+	return nil
+}
+
+func (x *UpdateServiceResponse) GetVersion() uint64 {
+	if x != nil {
+		return x.Version
+	}
+	return 0
+}
+
+// RemoveServiceRequest names a service.
+type RemoveServiceRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Full service identifier of a registered service.
+	ServiceId     string `protobuf:"bytes,1,opt,name=service_id,json=serviceId,proto3" json:"service_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RemoveServiceRequest) Reset() {
+	*x = RemoveServiceRequest{}
+	mi := &file_ketnoi_registry_v1_admin_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RemoveServiceRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RemoveServiceRequest) ProtoMessage() {}
+
+func (x *RemoveServiceRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_ketnoi_registry_v1_admin_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RemoveServiceRequest.ProtoReflect.Descriptor instead.
+func (*RemoveServiceRequest) Descriptor() ([]byte, []int) {
+	return file_ketnoi_registry_v1_admin_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *RemoveServiceRequest) GetServiceId() string {
+	if x != nil {
+		return x.ServiceId
+	}
+	return ""
+}
+
+// RemoveServiceResponse confirms the removal.
+type RemoveServiceResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Configuration version without the service.
+	Version       uint64 `protobuf:"varint,1,opt,name=version,proto3" json:"version,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RemoveServiceResponse) Reset() {
+	*x = RemoveServiceResponse{}
+	mi := &file_ketnoi_registry_v1_admin_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RemoveServiceResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RemoveServiceResponse) ProtoMessage() {}
+
+func (x *RemoveServiceResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_ketnoi_registry_v1_admin_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RemoveServiceResponse.ProtoReflect.Descriptor instead.
+func (*RemoveServiceResponse) Descriptor() ([]byte, []int) {
+	return file_ketnoi_registry_v1_admin_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *RemoveServiceResponse) GetVersion() uint64 {
 	if x != nil {
 		return x.Version
 	}
@@ -500,7 +1154,7 @@ type AddGrantRequest struct {
 
 func (x *AddGrantRequest) Reset() {
 	*x = AddGrantRequest{}
-	mi := &file_ketnoi_registry_v1_admin_proto_msgTypes[8]
+	mi := &file_ketnoi_registry_v1_admin_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -512,7 +1166,7 @@ func (x *AddGrantRequest) String() string {
 func (*AddGrantRequest) ProtoMessage() {}
 
 func (x *AddGrantRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ketnoi_registry_v1_admin_proto_msgTypes[8]
+	mi := &file_ketnoi_registry_v1_admin_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -525,7 +1179,7 @@ func (x *AddGrantRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddGrantRequest.ProtoReflect.Descriptor instead.
 func (*AddGrantRequest) Descriptor() ([]byte, []int) {
-	return file_ketnoi_registry_v1_admin_proto_rawDescGZIP(), []int{8}
+	return file_ketnoi_registry_v1_admin_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *AddGrantRequest) GetClient() string {
@@ -576,7 +1230,7 @@ type AddGrantResponse struct {
 
 func (x *AddGrantResponse) Reset() {
 	*x = AddGrantResponse{}
-	mi := &file_ketnoi_registry_v1_admin_proto_msgTypes[9]
+	mi := &file_ketnoi_registry_v1_admin_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -588,7 +1242,7 @@ func (x *AddGrantResponse) String() string {
 func (*AddGrantResponse) ProtoMessage() {}
 
 func (x *AddGrantResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ketnoi_registry_v1_admin_proto_msgTypes[9]
+	mi := &file_ketnoi_registry_v1_admin_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -601,7 +1255,7 @@ func (x *AddGrantResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddGrantResponse.ProtoReflect.Descriptor instead.
 func (*AddGrantResponse) Descriptor() ([]byte, []int) {
-	return file_ketnoi_registry_v1_admin_proto_rawDescGZIP(), []int{9}
+	return file_ketnoi_registry_v1_admin_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *AddGrantResponse) GetGrant() *Grant {
@@ -629,7 +1283,7 @@ type RevokeGrantRequest struct {
 
 func (x *RevokeGrantRequest) Reset() {
 	*x = RevokeGrantRequest{}
-	mi := &file_ketnoi_registry_v1_admin_proto_msgTypes[10]
+	mi := &file_ketnoi_registry_v1_admin_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -641,7 +1295,7 @@ func (x *RevokeGrantRequest) String() string {
 func (*RevokeGrantRequest) ProtoMessage() {}
 
 func (x *RevokeGrantRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ketnoi_registry_v1_admin_proto_msgTypes[10]
+	mi := &file_ketnoi_registry_v1_admin_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -654,7 +1308,7 @@ func (x *RevokeGrantRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeGrantRequest.ProtoReflect.Descriptor instead.
 func (*RevokeGrantRequest) Descriptor() ([]byte, []int) {
-	return file_ketnoi_registry_v1_admin_proto_rawDescGZIP(), []int{10}
+	return file_ketnoi_registry_v1_admin_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *RevokeGrantRequest) GetGrantId() string {
@@ -675,7 +1329,7 @@ type RevokeGrantResponse struct {
 
 func (x *RevokeGrantResponse) Reset() {
 	*x = RevokeGrantResponse{}
-	mi := &file_ketnoi_registry_v1_admin_proto_msgTypes[11]
+	mi := &file_ketnoi_registry_v1_admin_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -687,7 +1341,7 @@ func (x *RevokeGrantResponse) String() string {
 func (*RevokeGrantResponse) ProtoMessage() {}
 
 func (x *RevokeGrantResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ketnoi_registry_v1_admin_proto_msgTypes[11]
+	mi := &file_ketnoi_registry_v1_admin_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -700,7 +1354,7 @@ func (x *RevokeGrantResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeGrantResponse.ProtoReflect.Descriptor instead.
 func (*RevokeGrantResponse) Descriptor() ([]byte, []int) {
-	return file_ketnoi_registry_v1_admin_proto_rawDescGZIP(), []int{11}
+	return file_ketnoi_registry_v1_admin_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *RevokeGrantResponse) GetVersion() uint64 {
@@ -731,7 +1385,7 @@ type ImportCodeListRequest struct {
 
 func (x *ImportCodeListRequest) Reset() {
 	*x = ImportCodeListRequest{}
-	mi := &file_ketnoi_registry_v1_admin_proto_msgTypes[12]
+	mi := &file_ketnoi_registry_v1_admin_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -743,7 +1397,7 @@ func (x *ImportCodeListRequest) String() string {
 func (*ImportCodeListRequest) ProtoMessage() {}
 
 func (x *ImportCodeListRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ketnoi_registry_v1_admin_proto_msgTypes[12]
+	mi := &file_ketnoi_registry_v1_admin_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -756,7 +1410,7 @@ func (x *ImportCodeListRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ImportCodeListRequest.ProtoReflect.Descriptor instead.
 func (*ImportCodeListRequest) Descriptor() ([]byte, []int) {
-	return file_ketnoi_registry_v1_admin_proto_rawDescGZIP(), []int{12}
+	return file_ketnoi_registry_v1_admin_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *ImportCodeListRequest) GetList() string {
@@ -814,7 +1468,7 @@ type ImportCodeListResponse struct {
 
 func (x *ImportCodeListResponse) Reset() {
 	*x = ImportCodeListResponse{}
-	mi := &file_ketnoi_registry_v1_admin_proto_msgTypes[13]
+	mi := &file_ketnoi_registry_v1_admin_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -826,7 +1480,7 @@ func (x *ImportCodeListResponse) String() string {
 func (*ImportCodeListResponse) ProtoMessage() {}
 
 func (x *ImportCodeListResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ketnoi_registry_v1_admin_proto_msgTypes[13]
+	mi := &file_ketnoi_registry_v1_admin_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -839,7 +1493,7 @@ func (x *ImportCodeListResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ImportCodeListResponse.ProtoReflect.Descriptor instead.
 func (*ImportCodeListResponse) Descriptor() ([]byte, []int) {
-	return file_ketnoi_registry_v1_admin_proto_rawDescGZIP(), []int{13}
+	return file_ketnoi_registry_v1_admin_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *ImportCodeListResponse) GetCodeList() *v1.CodeListVersion {
@@ -856,6 +1510,107 @@ func (x *ImportCodeListResponse) GetVersion() uint64 {
 	return 0
 }
 
+// BackupRequest asks for a copy of the state file.
+type BackupRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BackupRequest) Reset() {
+	*x = BackupRequest{}
+	mi := &file_ketnoi_registry_v1_admin_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BackupRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BackupRequest) ProtoMessage() {}
+
+func (x *BackupRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_ketnoi_registry_v1_admin_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BackupRequest.ProtoReflect.Descriptor instead.
+func (*BackupRequest) Descriptor() ([]byte, []int) {
+	return file_ketnoi_registry_v1_admin_proto_rawDescGZIP(), []int{26}
+}
+
+// BackupResponse carries one piece of the copy, in order.
+type BackupResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Size of the whole copy in bytes; set in the first message only.
+	TotalBytes int64 `protobuf:"varint,1,opt,name=total_bytes,json=totalBytes,proto3" json:"total_bytes,omitempty"`
+	// Configuration version the copy holds; set in the first message only.
+	Version uint64 `protobuf:"varint,2,opt,name=version,proto3" json:"version,omitempty"`
+	// The next bytes of the copy.
+	Data          []byte `protobuf:"bytes,3,opt,name=data,proto3" json:"data,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BackupResponse) Reset() {
+	*x = BackupResponse{}
+	mi := &file_ketnoi_registry_v1_admin_proto_msgTypes[27]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BackupResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BackupResponse) ProtoMessage() {}
+
+func (x *BackupResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_ketnoi_registry_v1_admin_proto_msgTypes[27]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BackupResponse.ProtoReflect.Descriptor instead.
+func (*BackupResponse) Descriptor() ([]byte, []int) {
+	return file_ketnoi_registry_v1_admin_proto_rawDescGZIP(), []int{27}
+}
+
+func (x *BackupResponse) GetTotalBytes() int64 {
+	if x != nil {
+		return x.TotalBytes
+	}
+	return 0
+}
+
+func (x *BackupResponse) GetVersion() uint64 {
+	if x != nil {
+		return x.Version
+	}
+	return 0
+}
+
+func (x *BackupResponse) GetData() []byte {
+	if x != nil {
+		return x.Data
+	}
+	return nil
+}
+
 var File_ketnoi_registry_v1_admin_proto protoreflect.FileDescriptor
 
 const file_ketnoi_registry_v1_admin_proto_rawDesc = "" +
@@ -867,6 +1622,18 @@ const file_ketnoi_registry_v1_admin_proto_rawDesc = "" +
 	"\x13signing_certificate\x18\x03 \x01(\fR\x12signingCertificate\"a\n" +
 	"\x11AddMemberResponse\x122\n" +
 	"\x06member\x18\x01 \x01(\v2\x1a.ketnoi.registry.v1.MemberR\x06member\x12\x18\n" +
+	"\aversion\x18\x02 \x01(\x04R\aversion\"l\n" +
+	"\x1cAddSigningCertificateRequest\x12\x1b\n" +
+	"\tmember_id\x18\x01 \x01(\tR\bmemberId\x12/\n" +
+	"\x13signing_certificate\x18\x02 \x01(\fR\x12signingCertificate\"m\n" +
+	"\x1dAddSigningCertificateResponse\x122\n" +
+	"\x06member\x18\x01 \x01(\v2\x1a.ketnoi.registry.v1.MemberR\x06member\x12\x18\n" +
+	"\aversion\x18\x02 \x01(\x04R\aversion\"m\n" +
+	"\x1fRemoveSigningCertificateRequest\x12\x1b\n" +
+	"\tmember_id\x18\x01 \x01(\tR\bmemberId\x12-\n" +
+	"\x12certificate_sha256\x18\x02 \x01(\fR\x11certificateSha256\"p\n" +
+	" RemoveSigningCertificateResponse\x122\n" +
+	"\x06member\x18\x01 \x01(\v2\x1a.ketnoi.registry.v1.MemberR\x06member\x12\x18\n" +
 	"\aversion\x18\x02 \x01(\x04R\aversion\"8\n" +
 	"\x13AddSubsystemRequest\x12!\n" +
 	"\fsubsystem_id\x18\x01 \x01(\tR\vsubsystemId\"0\n" +
@@ -877,7 +1644,17 @@ const file_ketnoi_registry_v1_admin_proto_rawDesc = "" +
 	"\aaddress\x18\x02 \x01(\tR\aaddress\"Y\n" +
 	"\x0fAddNodeResponse\x12,\n" +
 	"\x04node\x18\x01 \x01(\v2\x18.ketnoi.registry.v1.NodeR\x04node\x12\x18\n" +
-	"\aversion\x18\x02 \x01(\x04R\aversion\"\xee\x01\n" +
+	"\aversion\x18\x02 \x01(\x04R\aversion\"J\n" +
+	"\x11UpdateNodeRequest\x12\x1b\n" +
+	"\tspiffe_id\x18\x01 \x01(\tR\bspiffeId\x12\x18\n" +
+	"\aaddress\x18\x02 \x01(\tR\aaddress\"\\\n" +
+	"\x12UpdateNodeResponse\x12,\n" +
+	"\x04node\x18\x01 \x01(\v2\x18.ketnoi.registry.v1.NodeR\x04node\x12\x18\n" +
+	"\aversion\x18\x02 \x01(\x04R\aversion\"0\n" +
+	"\x11RemoveNodeRequest\x12\x1b\n" +
+	"\tspiffe_id\x18\x01 \x01(\tR\bspiffeId\".\n" +
+	"\x12RemoveNodeResponse\x12\x18\n" +
+	"\aversion\x18\x01 \x01(\x04R\aversion\"\xee\x01\n" +
 	"\x11AddServiceRequest\x12\x1d\n" +
 	"\n" +
 	"service_id\x18\x01 \x01(\tR\tserviceId\x12.\n" +
@@ -887,7 +1664,22 @@ const file_ketnoi_registry_v1_admin_proto_rawDesc = "" +
 	"\x0eclassification\x18\x05 \x01(\x0e2\".ketnoi.registry.v1.ClassificationR\x0eclassification\"e\n" +
 	"\x12AddServiceResponse\x125\n" +
 	"\aservice\x18\x01 \x01(\v2\x1b.ketnoi.registry.v1.ServiceR\aservice\x12\x18\n" +
-	"\aversion\x18\x02 \x01(\x04R\aversion\"\xb4\x01\n" +
+	"\aversion\x18\x02 \x01(\x04R\aversion\"\xf1\x01\n" +
+	"\x14UpdateServiceRequest\x12\x1d\n" +
+	"\n" +
+	"service_id\x18\x01 \x01(\tR\tserviceId\x12.\n" +
+	"\x13file_descriptor_set\x18\x02 \x01(\fR\x11fileDescriptorSet\x12 \n" +
+	"\vdescription\x18\x03 \x01(\tR\vdescription\x12\x1c\n" +
+	"\tcustodian\x18\x04 \x01(\tR\tcustodian\x12J\n" +
+	"\x0eclassification\x18\x05 \x01(\x0e2\".ketnoi.registry.v1.ClassificationR\x0eclassification\"h\n" +
+	"\x15UpdateServiceResponse\x125\n" +
+	"\aservice\x18\x01 \x01(\v2\x1b.ketnoi.registry.v1.ServiceR\aservice\x12\x18\n" +
+	"\aversion\x18\x02 \x01(\x04R\aversion\"5\n" +
+	"\x14RemoveServiceRequest\x12\x1d\n" +
+	"\n" +
+	"service_id\x18\x01 \x01(\tR\tserviceId\"1\n" +
+	"\x15RemoveServiceResponse\x12\x18\n" +
+	"\aversion\x18\x01 \x01(\x04R\aversion\"\xb4\x01\n" +
 	"\x0fAddGrantRequest\x12\x16\n" +
 	"\x06client\x18\x01 \x01(\tR\x06client\x12\x18\n" +
 	"\aservice\x18\x02 \x01(\tR\aservice\x12\x18\n" +
@@ -913,16 +1705,32 @@ const file_ketnoi_registry_v1_admin_proto_rawDesc = "" +
 	"\aentries\x18\x06 \x03(\v2\x1e.ketnoi.catalogue.v1.CodeEntryR\aentries\"u\n" +
 	"\x16ImportCodeListResponse\x12A\n" +
 	"\tcode_list\x18\x01 \x01(\v2$.ketnoi.catalogue.v1.CodeListVersionR\bcodeList\x12\x18\n" +
-	"\aversion\x18\x02 \x01(\x04R\aversion2\x9c\x05\n" +
+	"\aversion\x18\x02 \x01(\x04R\aversion\"\x0f\n" +
+	"\rBackupRequest\"_\n" +
+	"\x0eBackupResponse\x12\x1f\n" +
+	"\vtotal_bytes\x18\x01 \x01(\x03R\n" +
+	"totalBytes\x12\x18\n" +
+	"\aversion\x18\x02 \x01(\x04R\aversion\x12\x12\n" +
+	"\x04data\x18\x03 \x01(\fR\x04data2\xfb\n" +
+	"\n" +
 	"\fAdminService\x12X\n" +
 	"\tAddMember\x12$.ketnoi.registry.v1.AddMemberRequest\x1a%.ketnoi.registry.v1.AddMemberResponse\x12a\n" +
-	"\fAddSubsystem\x12'.ketnoi.registry.v1.AddSubsystemRequest\x1a(.ketnoi.registry.v1.AddSubsystemResponse\x12R\n" +
+	"\fAddSubsystem\x12'.ketnoi.registry.v1.AddSubsystemRequest\x1a(.ketnoi.registry.v1.AddSubsystemResponse\x12|\n" +
+	"\x15AddSigningCertificate\x120.ketnoi.registry.v1.AddSigningCertificateRequest\x1a1.ketnoi.registry.v1.AddSigningCertificateResponse\x12\x85\x01\n" +
+	"\x18RemoveSigningCertificate\x123.ketnoi.registry.v1.RemoveSigningCertificateRequest\x1a4.ketnoi.registry.v1.RemoveSigningCertificateResponse\x12R\n" +
 	"\aAddNode\x12\".ketnoi.registry.v1.AddNodeRequest\x1a#.ketnoi.registry.v1.AddNodeResponse\x12[\n" +
 	"\n" +
-	"AddService\x12%.ketnoi.registry.v1.AddServiceRequest\x1a&.ketnoi.registry.v1.AddServiceResponse\x12U\n" +
+	"UpdateNode\x12%.ketnoi.registry.v1.UpdateNodeRequest\x1a&.ketnoi.registry.v1.UpdateNodeResponse\x12[\n" +
+	"\n" +
+	"RemoveNode\x12%.ketnoi.registry.v1.RemoveNodeRequest\x1a&.ketnoi.registry.v1.RemoveNodeResponse\x12[\n" +
+	"\n" +
+	"AddService\x12%.ketnoi.registry.v1.AddServiceRequest\x1a&.ketnoi.registry.v1.AddServiceResponse\x12d\n" +
+	"\rUpdateService\x12(.ketnoi.registry.v1.UpdateServiceRequest\x1a).ketnoi.registry.v1.UpdateServiceResponse\x12d\n" +
+	"\rRemoveService\x12(.ketnoi.registry.v1.RemoveServiceRequest\x1a).ketnoi.registry.v1.RemoveServiceResponse\x12U\n" +
 	"\bAddGrant\x12#.ketnoi.registry.v1.AddGrantRequest\x1a$.ketnoi.registry.v1.AddGrantResponse\x12^\n" +
 	"\vRevokeGrant\x12&.ketnoi.registry.v1.RevokeGrantRequest\x1a'.ketnoi.registry.v1.RevokeGrantResponse\x12g\n" +
-	"\x0eImportCodeList\x12).ketnoi.registry.v1.ImportCodeListRequest\x1a*.ketnoi.registry.v1.ImportCodeListResponseB>Z<github.com/ketnoi/ketnoi/proto/ketnoi/registry/v1;registryv1b\x06proto3"
+	"\x0eImportCodeList\x12).ketnoi.registry.v1.ImportCodeListRequest\x1a*.ketnoi.registry.v1.ImportCodeListResponse\x12Q\n" +
+	"\x06Backup\x12!.ketnoi.registry.v1.BackupRequest\x1a\".ketnoi.registry.v1.BackupResponse0\x01B>Z<github.com/ketnoi/ketnoi/proto/ketnoi/registry/v1;registryv1b\x06proto3"
 
 var (
 	file_ketnoi_registry_v1_admin_proto_rawDescOnce sync.Once
@@ -936,59 +1744,92 @@ func file_ketnoi_registry_v1_admin_proto_rawDescGZIP() []byte {
 	return file_ketnoi_registry_v1_admin_proto_rawDescData
 }
 
-var file_ketnoi_registry_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 14)
+var file_ketnoi_registry_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 28)
 var file_ketnoi_registry_v1_admin_proto_goTypes = []any{
-	(*AddMemberRequest)(nil),       // 0: ketnoi.registry.v1.AddMemberRequest
-	(*AddMemberResponse)(nil),      // 1: ketnoi.registry.v1.AddMemberResponse
-	(*AddSubsystemRequest)(nil),    // 2: ketnoi.registry.v1.AddSubsystemRequest
-	(*AddSubsystemResponse)(nil),   // 3: ketnoi.registry.v1.AddSubsystemResponse
-	(*AddNodeRequest)(nil),         // 4: ketnoi.registry.v1.AddNodeRequest
-	(*AddNodeResponse)(nil),        // 5: ketnoi.registry.v1.AddNodeResponse
-	(*AddServiceRequest)(nil),      // 6: ketnoi.registry.v1.AddServiceRequest
-	(*AddServiceResponse)(nil),     // 7: ketnoi.registry.v1.AddServiceResponse
-	(*AddGrantRequest)(nil),        // 8: ketnoi.registry.v1.AddGrantRequest
-	(*AddGrantResponse)(nil),       // 9: ketnoi.registry.v1.AddGrantResponse
-	(*RevokeGrantRequest)(nil),     // 10: ketnoi.registry.v1.RevokeGrantRequest
-	(*RevokeGrantResponse)(nil),    // 11: ketnoi.registry.v1.RevokeGrantResponse
-	(*ImportCodeListRequest)(nil),  // 12: ketnoi.registry.v1.ImportCodeListRequest
-	(*ImportCodeListResponse)(nil), // 13: ketnoi.registry.v1.ImportCodeListResponse
-	(*Member)(nil),                 // 14: ketnoi.registry.v1.Member
-	(*Node)(nil),                   // 15: ketnoi.registry.v1.Node
-	(Classification)(0),            // 16: ketnoi.registry.v1.Classification
-	(*Service)(nil),                // 17: ketnoi.registry.v1.Service
-	(*timestamppb.Timestamp)(nil),  // 18: google.protobuf.Timestamp
-	(*Grant)(nil),                  // 19: ketnoi.registry.v1.Grant
-	(*v1.CodeEntry)(nil),           // 20: ketnoi.catalogue.v1.CodeEntry
-	(*v1.CodeListVersion)(nil),     // 21: ketnoi.catalogue.v1.CodeListVersion
+	(*AddMemberRequest)(nil),                 // 0: ketnoi.registry.v1.AddMemberRequest
+	(*AddMemberResponse)(nil),                // 1: ketnoi.registry.v1.AddMemberResponse
+	(*AddSigningCertificateRequest)(nil),     // 2: ketnoi.registry.v1.AddSigningCertificateRequest
+	(*AddSigningCertificateResponse)(nil),    // 3: ketnoi.registry.v1.AddSigningCertificateResponse
+	(*RemoveSigningCertificateRequest)(nil),  // 4: ketnoi.registry.v1.RemoveSigningCertificateRequest
+	(*RemoveSigningCertificateResponse)(nil), // 5: ketnoi.registry.v1.RemoveSigningCertificateResponse
+	(*AddSubsystemRequest)(nil),              // 6: ketnoi.registry.v1.AddSubsystemRequest
+	(*AddSubsystemResponse)(nil),             // 7: ketnoi.registry.v1.AddSubsystemResponse
+	(*AddNodeRequest)(nil),                   // 8: ketnoi.registry.v1.AddNodeRequest
+	(*AddNodeResponse)(nil),                  // 9: ketnoi.registry.v1.AddNodeResponse
+	(*UpdateNodeRequest)(nil),                // 10: ketnoi.registry.v1.UpdateNodeRequest
+	(*UpdateNodeResponse)(nil),               // 11: ketnoi.registry.v1.UpdateNodeResponse
+	(*RemoveNodeRequest)(nil),                // 12: ketnoi.registry.v1.RemoveNodeRequest
+	(*RemoveNodeResponse)(nil),               // 13: ketnoi.registry.v1.RemoveNodeResponse
+	(*AddServiceRequest)(nil),                // 14: ketnoi.registry.v1.AddServiceRequest
+	(*AddServiceResponse)(nil),               // 15: ketnoi.registry.v1.AddServiceResponse
+	(*UpdateServiceRequest)(nil),             // 16: ketnoi.registry.v1.UpdateServiceRequest
+	(*UpdateServiceResponse)(nil),            // 17: ketnoi.registry.v1.UpdateServiceResponse
+	(*RemoveServiceRequest)(nil),             // 18: ketnoi.registry.v1.RemoveServiceRequest
+	(*RemoveServiceResponse)(nil),            // 19: ketnoi.registry.v1.RemoveServiceResponse
+	(*AddGrantRequest)(nil),                  // 20: ketnoi.registry.v1.AddGrantRequest
+	(*AddGrantResponse)(nil),                 // 21: ketnoi.registry.v1.AddGrantResponse
+	(*RevokeGrantRequest)(nil),               // 22: ketnoi.registry.v1.RevokeGrantRequest
+	(*RevokeGrantResponse)(nil),              // 23: ketnoi.registry.v1.RevokeGrantResponse
+	(*ImportCodeListRequest)(nil),            // 24: ketnoi.registry.v1.ImportCodeListRequest
+	(*ImportCodeListResponse)(nil),           // 25: ketnoi.registry.v1.ImportCodeListResponse
+	(*BackupRequest)(nil),                    // 26: ketnoi.registry.v1.BackupRequest
+	(*BackupResponse)(nil),                   // 27: ketnoi.registry.v1.BackupResponse
+	(*Member)(nil),                           // 28: ketnoi.registry.v1.Member
+	(*Node)(nil),                             // 29: ketnoi.registry.v1.Node
+	(Classification)(0),                      // 30: ketnoi.registry.v1.Classification
+	(*Service)(nil),                          // 31: ketnoi.registry.v1.Service
+	(*timestamppb.Timestamp)(nil),            // 32: google.protobuf.Timestamp
+	(*Grant)(nil),                            // 33: ketnoi.registry.v1.Grant
+	(*v1.CodeEntry)(nil),                     // 34: ketnoi.catalogue.v1.CodeEntry
+	(*v1.CodeListVersion)(nil),               // 35: ketnoi.catalogue.v1.CodeListVersion
 }
 var file_ketnoi_registry_v1_admin_proto_depIdxs = []int32{
-	14, // 0: ketnoi.registry.v1.AddMemberResponse.member:type_name -> ketnoi.registry.v1.Member
-	15, // 1: ketnoi.registry.v1.AddNodeResponse.node:type_name -> ketnoi.registry.v1.Node
-	16, // 2: ketnoi.registry.v1.AddServiceRequest.classification:type_name -> ketnoi.registry.v1.Classification
-	17, // 3: ketnoi.registry.v1.AddServiceResponse.service:type_name -> ketnoi.registry.v1.Service
-	18, // 4: ketnoi.registry.v1.AddGrantRequest.expires_at:type_name -> google.protobuf.Timestamp
-	19, // 5: ketnoi.registry.v1.AddGrantResponse.grant:type_name -> ketnoi.registry.v1.Grant
-	20, // 6: ketnoi.registry.v1.ImportCodeListRequest.entries:type_name -> ketnoi.catalogue.v1.CodeEntry
-	21, // 7: ketnoi.registry.v1.ImportCodeListResponse.code_list:type_name -> ketnoi.catalogue.v1.CodeListVersion
-	0,  // 8: ketnoi.registry.v1.AdminService.AddMember:input_type -> ketnoi.registry.v1.AddMemberRequest
-	2,  // 9: ketnoi.registry.v1.AdminService.AddSubsystem:input_type -> ketnoi.registry.v1.AddSubsystemRequest
-	4,  // 10: ketnoi.registry.v1.AdminService.AddNode:input_type -> ketnoi.registry.v1.AddNodeRequest
-	6,  // 11: ketnoi.registry.v1.AdminService.AddService:input_type -> ketnoi.registry.v1.AddServiceRequest
-	8,  // 12: ketnoi.registry.v1.AdminService.AddGrant:input_type -> ketnoi.registry.v1.AddGrantRequest
-	10, // 13: ketnoi.registry.v1.AdminService.RevokeGrant:input_type -> ketnoi.registry.v1.RevokeGrantRequest
-	12, // 14: ketnoi.registry.v1.AdminService.ImportCodeList:input_type -> ketnoi.registry.v1.ImportCodeListRequest
-	1,  // 15: ketnoi.registry.v1.AdminService.AddMember:output_type -> ketnoi.registry.v1.AddMemberResponse
-	3,  // 16: ketnoi.registry.v1.AdminService.AddSubsystem:output_type -> ketnoi.registry.v1.AddSubsystemResponse
-	5,  // 17: ketnoi.registry.v1.AdminService.AddNode:output_type -> ketnoi.registry.v1.AddNodeResponse
-	7,  // 18: ketnoi.registry.v1.AdminService.AddService:output_type -> ketnoi.registry.v1.AddServiceResponse
-	9,  // 19: ketnoi.registry.v1.AdminService.AddGrant:output_type -> ketnoi.registry.v1.AddGrantResponse
-	11, // 20: ketnoi.registry.v1.AdminService.RevokeGrant:output_type -> ketnoi.registry.v1.RevokeGrantResponse
-	13, // 21: ketnoi.registry.v1.AdminService.ImportCodeList:output_type -> ketnoi.registry.v1.ImportCodeListResponse
-	15, // [15:22] is the sub-list for method output_type
-	8,  // [8:15] is the sub-list for method input_type
-	8,  // [8:8] is the sub-list for extension type_name
-	8,  // [8:8] is the sub-list for extension extendee
-	0,  // [0:8] is the sub-list for field type_name
+	28, // 0: ketnoi.registry.v1.AddMemberResponse.member:type_name -> ketnoi.registry.v1.Member
+	28, // 1: ketnoi.registry.v1.AddSigningCertificateResponse.member:type_name -> ketnoi.registry.v1.Member
+	28, // 2: ketnoi.registry.v1.RemoveSigningCertificateResponse.member:type_name -> ketnoi.registry.v1.Member
+	29, // 3: ketnoi.registry.v1.AddNodeResponse.node:type_name -> ketnoi.registry.v1.Node
+	29, // 4: ketnoi.registry.v1.UpdateNodeResponse.node:type_name -> ketnoi.registry.v1.Node
+	30, // 5: ketnoi.registry.v1.AddServiceRequest.classification:type_name -> ketnoi.registry.v1.Classification
+	31, // 6: ketnoi.registry.v1.AddServiceResponse.service:type_name -> ketnoi.registry.v1.Service
+	30, // 7: ketnoi.registry.v1.UpdateServiceRequest.classification:type_name -> ketnoi.registry.v1.Classification
+	31, // 8: ketnoi.registry.v1.UpdateServiceResponse.service:type_name -> ketnoi.registry.v1.Service
+	32, // 9: ketnoi.registry.v1.AddGrantRequest.expires_at:type_name -> google.protobuf.Timestamp
+	33, // 10: ketnoi.registry.v1.AddGrantResponse.grant:type_name -> ketnoi.registry.v1.Grant
+	34, // 11: ketnoi.registry.v1.ImportCodeListRequest.entries:type_name -> ketnoi.catalogue.v1.CodeEntry
+	35, // 12: ketnoi.registry.v1.ImportCodeListResponse.code_list:type_name -> ketnoi.catalogue.v1.CodeListVersion
+	0,  // 13: ketnoi.registry.v1.AdminService.AddMember:input_type -> ketnoi.registry.v1.AddMemberRequest
+	6,  // 14: ketnoi.registry.v1.AdminService.AddSubsystem:input_type -> ketnoi.registry.v1.AddSubsystemRequest
+	2,  // 15: ketnoi.registry.v1.AdminService.AddSigningCertificate:input_type -> ketnoi.registry.v1.AddSigningCertificateRequest
+	4,  // 16: ketnoi.registry.v1.AdminService.RemoveSigningCertificate:input_type -> ketnoi.registry.v1.RemoveSigningCertificateRequest
+	8,  // 17: ketnoi.registry.v1.AdminService.AddNode:input_type -> ketnoi.registry.v1.AddNodeRequest
+	10, // 18: ketnoi.registry.v1.AdminService.UpdateNode:input_type -> ketnoi.registry.v1.UpdateNodeRequest
+	12, // 19: ketnoi.registry.v1.AdminService.RemoveNode:input_type -> ketnoi.registry.v1.RemoveNodeRequest
+	14, // 20: ketnoi.registry.v1.AdminService.AddService:input_type -> ketnoi.registry.v1.AddServiceRequest
+	16, // 21: ketnoi.registry.v1.AdminService.UpdateService:input_type -> ketnoi.registry.v1.UpdateServiceRequest
+	18, // 22: ketnoi.registry.v1.AdminService.RemoveService:input_type -> ketnoi.registry.v1.RemoveServiceRequest
+	20, // 23: ketnoi.registry.v1.AdminService.AddGrant:input_type -> ketnoi.registry.v1.AddGrantRequest
+	22, // 24: ketnoi.registry.v1.AdminService.RevokeGrant:input_type -> ketnoi.registry.v1.RevokeGrantRequest
+	24, // 25: ketnoi.registry.v1.AdminService.ImportCodeList:input_type -> ketnoi.registry.v1.ImportCodeListRequest
+	26, // 26: ketnoi.registry.v1.AdminService.Backup:input_type -> ketnoi.registry.v1.BackupRequest
+	1,  // 27: ketnoi.registry.v1.AdminService.AddMember:output_type -> ketnoi.registry.v1.AddMemberResponse
+	7,  // 28: ketnoi.registry.v1.AdminService.AddSubsystem:output_type -> ketnoi.registry.v1.AddSubsystemResponse
+	3,  // 29: ketnoi.registry.v1.AdminService.AddSigningCertificate:output_type -> ketnoi.registry.v1.AddSigningCertificateResponse
+	5,  // 30: ketnoi.registry.v1.AdminService.RemoveSigningCertificate:output_type -> ketnoi.registry.v1.RemoveSigningCertificateResponse
+	9,  // 31: ketnoi.registry.v1.AdminService.AddNode:output_type -> ketnoi.registry.v1.AddNodeResponse
+	11, // 32: ketnoi.registry.v1.AdminService.UpdateNode:output_type -> ketnoi.registry.v1.UpdateNodeResponse
+	13, // 33: ketnoi.registry.v1.AdminService.RemoveNode:output_type -> ketnoi.registry.v1.RemoveNodeResponse
+	15, // 34: ketnoi.registry.v1.AdminService.AddService:output_type -> ketnoi.registry.v1.AddServiceResponse
+	17, // 35: ketnoi.registry.v1.AdminService.UpdateService:output_type -> ketnoi.registry.v1.UpdateServiceResponse
+	19, // 36: ketnoi.registry.v1.AdminService.RemoveService:output_type -> ketnoi.registry.v1.RemoveServiceResponse
+	21, // 37: ketnoi.registry.v1.AdminService.AddGrant:output_type -> ketnoi.registry.v1.AddGrantResponse
+	23, // 38: ketnoi.registry.v1.AdminService.RevokeGrant:output_type -> ketnoi.registry.v1.RevokeGrantResponse
+	25, // 39: ketnoi.registry.v1.AdminService.ImportCodeList:output_type -> ketnoi.registry.v1.ImportCodeListResponse
+	27, // 40: ketnoi.registry.v1.AdminService.Backup:output_type -> ketnoi.registry.v1.BackupResponse
+	27, // [27:41] is the sub-list for method output_type
+	13, // [13:27] is the sub-list for method input_type
+	13, // [13:13] is the sub-list for extension type_name
+	13, // [13:13] is the sub-list for extension extendee
+	0,  // [0:13] is the sub-list for field type_name
 }
 
 func init() { file_ketnoi_registry_v1_admin_proto_init() }
@@ -1003,7 +1844,7 @@ func file_ketnoi_registry_v1_admin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_ketnoi_registry_v1_admin_proto_rawDesc), len(file_ketnoi_registry_v1_admin_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   14,
+			NumMessages:   28,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -19,13 +19,20 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	AdminService_AddMember_FullMethodName      = "/ketnoi.registry.v1.AdminService/AddMember"
-	AdminService_AddSubsystem_FullMethodName   = "/ketnoi.registry.v1.AdminService/AddSubsystem"
-	AdminService_AddNode_FullMethodName        = "/ketnoi.registry.v1.AdminService/AddNode"
-	AdminService_AddService_FullMethodName     = "/ketnoi.registry.v1.AdminService/AddService"
-	AdminService_AddGrant_FullMethodName       = "/ketnoi.registry.v1.AdminService/AddGrant"
-	AdminService_RevokeGrant_FullMethodName    = "/ketnoi.registry.v1.AdminService/RevokeGrant"
-	AdminService_ImportCodeList_FullMethodName = "/ketnoi.registry.v1.AdminService/ImportCodeList"
+	AdminService_AddMember_FullMethodName                = "/ketnoi.registry.v1.AdminService/AddMember"
+	AdminService_AddSubsystem_FullMethodName             = "/ketnoi.registry.v1.AdminService/AddSubsystem"
+	AdminService_AddSigningCertificate_FullMethodName    = "/ketnoi.registry.v1.AdminService/AddSigningCertificate"
+	AdminService_RemoveSigningCertificate_FullMethodName = "/ketnoi.registry.v1.AdminService/RemoveSigningCertificate"
+	AdminService_AddNode_FullMethodName                  = "/ketnoi.registry.v1.AdminService/AddNode"
+	AdminService_UpdateNode_FullMethodName               = "/ketnoi.registry.v1.AdminService/UpdateNode"
+	AdminService_RemoveNode_FullMethodName               = "/ketnoi.registry.v1.AdminService/RemoveNode"
+	AdminService_AddService_FullMethodName               = "/ketnoi.registry.v1.AdminService/AddService"
+	AdminService_UpdateService_FullMethodName            = "/ketnoi.registry.v1.AdminService/UpdateService"
+	AdminService_RemoveService_FullMethodName            = "/ketnoi.registry.v1.AdminService/RemoveService"
+	AdminService_AddGrant_FullMethodName                 = "/ketnoi.registry.v1.AdminService/AddGrant"
+	AdminService_RevokeGrant_FullMethodName              = "/ketnoi.registry.v1.AdminService/RevokeGrant"
+	AdminService_ImportCodeList_FullMethodName           = "/ketnoi.registry.v1.AdminService/ImportCodeList"
+	AdminService_Backup_FullMethodName                   = "/ketnoi.registry.v1.AdminService/Backup"
 )
 
 // AdminServiceClient is the client API for AdminService service.
@@ -40,16 +47,39 @@ type AdminServiceClient interface {
 	AddMember(ctx context.Context, in *AddMemberRequest, opts ...grpc.CallOption) (*AddMemberResponse, error)
 	// AddSubsystem registers a subsystem of an existing member.
 	AddSubsystem(ctx context.Context, in *AddSubsystemRequest, opts ...grpc.CallOption) (*AddSubsystemResponse, error)
+	// AddSigningCertificate lists a further signing certificate for a member,
+	// so that a new key can sign while the old one is still accepted.
+	AddSigningCertificate(ctx context.Context, in *AddSigningCertificateRequest, opts ...grpc.CallOption) (*AddSigningCertificateResponse, error)
+	// RemoveSigningCertificate takes a signing certificate off a member's
+	// list; messages it signs are refused from then on. A member's last
+	// certificate cannot be removed.
+	RemoveSigningCertificate(ctx context.Context, in *RemoveSigningCertificateRequest, opts ...grpc.CallOption) (*RemoveSigningCertificateResponse, error)
 	// AddNode registers a security-server node of an existing member.
 	AddNode(ctx context.Context, in *AddNodeRequest, opts ...grpc.CallOption) (*AddNodeResponse, error)
+	// UpdateNode moves a node to a new federation address; peers dial the new
+	// address once they hold the new configuration.
+	UpdateNode(ctx context.Context, in *UpdateNodeRequest, opts ...grpc.CallOption) (*UpdateNodeResponse, error)
+	// RemoveNode removes a node; peers refuse it and close their connections
+	// to it once they hold the new configuration.
+	RemoveNode(ctx context.Context, in *RemoveNodeRequest, opts ...grpc.CallOption) (*RemoveNodeResponse, error)
 	// AddService registers a gRPC service of an existing subsystem.
 	AddService(ctx context.Context, in *AddServiceRequest, opts ...grpc.CallOption) (*AddServiceResponse, error)
+	// UpdateService changes a service's descriptor set, description,
+	// custodian or classification. Methods are taken anew from the
+	// descriptor set; an update that drops a method a grant names is refused.
+	UpdateService(ctx context.Context, in *UpdateServiceRequest, opts ...grpc.CallOption) (*UpdateServiceResponse, error)
+	// RemoveService removes a service that no grant names.
+	RemoveService(ctx context.Context, in *RemoveServiceRequest, opts ...grpc.CallOption) (*RemoveServiceResponse, error)
 	// AddGrant allows a client to call a service.
 	AddGrant(ctx context.Context, in *AddGrantRequest, opts ...grpc.CallOption) (*AddGrantResponse, error)
 	// RevokeGrant removes a grant.
 	RevokeGrant(ctx context.Context, in *RevokeGrantRequest, opts ...grpc.CallOption) (*RevokeGrantResponse, error)
 	// ImportCodeList stores a new version of a shared code list.
 	ImportCodeList(ctx context.Context, in *ImportCodeListRequest, opts ...grpc.CallOption) (*ImportCodeListResponse, error)
+	// Backup streams a consistent copy of the registry's state file, taken
+	// while the registry keeps serving. Changes made during the copy are not
+	// in it.
+	Backup(ctx context.Context, in *BackupRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[BackupResponse], error)
 }
 
 type adminServiceClient struct {
@@ -80,6 +110,26 @@ func (c *adminServiceClient) AddSubsystem(ctx context.Context, in *AddSubsystemR
 	return out, nil
 }
 
+func (c *adminServiceClient) AddSigningCertificate(ctx context.Context, in *AddSigningCertificateRequest, opts ...grpc.CallOption) (*AddSigningCertificateResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(AddSigningCertificateResponse)
+	err := c.cc.Invoke(ctx, AdminService_AddSigningCertificate_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminServiceClient) RemoveSigningCertificate(ctx context.Context, in *RemoveSigningCertificateRequest, opts ...grpc.CallOption) (*RemoveSigningCertificateResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RemoveSigningCertificateResponse)
+	err := c.cc.Invoke(ctx, AdminService_RemoveSigningCertificate_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func (c *adminServiceClient) AddNode(ctx context.Context, in *AddNodeRequest, opts ...grpc.CallOption) (*AddNodeResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(AddNodeResponse)
@@ -90,10 +140,50 @@ func (c *adminServiceClient) AddNode(ctx context.Context, in *AddNodeRequest, op
 	return out, nil
 }
 
+func (c *adminServiceClient) UpdateNode(ctx context.Context, in *UpdateNodeRequest, opts ...grpc.CallOption) (*UpdateNodeResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(UpdateNodeResponse)
+	err := c.cc.Invoke(ctx, AdminService_UpdateNode_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminServiceClient) RemoveNode(ctx context.Context, in *RemoveNodeRequest, opts ...grpc.CallOption) (*RemoveNodeResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RemoveNodeResponse)
+	err := c.cc.Invoke(ctx, AdminService_RemoveNode_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func (c *adminServiceClient) AddService(ctx context.Context, in *AddServiceRequest, opts ...grpc.CallOption) (*AddServiceResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(AddServiceResponse)
 	err := c.cc.Invoke(ctx, AdminService_AddService_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminServiceClient) UpdateService(ctx context.Context, in *UpdateServiceRequest, opts ...grpc.CallOption) (*UpdateServiceResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(UpdateServiceResponse)
+	err := c.cc.Invoke(ctx, AdminService_UpdateService_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminServiceClient) RemoveService(ctx context.Context, in *RemoveServiceRequest, opts ...grpc.CallOption) (*RemoveServiceResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RemoveServiceResponse)
+	err := c.cc.Invoke(ctx, AdminService_RemoveService_FullMethodName, in, out, cOpts...)
 	if err != nil {
 		return nil, err
 	}
@@ -130,6 +220,25 @@ func (c *adminServiceClient) ImportCodeList(ctx context.Context, in *ImportCodeL
 	return out, nil
 }
 
+func (c *adminServiceClient) Backup(ctx context.Context, in *BackupRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[BackupResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &AdminService_ServiceDesc.Streams[0], AdminService_Backup_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[BackupRequest, BackupResponse]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type AdminService_BackupClient = grpc.ServerStreamingClient[BackupResponse]
+
 // AdminServiceServer is the server API for AdminService service.
 // All implementations must embed UnimplementedAdminServiceServer
 // for forward compatibility.
@@ -142,16 +251,39 @@ type AdminServiceServer interface {
 	AddMember(context.Context, *AddMemberRequest) (*AddMemberResponse, error)
 	// AddSubsystem registers a subsystem of an existing member.
 	AddSubsystem(context.Context, *AddSubsystemRequest) (*AddSubsystemResponse, error)
+	// AddSigningCertificate lists a further signing certificate for a member,
+	// so that a new key can sign while the old one is still accepted.
+	AddSigningCertificate(context.Context, *AddSigningCertificateRequest) (*AddSigningCertificateResponse, error)
+	// RemoveSigningCertificate takes a signing certificate off a member's
+	// list; messages it signs are refused from then on. A member's last
+	// certificate cannot be removed.
+	RemoveSigningCertificate(context.Context, *RemoveSigningCertificateRequest) (*RemoveSigningCertificateResponse, error)
 	// AddNode registers a security-server node of an existing member.
 	AddNode(context.Context, *AddNodeRequest) (*AddNodeResponse, error)
+	// UpdateNode moves a node to a new federation address; peers dial the new
+	// address once they hold the new configuration.
+	UpdateNode(context.Context, *UpdateNodeRequest) (*UpdateNodeResponse, error)
+	// RemoveNode removes a node; peers refuse it and close their connections
+	// to it once they hold the new configuration.
+	RemoveNode(context.Context, *RemoveNodeRequest) (*RemoveNodeResponse, error)
 	// AddService registers a gRPC service of an existing subsystem.
 	AddService(context.Context, *AddServiceRequest) (*AddServiceResponse, error)
+	// UpdateService changes a service's descriptor set, description,
+	// custodian or classification. Methods are taken anew from the
+	// descriptor set; an update that drops a method a grant names is refused.
+	UpdateService(context.Context, *UpdateServiceRequest) (*UpdateServiceResponse, error)
+	// RemoveService removes a service that no grant names.
+	RemoveService(context.Context, *RemoveServiceRequest) (*RemoveServiceResponse, error)
 	// AddGrant allows a client to call a service.
 	AddGrant(context.Context, *AddGrantRequest) (*AddGrantResponse, error)
 	// RevokeGrant removes a grant.
 	RevokeGrant(context.Context, *RevokeGrantRequest) (*RevokeGrantResponse, error)
 	// ImportCodeList stores a new version of a shared code list.
 	ImportCodeList(context.Context, *ImportCodeListRequest) (*ImportCodeListResponse, error)
+	// Backup streams a consistent copy of the registry's state file, taken
+	// while the registry keeps serving. Changes made during the copy are not
+	// in it.
+	Backup(*BackupRequest, grpc.ServerStreamingServer[BackupResponse]) error
 	mustEmbedUnimplementedAdminServiceServer()
 }
 
@@ -168,11 +300,29 @@ func (UnimplementedAdminServiceServer) AddMember(context.Context, *AddMemberRequ
 func (UnimplementedAdminServiceServer) AddSubsystem(context.Context, *AddSubsystemRequest) (*AddSubsystemResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method AddSubsystem not implemented")
 }
+func (UnimplementedAdminServiceServer) AddSigningCertificate(context.Context, *AddSigningCertificateRequest) (*AddSigningCertificateResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method AddSigningCertificate not implemented")
+}
+func (UnimplementedAdminServiceServer) RemoveSigningCertificate(context.Context, *RemoveSigningCertificateRequest) (*RemoveSigningCertificateResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method RemoveSigningCertificate not implemented")
+}
 func (UnimplementedAdminServiceServer) AddNode(context.Context, *AddNodeRequest) (*AddNodeResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method AddNode not implemented")
 }
+func (UnimplementedAdminServiceServer) UpdateNode(context.Context, *UpdateNodeRequest) (*UpdateNodeResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method UpdateNode not implemented")
+}
+func (UnimplementedAdminServiceServer) RemoveNode(context.Context, *RemoveNodeRequest) (*RemoveNodeResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method RemoveNode not implemented")
+}
 func (UnimplementedAdminServiceServer) AddService(context.Context, *AddServiceRequest) (*AddServiceResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method AddService not implemented")
+}
+func (UnimplementedAdminServiceServer) UpdateService(context.Context, *UpdateServiceRequest) (*UpdateServiceResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method UpdateService not implemented")
+}
+func (UnimplementedAdminServiceServer) RemoveService(context.Context, *RemoveServiceRequest) (*RemoveServiceResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method RemoveService not implemented")
 }
 func (UnimplementedAdminServiceServer) AddGrant(context.Context, *AddGrantRequest) (*AddGrantResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method AddGrant not implemented")
@@ -182,6 +332,9 @@ func (UnimplementedAdminServiceServer) RevokeGrant(context.Context, *RevokeGrant
 }
 func (UnimplementedAdminServiceServer) ImportCodeList(context.Context, *ImportCodeListRequest) (*ImportCodeListResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ImportCodeList not implemented")
+}
+func (UnimplementedAdminServiceServer) Backup(*BackupRequest, grpc.ServerStreamingServer[BackupResponse]) error {
+	return status.Error(codes.Unimplemented, "method Backup not implemented")
 }
 func (UnimplementedAdminServiceServer) mustEmbedUnimplementedAdminServiceServer() {}
 func (UnimplementedAdminServiceServer) testEmbeddedByValue()                      {}
@@ -240,6 +393,42 @@ func _AdminService_AddSubsystem_Handler(srv interface{}, ctx context.Context, de
 	return interceptor(ctx, in, info, handler)
 }
 
+func _AdminService_AddSigningCertificate_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(AddSigningCertificateRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).AddSigningCertificate(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_AddSigningCertificate_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).AddSigningCertificate(ctx, req.(*AddSigningCertificateRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AdminService_RemoveSigningCertificate_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RemoveSigningCertificateRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).RemoveSigningCertificate(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_RemoveSigningCertificate_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).RemoveSigningCertificate(ctx, req.(*RemoveSigningCertificateRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _AdminService_AddNode_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(AddNodeRequest)
 	if err := dec(in); err != nil {
@@ -258,6 +447,42 @@ func _AdminService_AddNode_Handler(srv interface{}, ctx context.Context, dec fun
 	return interceptor(ctx, in, info, handler)
 }
 
+func _AdminService_UpdateNode_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(UpdateNodeRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).UpdateNode(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_UpdateNode_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).UpdateNode(ctx, req.(*UpdateNodeRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AdminService_RemoveNode_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RemoveNodeRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).RemoveNode(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_RemoveNode_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).RemoveNode(ctx, req.(*RemoveNodeRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _AdminService_AddService_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(AddServiceRequest)
 	if err := dec(in); err != nil {
@@ -272,6 +497,42 @@ func _AdminService_AddService_Handler(srv interface{}, ctx context.Context, dec 
 	}
 	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
 		return srv.(AdminServiceServer).AddService(ctx, req.(*AddServiceRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AdminService_UpdateService_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(UpdateServiceRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).UpdateService(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_UpdateService_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).UpdateService(ctx, req.(*UpdateServiceRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AdminService_RemoveService_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RemoveServiceRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).RemoveService(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_RemoveService_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).RemoveService(ctx, req.(*RemoveServiceRequest))
 	}
 	return interceptor(ctx, in, info, handler)
 }
@@ -330,6 +591,17 @@ func _AdminService_ImportCodeList_Handler(srv interface{}, ctx context.Context, 
 	return interceptor(ctx, in, info, handler)
 }
 
+func _AdminService_Backup_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(BackupRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(AdminServiceServer).Backup(m, &grpc.GenericServerStream[BackupRequest, BackupResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type AdminService_BackupServer = grpc.ServerStreamingServer[BackupResponse]
+
 // AdminService_ServiceDesc is the grpc.ServiceDesc for AdminService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -346,12 +618,36 @@ var AdminService_ServiceDesc = grpc.ServiceDesc{
 			Handler:    _AdminService_AddSubsystem_Handler,
 		},
 		{
+			MethodName: "AddSigningCertificate",
+			Handler:    _AdminService_AddSigningCertificate_Handler,
+		},
+		{
+			MethodName: "RemoveSigningCertificate",
+			Handler:    _AdminService_RemoveSigningCertificate_Handler,
+		},
+		{
 			MethodName: "AddNode",
 			Handler:    _AdminService_AddNode_Handler,
 		},
 		{
+			MethodName: "UpdateNode",
+			Handler:    _AdminService_UpdateNode_Handler,
+		},
+		{
+			MethodName: "RemoveNode",
+			Handler:    _AdminService_RemoveNode_Handler,
+		},
+		{
 			MethodName: "AddService",
 			Handler:    _AdminService_AddService_Handler,
+		},
+		{
+			MethodName: "UpdateService",
+			Handler:    _AdminService_UpdateService_Handler,
+		},
+		{
+			MethodName: "RemoveService",
+			Handler:    _AdminService_RemoveService_Handler,
 		},
 		{
 			MethodName: "AddGrant",
@@ -366,6 +662,12 @@ var AdminService_ServiceDesc = grpc.ServiceDesc{
 			Handler:    _AdminService_ImportCodeList_Handler,
 		},
 	},
-	Streams:  []grpc.StreamDesc{},
+	Streams: []grpc.StreamDesc{
+		{
+			StreamName:    "Backup",
+			Handler:       _AdminService_Backup_Handler,
+			ServerStreams: true,
+		},
+	},
 	Metadata: "ketnoi/registry/v1/admin.proto",
 }

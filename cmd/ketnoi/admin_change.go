@@ -1,0 +1,254 @@
+package main
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"google.golang.org/grpc"
+
+	"github.com/ketnoi/ketnoi/internal/sign"
+	registryv1 "github.com/ketnoi/ketnoi/proto/ketnoi/registry/v1"
+)
+
+func parseSPIFFEID(s string) error { _, err := spiffeid.FromString(s); return err }
+
+// memberAddSigningCert lists a further signing certificate for a member.
+func memberAddSigningCert(ctx context.Context, args []string, stdout io.Writer) error {
+	fs := flag.NewFlagSet("member add-signing-cert", flag.ContinueOnError)
+	memberID := fs.String("id", "", "member identifier, e.g. VN/NN/000.00.00.G22 (required)")
+	certFile := fs.String("signing-cert", "", "new member signing certificate (PEM or DER) `file` (required)")
+	conn := addRegistryFlags(fs)
+	if err := parseFlags(fs, args, stdout); err != nil {
+		return helpOrError(err)
+	}
+	if err := requireFlags(fs, "id", "signing-cert"); err != nil {
+		return err
+	}
+	if err := checkID("id", *memberID, parseMember); err != nil {
+		return err
+	}
+	cert, err := os.ReadFile(*certFile)
+	if err != nil {
+		return fmt.Errorf("read signing certificate: %w", err)
+	}
+
+	return callRegistry(ctx, conn, func(ctx context.Context, cc *grpc.ClientConn) error {
+		resp, err := registryv1.NewAdminServiceClient(cc).AddSigningCertificate(ctx,
+			&registryv1.AddSigningCertificateRequest{MemberId: *memberID, SigningCertificate: cert})
+		if err != nil {
+			return err
+		}
+		certs := resp.GetMember().GetSigningCertificates()
+		added := sha256.Sum256(certs[len(certs)-1])
+		fmt.Fprintf(stdout, "added signing certificate sha256 %x to member %s (%d listed); configuration version %d\n",
+			added, resp.GetMember().GetId(), len(certs), resp.GetVersion())
+		return nil
+	})
+}
+
+// memberRemoveSigningCert takes a signing certificate off a member's list.
+func memberRemoveSigningCert(ctx context.Context, args []string, stdout io.Writer) error {
+	fs := flag.NewFlagSet("member remove-signing-cert", flag.ContinueOnError)
+	memberID := fs.String("id", "", "member identifier, e.g. VN/NN/000.00.00.G22 (required)")
+	certFile := fs.String("signing-cert", "", "signing certificate (PEM or DER) `file` to remove")
+	sumHex := fs.String("sha256", "", "SHA-256 of the certificate to remove, in `hex` as config show prints it")
+	conn := addRegistryFlags(fs)
+	if err := parseFlags(fs, args, stdout); err != nil {
+		return helpOrError(err)
+	}
+	if err := requireFlags(fs, "id"); err != nil {
+		return err
+	}
+	if err := checkID("id", *memberID, parseMember); err != nil {
+		return err
+	}
+	if (*certFile == "") == (*sumHex == "") {
+		return usagef("exactly one of --signing-cert and --sha256 is required")
+	}
+	sum, err := certificateSum(*certFile, *sumHex)
+	if err != nil {
+		return err
+	}
+
+	return callRegistry(ctx, conn, func(ctx context.Context, cc *grpc.ClientConn) error {
+		resp, err := registryv1.NewAdminServiceClient(cc).RemoveSigningCertificate(ctx,
+			&registryv1.RemoveSigningCertificateRequest{MemberId: *memberID, CertificateSha256: sum})
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "removed signing certificate sha256 %x of member %s (%d left); configuration version %d\n",
+			sum, resp.GetMember().GetId(), len(resp.GetMember().GetSigningCertificates()), resp.GetVersion())
+		return nil
+	})
+}
+
+// certificateSum returns the SHA-256 of the DER certificate in file, or
+// the digest given in hex.
+func certificateSum(file, sumHex string) ([]byte, error) {
+	if sumHex != "" {
+		sum, err := hex.DecodeString(sumHex)
+		if err != nil || len(sum) != sha256.Size {
+			return nil, usagef("--sha256 %q: want %d hexadecimal digits", sumHex, 2*sha256.Size)
+		}
+		return sum, nil
+	}
+	data, err := os.ReadFile(file)
+	if err != nil {
+		return nil, fmt.Errorf("read signing certificate: %w", err)
+	}
+	certs, err := sign.ParseCertificates(data)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", file, err)
+	}
+	sum := sha256.Sum256(certs[0].Raw)
+	return sum[:], nil
+}
+
+// nodeSetAddress moves a node to a new federation address.
+func nodeSetAddress(ctx context.Context, args []string, stdout io.Writer) error {
+	fs := flag.NewFlagSet("node set-address", flag.ContinueOnError)
+	nodeID := fs.String("id", "",
+		"node SPIFFE ID, e.g. spiffe://vn.ketnoi/node/NN/000.00.00.G22/node1 (required)")
+	address := fs.String("address", "", "new federation endpoint `host:port` of the node (required)")
+	conn := addRegistryFlags(fs)
+	if err := parseFlags(fs, args, stdout); err != nil {
+		return helpOrError(err)
+	}
+	if err := requireFlags(fs, "id", "address"); err != nil {
+		return err
+	}
+	if err := checkID("id", *nodeID, parseSPIFFEID); err != nil {
+		return err
+	}
+
+	return callRegistry(ctx, conn, func(ctx context.Context, cc *grpc.ClientConn) error {
+		resp, err := registryv1.NewAdminServiceClient(cc).UpdateNode(ctx,
+			&registryv1.UpdateNodeRequest{SpiffeId: *nodeID, Address: *address})
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "node %s is now at %s; configuration version %d\n",
+			resp.GetNode().GetSpiffeId(), resp.GetNode().GetAddress(), resp.GetVersion())
+		return nil
+	})
+}
+
+// nodeRemove removes a node.
+func nodeRemove(ctx context.Context, args []string, stdout io.Writer) error {
+	fs := flag.NewFlagSet("node remove", flag.ContinueOnError)
+	nodeID := fs.String("id", "",
+		"node SPIFFE ID, e.g. spiffe://vn.ketnoi/node/NN/000.00.00.G22/node1 (required)")
+	conn := addRegistryFlags(fs)
+	if err := parseFlags(fs, args, stdout); err != nil {
+		return helpOrError(err)
+	}
+	if err := requireFlags(fs, "id"); err != nil {
+		return err
+	}
+	if err := checkID("id", *nodeID, parseSPIFFEID); err != nil {
+		return err
+	}
+
+	return callRegistry(ctx, conn, func(ctx context.Context, cc *grpc.ClientConn) error {
+		resp, err := registryv1.NewAdminServiceClient(cc).RemoveNode(ctx,
+			&registryv1.RemoveNodeRequest{SpiffeId: *nodeID})
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "removed node %s; configuration version %d\n", *nodeID, resp.GetVersion())
+		return nil
+	})
+}
+
+// serviceUpdate changes the given fields of a service.
+func serviceUpdate(ctx context.Context, args []string, stdout io.Writer) error {
+	fs := flag.NewFlagSet("service update", flag.ContinueOnError)
+	serviceID := fs.String("id", "", "service identifier: subsystem plus gRPC service name (required)")
+	descFile := fs.String("descriptor-set", "",
+		"new serialized FileDescriptorSet `file` with the service; its methods replace the registered ones")
+	description := fs.String("description", "", "new description of what the service offers")
+	custodian := fs.String("custodian", "", "new person or unit who keeps the data correct")
+	class := fs.String("classification", "",
+		"new data classification: normal, sensitive, secret or top-secret")
+	conn := addRegistryFlags(fs)
+	if err := parseFlags(fs, args, stdout); err != nil {
+		return helpOrError(err)
+	}
+	if err := requireFlags(fs, "id"); err != nil {
+		return err
+	}
+	if err := checkID("id", *serviceID, parseService); err != nil {
+		return err
+	}
+	if *descFile == "" && *description == "" && *custodian == "" && *class == "" {
+		return usagef("nothing to change: give --descriptor-set, --description, --custodian or --classification")
+	}
+	req := &registryv1.UpdateServiceRequest{ServiceId: *serviceID, Description: *description, Custodian: *custodian}
+	if *class != "" {
+		c, ok := classifications[*class]
+		if !ok {
+			return usagef("--classification %q: want normal, sensitive, secret or top-secret", *class)
+		}
+		req.Classification = c
+	}
+	if *descFile != "" {
+		set, err := os.ReadFile(*descFile)
+		if err != nil {
+			return fmt.Errorf("read descriptor set: %w", err)
+		}
+		req.FileDescriptorSet = set
+	}
+
+	return callRegistry(ctx, conn, func(ctx context.Context, cc *grpc.ClientConn) error {
+		resp, err := registryv1.NewAdminServiceClient(cc).UpdateService(ctx, req)
+		if err != nil {
+			return err
+		}
+		s := resp.GetService()
+		fmt.Fprintf(stdout, "updated service %s (%s, methods %s); configuration version %d\n",
+			s.GetId(), classificationName(s.GetClassification()), strings.Join(methodNames(s), ", "), resp.GetVersion())
+		return nil
+	})
+}
+
+// serviceRemove removes a service that no grant names.
+func serviceRemove(ctx context.Context, args []string, stdout io.Writer) error {
+	fs := flag.NewFlagSet("service remove", flag.ContinueOnError)
+	serviceID := fs.String("id", "", "service identifier: subsystem plus gRPC service name (required)")
+	conn := addRegistryFlags(fs)
+	if err := parseFlags(fs, args, stdout); err != nil {
+		return helpOrError(err)
+	}
+	if err := requireFlags(fs, "id"); err != nil {
+		return err
+	}
+	if err := checkID("id", *serviceID, parseService); err != nil {
+		return err
+	}
+
+	return callRegistry(ctx, conn, func(ctx context.Context, cc *grpc.ClientConn) error {
+		resp, err := registryv1.NewAdminServiceClient(cc).RemoveService(ctx,
+			&registryv1.RemoveServiceRequest{ServiceId: *serviceID})
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "removed service %s; configuration version %d\n", *serviceID, resp.GetVersion())
+		return nil
+	})
+}
+
+// methodNames lists a service's method names in descriptor order.
+func methodNames(s *registryv1.Service) []string {
+	names := make([]string, 0, len(s.GetMethods()))
+	for _, m := range s.GetMethods() {
+		names = append(names, m.GetName())
+	}
+	return names
+}
