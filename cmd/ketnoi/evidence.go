@@ -31,10 +31,16 @@ import (
 const evidenceUsage = `usage:
   ketnoi evidence trace (--log FILE | --node ADDR) MESSAGE_ID
   ketnoi evidence verify (--log FILE [--bundle CA.pem] | --node ADDR)
+  ketnoi evidence search (--log FILE | --node ADDR) [--peer ID] [--service ID]
+      [--payload-sha256 HEX] [--message-id ID] [--since TIME] [--until TIME]
+      [--kind KIND] [--outcome CODE] [--from INDEX] [--limit N]
 
 trace   prints every record of one exchange
 verify  checks the whole log: tree, records, signatures and, with --bundle,
         that signer certificates chain to the given CA certificates
+search  prints the records that match every filter given, one line each,
+        oldest first, at most --limit (100) of them; it reads every record
+        from --from on unless --message-id is given
 
 --log FILE reads a log that no running node holds. --node ADDR asks a
 running node through its admin endpoint (admin.listen in its
@@ -45,22 +51,24 @@ its own trust bundle.
 // evidenceNodeTimeout bounds each call to a node, connection included.
 const evidenceNodeTimeout = 30 * time.Second
 
-// runEvidence runs "ketnoi evidence trace|verify" on a log file that no
-// running node holds, or through a running node's admin endpoint.
+// runEvidence runs "ketnoi evidence trace|verify|search" on a log file
+// that no running node holds, or through a running node's admin endpoint.
 func runEvidence(ctx context.Context, args []string, stdout io.Writer) error {
 	if len(args) == 0 {
-		return usagef("want a subcommand: trace or verify")
+		return usagef("want a subcommand: trace, verify or search")
 	}
 	switch args[0] {
 	case "trace":
 		return evidenceTrace(ctx, args[1:], stdout)
 	case "verify":
 		return evidenceVerify(ctx, args[1:], stdout)
+	case "search":
+		return evidenceSearch(ctx, args[1:], stdout)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, evidenceUsage)
 		return nil
 	default:
-		return usagef("unknown subcommand %q: want trace or verify", args[0])
+		return usagef("unknown subcommand %q: want trace, verify or search", args[0])
 	}
 }
 

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"crypto/ecdsa"
@@ -11,11 +12,13 @@ import (
 	"crypto/x509/pkix"
 	"encoding/binary"
 	"encoding/pem"
+	"errors"
 	"fmt"
 	"math/big"
 	"net"
 	"net/url"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -340,9 +343,9 @@ func TestEvidenceUsage(t *testing.T) {
 		code   int
 		stderr string
 	}{
-		{"no subcommand", nil, 2, "ketnoi evidence: want a subcommand: trace or verify\n"},
+		{"no subcommand", nil, 2, "ketnoi evidence: want a subcommand: trace, verify or search\n"},
 		{"unknown subcommand", []string{"export"}, 2,
-			"ketnoi evidence: unknown subcommand \"export\": want trace or verify\n"},
+			"ketnoi evidence: unknown subcommand \"export\": want trace, verify or search\n"},
 		{"trace without id", []string{"trace", "--log", f.path}, 2,
 			"ketnoi evidence: want one MESSAGE_ID, got 0 arguments\n"},
 		{"unknown flag", []string{"trace", "--lg", f.path, "m-1"}, 2,
@@ -401,6 +404,10 @@ func TestEvidenceNodeSameOutput(t *testing.T) {
 		{name: "trace request and response", args: []string{"trace", "m-1"}},
 		{name: "trace refusal", args: []string{"trace", "m-2"}},
 		{name: "verify", args: []string{"verify"}, logOnly: []string{"--bundle", f.bundle}},
+		{name: "search", args: []string{"search"}},
+		{name: "search with filters and a limit", args: []string{
+			"search", "--peer", "VN/NN/000.00.00.G09", "--since", "2026-12-04T09:30:00Z", "--limit", "2",
+		}},
 	}
 	type result struct {
 		Code           int
@@ -515,4 +522,271 @@ func flipRecordByte(t *testing.T, path string) {
 	if err != nil {
 		t.Fatalf("tamper: %v", err)
 	}
+}
+
+func TestEvidenceSearch(t *testing.T) {
+	f := newEvidenceFixture(t)
+	const service = "VN/NN/000.00.00.G09/dvhc/vn.gov.dvhc.v1.AdminUnitService"
+	digest := fmt.Sprintf("%x", sha256.Sum256([]byte("request")))
+	lines := []string{
+		"index=0 time=2026-12-04T09:30:00.123Z kind=REQUEST_SENT direction=REQUEST " +
+			"peer=VN/NN/000.00.00.G09/dvhc peer_node=" + evTestPeer + " service=" + service +
+			" method=GetUnit message_id=m-1 payload_sha256=" + digest + " outcome=OK reason=-\n",
+		"index=1 time=2026-12-04T09:30:00.128Z kind=RESPONSE_RECEIVED direction=RESPONSE " +
+			"peer=VN/NN/000.00.00.G09/dvhc peer_node=" + evTestPeer + " service=" + service +
+			" method=GetUnit message_id=m-1 payload_sha256=- outcome=OK reason=-\n",
+		"index=2 time=2026-12-04T09:30:01.123Z kind=REFUSED direction=- peer=- peer_node=" + evTestPeer +
+			" service=- method=- message_id=m-2 payload_sha256=- outcome=Unauthenticated " +
+			"reason=\"header does not parse\"\n",
+	}
+	matching := func(n int) string {
+		if n == 1 {
+			return "# 1 matching record (tree size 3)\n"
+		}
+		return fmt.Sprintf("# %d matching records (tree size 3)\n", n)
+	}
+	tests := []struct {
+		name   string
+		args   []string
+		stdout string
+	}{
+		{"no filter", nil, lines[0] + lines[1] + lines[2] + matching(3)},
+		{"peer member", []string{"--peer", "VN/NN/000.00.00.G09"}, lines[0] + lines[1] + lines[2] + matching(3)},
+		{"peer subsystem", []string{"--peer", "VN/NN/000.00.00.G09/dvhc"}, lines[0] + lines[1] + matching(2)},
+		{"peer without records", []string{"--peer", "VN/NN/000.00.00.G12"}, matching(0)},
+		{"service", []string{"--service", service}, lines[0] + lines[1] + matching(2)},
+		{"payload digest", []string{"--payload-sha256", strings.ToUpper(digest)}, lines[0] + matching(1)},
+		{"message id", []string{"--message-id", "m-1"}, lines[0] + lines[1] + matching(2)},
+		{"since", []string{"--since", "2026-12-04T09:30:00.125Z"}, lines[1] + lines[2] + matching(2)},
+		{"until with offset", []string{"--until", "2026-12-04T16:30:00.125+07:00"}, lines[0] + matching(1)},
+		{"since and until", []string{"--since", "2026-12-04T09:30:00.125Z", "--until", "2026-12-04T09:30:01Z"},
+			lines[1] + matching(1)},
+		{"kind", []string{"--kind", "refused"}, lines[2] + matching(1)},
+		{"outcome", []string{"--outcome", "UNAUTHENTICATED"}, lines[2] + matching(1)},
+		{"outcome OK", []string{"--outcome", "OK"}, lines[0] + lines[1] + matching(2)},
+		{"combined", []string{"--peer", "VN/NN/000.00.00.G09", "--kind", "response-received", "--outcome", "ok"},
+			lines[1] + matching(1)},
+		{"limit", []string{"--limit", "1"}, lines[0] +
+			"# limit of 1 reached (tree size 3); more records match: continue with --from 1\n"},
+		{"from", []string{"--from", "1", "--limit", "1"}, lines[1] +
+			"# limit of 1 reached (tree size 3); more records match: continue with --from 2\n"},
+		{"limit equals matches", []string{"--from", "1", "--limit", "2"}, lines[1] + lines[2] + matching(2)},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			args := append([]string{"evidence", "search", "--log", f.path}, tt.args...)
+			code, stdout, stderr := runEvidenceCLI(args...)
+			if diff := cmp.Diff([]any{0, tt.stdout, ""}, []any{code, stdout, stderr}); diff != "" {
+				t.Errorf("search mismatch (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+func TestEvidenceSearchUsage(t *testing.T) {
+	f := newEvidenceFixture(t)
+	tests := []struct {
+		name   string
+		args   []string
+		stderr string
+	}{
+		{"digest not hex", []string{"--payload-sha256", "xyz"}, `--payload-sha256 "xyz": want 64 hex digits`},
+		{"digest too short", []string{"--payload-sha256", "abcd"}, `--payload-sha256 "abcd": want 64 hex digits`},
+		{"since not RFC 3339", []string{"--since", "2026-12-04"},
+			`--since "2026-12-04": want an RFC 3339 time such as 2026-12-04T09:30:00+07:00`},
+		{"until before since", []string{"--since", "2026-12-05T00:00:00Z", "--until", "2026-12-04T00:00:00Z"},
+			"invalid evidence search: until 2026-12-04T00:00:00Z is not after since 2026-12-05T00:00:00Z"},
+		{"kind", []string{"--kind", "sent"}, `--kind "sent": want request_sent, request_received, ` +
+			"response_sent, response_received, refused or failed"},
+		{"kind unspecified", []string{"--kind", "unspecified"}, `--kind "unspecified": want request_sent, ` +
+			"request_received, response_sent, response_received, refused or failed"},
+		{"outcome", []string{"--outcome", "Denied"},
+			`--outcome "Denied": not a gRPC code name such as OK, NotFound or PermissionDenied`},
+		{"peer", []string{"--peer", "G09"},
+			`invalid evidence search: peer: malformed identifier: client "G09": want INSTANCE/CLASS/CODE[/SUBSYSTEM]`},
+		{"service", []string{"--service", "vn.gov.dvhc.v1.AdminUnitService"},
+			`invalid evidence search: service: malformed identifier: service "vn.gov.dvhc.v1.AdminUnitService": ` +
+				"want INSTANCE/CLASS/CODE/SUBSYSTEM/package.Service"},
+		{"limit", []string{"--limit", "0"}, "--limit 0: want at least 1"},
+		{"from", []string{"--from", "-1"}, `invalid value "-1" for flag -from: parse error`},
+		{"argument", []string{"m-1"}, `unexpected argument "m-1"`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			args := append([]string{"evidence", "search", "--log", f.path}, tt.args...)
+			code, stdout, stderr := runEvidenceCLI(args...)
+			want := []any{2, "", "ketnoi evidence: " + tt.stderr + "\n"}
+			if diff := cmp.Diff(want, []any{code, stdout, stderr}); diff != "" {
+				t.Errorf("search usage mismatch (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+// TestEvidenceSearchNodePages checks that a search through a node asks
+// for as many pages as --limit needs (a node returns at most 1000 records
+// a call) and prints what the same search of the log file prints.
+func TestEvidenceSearchNodePages(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "evidence.db")
+	l, err := evidence.Open(path, evidence.Options{Node: evTestNode})
+	if err != nil {
+		t.Fatalf("Open: %v", err)
+	}
+	const records = 2500
+	for start := 0; start < records; start += 500 {
+		recs := make([]*evidencev1.Record, 500)
+		for i := range recs {
+			recs[i] = &evidencev1.Record{
+				Kind:       evidencev1.RecordKind_RECORD_KIND_REFUSED,
+				RecordedAt: timestamppb.New(time.Date(2026, 12, 4, 9, 0, start+i, 0, time.UTC)),
+				MessageId:  fmt.Sprint("m-", start+i),
+				Node:       evTestNode,
+				Peer:       evTestPeer,
+				Header:     []byte{0xff},
+				Code:       int32(codes.Unauthenticated),
+			}
+		}
+		rs, err := l.StartAll(context.Background(), recs, make([][]byte, len(recs)))
+		if err != nil {
+			t.Fatalf("StartAll: %v", err)
+		}
+		if _, err := rs[len(rs)-1].Wait(context.Background()); err != nil {
+			t.Fatalf("Wait: %v", err)
+		}
+	}
+	if err := l.Close(); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+	bundle := filepath.Join(dir, "ca.pem")
+	_, ca := evTestCert(t, nil, nil, "")
+	if err := os.WriteFile(bundle, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: ca.Raw}), 0o600); err != nil {
+		t.Fatalf("write bundle: %v", err)
+	}
+
+	tests := []struct {
+		args    []string
+		printed int
+		last    string
+	}{
+		{[]string{"--limit", "2100"}, 2100,
+			"# limit of 2100 reached (tree size 2500); more records match: continue with --from 2100\n"},
+		{[]string{"--limit", "2000", "--from", "600"}, 1900, "# 1900 matching records (tree size 2500)\n"},
+		{[]string{"--limit", "3000", "--peer", "VN/NN/000.00.00.G09", "--since", "2026-12-04T09:00:10Z"}, 2490,
+			"# 2490 matching records (tree size 2500)\n"},
+	}
+	fromLog := make([]string, len(tests))
+	for i, tt := range tests {
+		code, stdout, stderr := runEvidenceCLI(append([]string{"evidence", "search", "--log", path}, tt.args...)...)
+		if code != 0 || stderr != "" {
+			t.Fatalf("search --log %v: exit %d, stderr %q", tt.args, code, stderr)
+		}
+		if n := strings.Count(stdout, "\nindex=") + 1; n != tt.printed || !strings.HasSuffix(stdout, tt.last) {
+			t.Errorf("search --log %v printed %d records ending %q; want %d ending %q",
+				tt.args, n, stdout[strings.LastIndexByte(stdout[:len(stdout)-1], '\n')+1:], tt.printed, tt.last)
+		}
+		fromLog[i] = stdout
+	}
+
+	addr := serveEvidence(t, path, bundle)
+	for i, tt := range tests {
+		code, stdout, stderr := runEvidenceCLI(append([]string{"evidence", "search", "--node", addr}, tt.args...)...)
+		if code != 0 || stderr != "" || stdout != fromLog[i] {
+			t.Errorf("search --node %v: exit %d, stderr %q, output differs from --log: %t",
+				tt.args, code, stderr, stdout != fromLog[i])
+		}
+	}
+}
+
+// TestEvidenceSearchCrashedLog checks that a search of a log whose node
+// crashed with records still in its journal prints the records of the
+// tree and fails saying that the others were not read, as trace and
+// verify do.
+func TestEvidenceSearchCrashedLog(t *testing.T) {
+	f := newEvidenceFixture(t)
+	crashed := false
+	// Bounded: the child must exit before its writer's fold timer (100 ms)
+	// folds the records; on a very slow machine it may not.
+	for range 3 {
+		crashEvidenceLog(t, f.path)
+		l, err := evidence.OpenReadOnly(f.path)
+		if crashed = errors.Is(err, evidence.ErrUnfolded); crashed {
+			break
+		}
+		if err != nil {
+			t.Fatalf("OpenReadOnly after the crash: %v", err)
+		}
+		t.Logf("the records were folded before the crash; trying again")
+		l.Close()
+	}
+	if !crashed {
+		t.Fatal("every crash came after a fold; the journal was not exercised")
+	}
+
+	code, stdout, stderr := runEvidenceCLI("evidence", "search", "--log", f.path, "--kind", "refused")
+	if !strings.HasPrefix(stdout, "index=2 ") || !strings.HasSuffix(stdout, "\n# 1 matching record (tree size 3)\n") {
+		t.Errorf("stdout = %q; want record 2 of the tree", stdout)
+	}
+	wantErr := "ketnoi evidence: only the records in the tree were read: open evidence log " + f.path +
+		": evidence log has unfolded journal records: 2 records in its journal are not yet in the tree; " +
+		"start the node once (it folds them in) and read the log again\n"
+	if code != 1 || stderr != wantErr {
+		t.Errorf("exit %d, stderr %q; want 1, %q", code, stderr, wantErr)
+	}
+}
+
+// crashEvidenceLog has a child process append two records to the log at
+// path and kills it once they are durable, as a crash leaves a node.
+func crashEvidenceLog(t *testing.T, path string) {
+	t.Helper()
+	cmd := exec.Command(os.Args[0], "-test.run=^TestEvidenceCrashChild$")
+	cmd.Env = append(os.Environ(), "KETNOI_TEST_CRASH_LOG="+path)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatalf("child stdout: %v", err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("start child: %v", err)
+	}
+	line, _ := bufio.NewReader(out).ReadString('\n')
+	cmd.Process.Kill()
+	cmd.Wait()
+	if line != "appended\n" {
+		t.Fatalf("child did not append: %q\n%s", line, stderr.String())
+	}
+}
+
+// TestEvidenceCrashChild is the child process of crashEvidenceLog; it
+// does nothing in a normal test run.
+func TestEvidenceCrashChild(t *testing.T) {
+	path := os.Getenv("KETNOI_TEST_CRASH_LOG")
+	if path == "" {
+		t.Skip("runs only as the child process of crashEvidenceLog")
+	}
+	l, err := evidence.Open(path, evidence.Options{Node: evTestNode})
+	if err != nil {
+		t.Fatalf("Open: %v", err)
+	}
+	recs := make([]*evidencev1.Record, 2)
+	for i := range recs {
+		recs[i] = &evidencev1.Record{
+			Kind:      evidencev1.RecordKind_RECORD_KIND_REFUSED,
+			MessageId: fmt.Sprint("journaled-", i),
+			Header:    []byte{0xff},
+		}
+	}
+	rs, err := l.StartAll(context.Background(), recs, make([][]byte, len(recs)))
+	if err != nil {
+		t.Fatalf("StartAll: %v", err)
+	}
+	if _, err := rs[1].Wait(context.Background()); err != nil {
+		t.Fatalf("Wait: %v", err)
+	}
+	fmt.Println("appended")
+	// The parent kills the process now; should it not, the log is left
+	// open all the same.
+	time.Sleep(30 * time.Second)
+	os.Exit(1)
 }

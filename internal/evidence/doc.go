@@ -20,22 +20,21 @@
 //
 // A commit is one frame appended to the journal, a file beside the bbolt
 // file, made durable by one fdatasync. The writer folds journaled records
-// into the bbolt tree, in synced bbolt transactions, at most 100 ms later
-// or once 4096 wait, and whenever a reader needs them: reads of a writable
-// log ([Log.ByMessageID], [Log.Entry], [Log.Certificate], [Log.Verify],
-// [Log.TreeHead]) fold first and so see every appended record. A bbolt
-// commit costs two syncs and rewrites the pages at the edge of the tree,
-// so folding many commits at once takes that off the exchange's path
-// (about half the latency of a lone record, see BenchmarkAppend). Open
-// folds in whatever a crash left in the journal; [OpenReadOnly] refuses
-// such a log with [ErrUnfolded] until its node has been started once, and
-// both fail with [ErrDamaged] if its journal is missing. A log closed
-// cleanly has everything in its tree and needs no journal. A fold that
-// fails leaves the records journaled and is tried again; while the tree is
-// 65,536 records behind, new records are refused. The journal's frames
-// carry a random generation that the tree stores, so frames left over from
-// before, or frame-shaped bytes inside records, are never read as new
-// (see journal.go).
+// into the bbolt tree, in synced bbolt transactions, at most 100 ms later or
+// once 4096 wait, and whenever a reader needs them: reads of a writable log
+// ([Log.ByMessageID], [Log.Entry], [Log.Certificate], [Log.Verify],
+// [Log.Search], [Log.TreeHead]) fold first and so see every appended record.
+// A bbolt commit costs two syncs and rewrites the pages at the edge of the
+// tree, so folding many commits at once takes that off the exchange's path
+// (about half the latency of a lone record, see BenchmarkAppend). Open folds
+// in whatever a crash left in the journal; [OpenReadOnly] refuses such a log
+// with [ErrUnfolded] until its node has been started once, and both fail
+// with [ErrDamaged] if its journal is missing. A log closed cleanly has
+// everything in its tree and needs no journal. A fold that fails leaves the
+// records journaled and is tried again; while the tree is 65,536 records
+// behind, new records are refused. The journal's frames carry a random
+// generation that the tree stores, so frames left over from before, or
+// frame-shaped bytes inside records, are never read as new (see journal.go).
 //
 // # Signing
 //

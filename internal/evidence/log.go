@@ -37,6 +37,9 @@ var (
 	// ErrNotFound is returned when a looked-up certificate or record is not
 	// in the log.
 	ErrNotFound = errors.New("not found in evidence log")
+	// ErrBadQuery is wrapped by the errors of Query.Check and Log.Search
+	// for a query that cannot be searched; the message names the field.
+	ErrBadQuery = errors.New("invalid evidence search")
 )
 
 // Bucket and meta key names; see the package documentation.

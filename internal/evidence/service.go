@@ -6,11 +6,13 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"time"
 
 	bolt "go.etcd.io/bbolt"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/ketnoi/ketnoi/internal/logging"
 	evidencev1 "github.com/ketnoi/ketnoi/proto/ketnoi/evidence/v1"
@@ -19,6 +21,15 @@ import (
 // maxDetailBytes caps the bad record attached to a failed VerifyLog: the
 // detail travels in the trailers, whose size the client limits.
 const maxDetailBytes = 64 << 10
+
+// SearchRecords bounds its responses: at most maxSearchLimit records, and
+// no more than maxSearchBytes of them (after the first), well within the
+// 4 MiB a gRPC client accepts by default. Callers continue from
+// next_index.
+const (
+	maxSearchLimit = 1000
+	maxSearchBytes = 2 << 20
+)
 
 // service serves a log over gRPC; see NewService.
 type service struct {
@@ -100,6 +111,92 @@ func (s *service) VerifyLog(
 		SignaturesChecked:        uint64(rep.SignaturesChecked),
 		CertificateChainsChecked: s.roots != nil,
 	}, nil
+}
+
+// SearchRecords implements evidencev1.EvidenceServiceServer.
+func (s *service) SearchRecords(
+	ctx context.Context,
+	req *evidencev1.SearchRecordsRequest,
+) (*evidencev1.SearchRecordsResponse, error) {
+	q, err := searchQuery(req)
+	if err == nil {
+		err = q.Check()
+	}
+	if err != nil {
+		return nil, status.Error(codes.InvalidArgument, err.Error())
+	}
+
+	res, err := s.log.Search(ctx, q)
+	if err != nil {
+		if ctx.Err() != nil && errors.Is(err, ctx.Err()) {
+			return nil, status.FromContextError(ctx.Err()).Err()
+		}
+		s.log.logger.ErrorContext(ctx, "evidence search failed", slog.Any(logging.KeyError, err))
+		return nil, status.Error(codes.Internal, "evidence log could not be read")
+	}
+
+	resp := &evidencev1.SearchRecordsResponse{TreeSize: res.Size, TreeRoot: res.Root[:]}
+	size := 0
+	for _, e := range res.Entries {
+		tr := &evidencev1.TracedRecord{Index: e.Index, Record: e.Record}
+		// The field's tag and length prefix take at most 6 bytes.
+		size += proto.Size(tr) + 6
+		if len(resp.Records) > 0 && size > maxSearchBytes {
+			resp.NextIndex = proto.Uint64(e.Index)
+			return resp, nil
+		}
+		resp.Records = append(resp.Records, tr)
+	}
+	if res.More {
+		resp.NextIndex = proto.Uint64(res.Next)
+	}
+	return resp, nil
+}
+
+// searchQuery converts a request to a Query, capping its limit. Errors
+// wrap ErrBadQuery.
+func searchQuery(req *evidencev1.SearchRecordsRequest) (Query, error) {
+	q := Query{
+		Peer:          req.GetPeer(),
+		Service:       req.GetService(),
+		PayloadSHA256: req.GetPayloadSha256(),
+		MessageID:     req.GetMessageId(),
+		Kind:          req.GetKind(),
+		From:          req.GetFromIndex(),
+		Limit:         int(min(req.GetLimit(), maxSearchLimit)),
+	}
+	if len(q.PayloadSHA256) == 0 {
+		// An empty field is an unset filter, not a digest of 0 bytes.
+		q.PayloadSHA256 = nil
+	}
+	if req.Code != nil {
+		if c := req.GetCode(); c < 0 {
+			return Query{}, fmt.Errorf("%w: code %d is not a gRPC code", ErrBadQuery, c)
+		}
+		c := codes.Code(uint32(req.GetCode()))
+		q.Code = &c
+	}
+	var err error
+	if q.Since, err = queryTime("since", req.GetSince()); err != nil {
+		return Query{}, err
+	}
+	if q.Until, err = queryTime("until", req.GetUntil()); err != nil {
+		return Query{}, err
+	}
+	return q, nil
+}
+
+// queryTime converts the time filter name; nil leaves it open.
+func queryTime(name string, ts *timestamppb.Timestamp) (time.Time, error) {
+	if ts == nil {
+		return time.Time{}, nil
+	}
+	// CheckValid's message varies on purpose; say what is wrong here.
+	if ts.CheckValid() != nil {
+		return time.Time{}, fmt.Errorf("%w: %s: seconds %d and nanos %d are not a time "+
+			"from year 1 to 9999", ErrBadQuery, name, ts.GetSeconds(), ts.GetNanos())
+	}
+	return ts.AsTime(), nil
 }
 
 // verifyStatus converts an error of Log.Verify to the status returned.

@@ -18,6 +18,7 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/testing/protocmp"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	evidencev1 "github.com/ketnoi/ketnoi/proto/ketnoi/evidence/v1"
 )
@@ -312,5 +313,166 @@ func TestServiceVerifyOneAtATime(t *testing.T) {
 	}
 	if got.GetTreeSize() != 0 || got.GetCertificateChainsChecked() {
 		t.Errorf("VerifyLog of an empty log without roots = %v", got)
+	}
+}
+
+func TestServiceSearch(t *testing.T) {
+	ctx := callContext(t)
+	l, payloadA := searchLog(t)
+	size, root := l.TreeHead()
+	client := serve(t, l, nil)
+
+	got, err := client.SearchRecords(ctx, &evidencev1.SearchRecordsRequest{
+		Peer:          "VN/NN/000.00.00.G09",
+		PayloadSha256: payloadA,
+		Since:         timestamppb.New(searchStart),
+		Until:         timestamppb.New(searchStart.Add(time.Hour)),
+		Kind:          evidencev1.RecordKind_RECORD_KIND_REQUEST_SENT,
+		Code:          proto.Int32(int32(codes.OK)),
+	})
+	if err != nil {
+		t.Fatalf("SearchRecords: %v", err)
+	}
+	rec0, err := l.Entry(0)
+	if err != nil {
+		t.Fatalf("Entry: %v", err)
+	}
+	want := &evidencev1.SearchRecordsResponse{
+		Records:  []*evidencev1.TracedRecord{{Index: 0, Record: rec0.Record}},
+		TreeSize: size,
+		TreeRoot: root[:],
+	}
+	if diff := cmp.Diff(want, got, protocmp.Transform()); diff != "" {
+		t.Errorf("SearchRecords mismatch (-want +got):\n%s", diff)
+	}
+
+	// A limit ends the page where the next match is, and from_index
+	// continues there.
+	var pages [][]uint64
+	from := uint64(0)
+	for range 5 {
+		got, err := client.SearchRecords(ctx, &evidencev1.SearchRecordsRequest{
+			Peer: "VN/NN/000.00.00.G12", Limit: 3, FromIndex: from,
+		})
+		if err != nil {
+			t.Fatalf("SearchRecords from %d: %v", from, err)
+		}
+		pages = append(pages, tracedIndexes(got.GetRecords()))
+		if got.NextIndex == nil {
+			break
+		}
+		from = got.GetNextIndex()
+	}
+	if diff := cmp.Diff([][]uint64{{2, 3, 4}, {6}}, pages); diff != "" {
+		t.Errorf("SearchRecords pages mismatch (-want +got):\n%s", diff)
+	}
+}
+
+// tracedIndexes returns the indexes of recs.
+func tracedIndexes(recs []*evidencev1.TracedRecord) []uint64 {
+	indexes := []uint64{}
+	for _, tr := range recs {
+		indexes = append(indexes, tr.GetIndex())
+	}
+	return indexes
+}
+
+// TestServiceSearchCaps checks that a response holds no more than 1000
+// records, whatever the limit asked, and ends early, with next_index
+// set, before its records pass 2 MiB.
+func TestServiceSearchCaps(t *testing.T) {
+	ctx := callContext(t)
+	l, _ := openLog(t)
+	appendMany(t, l, 1200)
+	big := make([]*evidencev1.Record, 30)
+	for i := range big {
+		big[i] = &evidencev1.Record{
+			Kind:      evidencev1.RecordKind_RECORD_KIND_REFUSED,
+			MessageId: fmt.Sprint("big-", i),
+			Header:    []byte{0xff},
+			Code:      int32(codes.InvalidArgument),
+			Reason:    strings.Repeat("r", 100<<10),
+		}
+	}
+	if _, err := l.StartAll(ctx, big, make([][]byte, len(big))); err != nil {
+		t.Fatalf("StartAll: %v", err)
+	}
+	client := serve(t, l, nil)
+
+	got, err := client.SearchRecords(ctx, &evidencev1.SearchRecordsRequest{Limit: 5000})
+	if err != nil {
+		t.Fatalf("SearchRecords: %v", err)
+	}
+	if n := len(got.GetRecords()); n != maxSearchLimit || got.GetNextIndex() != maxSearchLimit {
+		t.Errorf("SearchRecords with limit 5000 = %d records, next %d; want %d, %d",
+			n, got.GetNextIndex(), maxSearchLimit, maxSearchLimit)
+	}
+
+	req := &evidencev1.SearchRecordsRequest{Kind: evidencev1.RecordKind_RECORD_KIND_REFUSED}
+	got, err = client.SearchRecords(ctx, req)
+	if err != nil {
+		t.Fatalf("SearchRecords of large records: %v", err)
+	}
+	n := len(got.GetRecords())
+	if n == 0 || n >= len(big) || proto.Size(got) > maxSearchBytes+1024 {
+		t.Fatalf("SearchRecords of 30 records of 100 KiB = %d records in %d bytes; "+
+			"want fewer than 30 in at most 2 MiB", n, proto.Size(got))
+	}
+	if want := uint64(1200 + n); got.NextIndex == nil || got.GetNextIndex() != want {
+		t.Fatalf("next index = %v, want %d", got.NextIndex, want)
+	}
+	req.FromIndex = got.GetNextIndex()
+	rest, err := client.SearchRecords(ctx, req)
+	if err != nil {
+		t.Fatalf("SearchRecords continued: %v", err)
+	}
+	if m := len(rest.GetRecords()); n+m != len(big) || rest.NextIndex != nil {
+		t.Errorf("SearchRecords continued = %d records, next %v; want %d, none",
+			m, rest.NextIndex, len(big)-n)
+	}
+}
+
+func TestServiceSearchErrors(t *testing.T) {
+	ctx := callContext(t)
+	l, _ := searchLog(t)
+	client := serve(t, l, nil)
+	at := timestamppb.New(searchStart)
+	tests := []struct {
+		name string
+		req  *evidencev1.SearchRecordsRequest
+		msg  string
+	}{
+		{"peer", &evidencev1.SearchRecordsRequest{Peer: "VN/NN"},
+			`peer: malformed identifier: client "VN/NN": want INSTANCE/CLASS/CODE[/SUBSYSTEM]`},
+		{"service", &evidencev1.SearchRecordsRequest{Service: "AdminUnitService"},
+			`service: malformed identifier: service "AdminUnitService": ` +
+				`want INSTANCE/CLASS/CODE/SUBSYSTEM/package.Service`},
+		{"payload digest", &evidencev1.SearchRecordsRequest{PayloadSha256: []byte("short")},
+			"payload sha256 of 5 bytes, want 32"},
+		{"until equals since", &evidencev1.SearchRecordsRequest{Since: at, Until: at},
+			"until 2026-12-04T09:00:00Z is not after since 2026-12-04T09:00:00Z"},
+		{"until before since", &evidencev1.SearchRecordsRequest{
+			Since: at, Until: timestamppb.New(searchStart.Add(-time.Hour)),
+		}, "until 2026-12-04T08:00:00Z is not after since 2026-12-04T09:00:00Z"},
+		{"since out of range", &evidencev1.SearchRecordsRequest{
+			Since: &timestamppb.Timestamp{Seconds: 1, Nanos: -1},
+		}, "since: seconds 1 and nanos -1 are not a time from year 1 to 9999"},
+		{"kind", &evidencev1.SearchRecordsRequest{Kind: 9}, "unknown record kind 9"},
+		{"code too large", &evidencev1.SearchRecordsRequest{Code: proto.Int32(17)},
+			"code 17 is not a gRPC code"},
+		{"negative code", &evidencev1.SearchRecordsRequest{Code: proto.Int32(-1)},
+			"code -1 is not a gRPC code"},
+		{"message id", &evidencev1.SearchRecordsRequest{MessageId: strings.Repeat("x", 1025)},
+			"message id of 1025 bytes is longer than the 1024 bytes the log indexes"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := client.SearchRecords(ctx, tt.req)
+			st := status.Convert(err)
+			want := "invalid evidence search: " + tt.msg
+			if st.Code() != codes.InvalidArgument || st.Message() != want {
+				t.Errorf("SearchRecords error = %v, %q; want InvalidArgument, %q", st.Code(), st.Message(), want)
+			}
+		})
 	}
 }

@@ -9,6 +9,7 @@ package evidencev1
 import (
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
+	timestamppb "google.golang.org/protobuf/types/known/timestamppb"
 	reflect "reflect"
 	sync "sync"
 	unsafe "unsafe"
@@ -141,7 +142,7 @@ type TracedRecord struct {
 	Record *Record `protobuf:"bytes,2,opt,name=record,proto3" json:"record,omitempty"`
 	// DER signer certificate named by the header's signer_certificate_sha256;
 	// empty when the header names none, does not parse, or the certificate is
-	// not in the log.
+	// not in the log, and always in a SearchRecordsResponse.
 	SignerCertificate []byte `protobuf:"bytes,3,opt,name=signer_certificate,json=signerCertificate,proto3" json:"signer_certificate,omitempty"`
 	unknownFields     protoimpl.UnknownFields
 	sizeCache         protoimpl.SizeCache
@@ -309,11 +310,226 @@ func (x *VerifyLogResponse) GetCertificateChainsChecked() bool {
 	return false
 }
 
+// SearchRecordsRequest selects records; a record must match every filter
+// that is set, and an empty request selects every record.
+type SearchRecordsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Member ("VN/NN/000.00.00.G09") or subsystem
+	// ("VN/NN/000.00.00.G09/dvhc") on the other side of the exchange: the
+	// header's client in the records of a provider node, the subsystem of
+	// the header's service in those of a consumer node. A member also
+	// matches its subsystems, and the records whose peer node is one of its
+	// nodes (refusals of headers that do not parse, or that name another
+	// party than the node that sent them).
+	Peer string `protobuf:"bytes,1,opt,name=peer,proto3" json:"peer,omitempty"`
+	// Service identifier, as in the signed headers
+	// ("VN/NN/000.00.00.G09/dvhc/vn.gov.dvhc.v1.AdminUnitService").
+	Service string `protobuf:"bytes,2,opt,name=service,proto3" json:"service,omitempty"`
+	// SHA-256 of a payload, as in the signed headers' payload_sha256.
+	PayloadSha256 []byte `protobuf:"bytes,3,opt,name=payload_sha256,json=payloadSha256,proto3" json:"payload_sha256,omitempty"`
+	// Exchange identifier; looked up in the message index.
+	MessageId string `protobuf:"bytes,4,opt,name=message_id,json=messageId,proto3" json:"message_id,omitempty"`
+	// Earliest record time selected (recorded_at, the node's clock),
+	// inclusive.
+	Since *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=since,proto3" json:"since,omitempty"`
+	// Record time before which records are selected, exclusive; must be
+	// after since.
+	Until *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=until,proto3" json:"until,omitempty"`
+	// What the node did with the message.
+	Kind RecordKind `protobuf:"varint,7,opt,name=kind,proto3,enum=ketnoi.evidence.v1.RecordKind" json:"kind,omitempty"`
+	// gRPC code of the record (of the refusal, or of the final status).
+	Code *int32 `protobuf:"varint,8,opt,name=code,proto3,oneof" json:"code,omitempty"`
+	// First index examined; next_index of a previous response continues it.
+	FromIndex uint64 `protobuf:"varint,9,opt,name=from_index,json=fromIndex,proto3" json:"from_index,omitempty"`
+	// Maximum number of records returned: 0 means 100, more than 1000 means
+	// 1000. A response also ends early, with next_index set, before its
+	// records pass 2 MiB.
+	Limit         uint32 `protobuf:"varint,10,opt,name=limit,proto3" json:"limit,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SearchRecordsRequest) Reset() {
+	*x = SearchRecordsRequest{}
+	mi := &file_ketnoi_evidence_v1_evidence_service_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SearchRecordsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SearchRecordsRequest) ProtoMessage() {}
+
+func (x *SearchRecordsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_ketnoi_evidence_v1_evidence_service_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SearchRecordsRequest.ProtoReflect.Descriptor instead.
+func (*SearchRecordsRequest) Descriptor() ([]byte, []int) {
+	return file_ketnoi_evidence_v1_evidence_service_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *SearchRecordsRequest) GetPeer() string {
+	if x != nil {
+		return x.Peer
+	}
+	return ""
+}
+
+func (x *SearchRecordsRequest) GetService() string {
+	if x != nil {
+		return x.Service
+	}
+	return ""
+}
+
+func (x *SearchRecordsRequest) GetPayloadSha256() []byte {
+	if x != nil {
+		return x.PayloadSha256
+	}
+	return nil
+}
+
+func (x *SearchRecordsRequest) GetMessageId() string {
+	if x != nil {
+		return x.MessageId
+	}
+	return ""
+}
+
+func (x *SearchRecordsRequest) GetSince() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Since
+	}
+	return nil
+}
+
+func (x *SearchRecordsRequest) GetUntil() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Until
+	}
+	return nil
+}
+
+func (x *SearchRecordsRequest) GetKind() RecordKind {
+	if x != nil {
+		return x.Kind
+	}
+	return RecordKind_RECORD_KIND_UNSPECIFIED
+}
+
+func (x *SearchRecordsRequest) GetCode() int32 {
+	if x != nil && x.Code != nil {
+		return *x.Code
+	}
+	return 0
+}
+
+func (x *SearchRecordsRequest) GetFromIndex() uint64 {
+	if x != nil {
+		return x.FromIndex
+	}
+	return 0
+}
+
+func (x *SearchRecordsRequest) GetLimit() uint32 {
+	if x != nil {
+		return x.Limit
+	}
+	return 0
+}
+
+// SearchRecordsResponse holds matching records and where to continue.
+type SearchRecordsResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The matching records, in increasing index order, without signer
+	// certificates (TraceMessage returns them).
+	Records []*TracedRecord `protobuf:"bytes,1,rep,name=records,proto3" json:"records,omitempty"`
+	// Set when more records match: the index of the first of them, to pass
+	// as from_index to continue.
+	NextIndex *uint64 `protobuf:"varint,2,opt,name=next_index,json=nextIndex,proto3,oneof" json:"next_index,omitempty"`
+	// Number of committed records in the log when it was read; the search
+	// covered the records below it.
+	TreeSize uint64 `protobuf:"varint,3,opt,name=tree_size,json=treeSize,proto3" json:"tree_size,omitempty"`
+	// RFC 6962 Merkle tree root over the first tree_size records.
+	TreeRoot      []byte `protobuf:"bytes,4,opt,name=tree_root,json=treeRoot,proto3" json:"tree_root,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SearchRecordsResponse) Reset() {
+	*x = SearchRecordsResponse{}
+	mi := &file_ketnoi_evidence_v1_evidence_service_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SearchRecordsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SearchRecordsResponse) ProtoMessage() {}
+
+func (x *SearchRecordsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_ketnoi_evidence_v1_evidence_service_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SearchRecordsResponse.ProtoReflect.Descriptor instead.
+func (*SearchRecordsResponse) Descriptor() ([]byte, []int) {
+	return file_ketnoi_evidence_v1_evidence_service_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *SearchRecordsResponse) GetRecords() []*TracedRecord {
+	if x != nil {
+		return x.Records
+	}
+	return nil
+}
+
+func (x *SearchRecordsResponse) GetNextIndex() uint64 {
+	if x != nil && x.NextIndex != nil {
+		return *x.NextIndex
+	}
+	return 0
+}
+
+func (x *SearchRecordsResponse) GetTreeSize() uint64 {
+	if x != nil {
+		return x.TreeSize
+	}
+	return 0
+}
+
+func (x *SearchRecordsResponse) GetTreeRoot() []byte {
+	if x != nil {
+		return x.TreeRoot
+	}
+	return nil
+}
+
 var File_ketnoi_evidence_v1_evidence_service_proto protoreflect.FileDescriptor
 
 const file_ketnoi_evidence_v1_evidence_service_proto_rawDesc = "" +
 	"\n" +
-	")ketnoi/evidence/v1/evidence_service.proto\x12\x12ketnoi.evidence.v1\x1a!ketnoi/evidence/v1/evidence.proto\"4\n" +
+	")ketnoi/evidence/v1/evidence_service.proto\x12\x12ketnoi.evidence.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a!ketnoi/evidence/v1/evidence.proto\"4\n" +
 	"\x13TraceMessageRequest\x12\x1d\n" +
 	"\n" +
 	"message_id\x18\x01 \x01(\tR\tmessageId\"\x8c\x01\n" +
@@ -330,10 +546,33 @@ const file_ketnoi_evidence_v1_evidence_service_proto_rawDesc = "" +
 	"\ttree_size\x18\x01 \x01(\x04R\btreeSize\x12\x1b\n" +
 	"\ttree_root\x18\x02 \x01(\fR\btreeRoot\x12-\n" +
 	"\x12signatures_checked\x18\x03 \x01(\x04R\x11signaturesChecked\x12<\n" +
-	"\x1acertificate_chains_checked\x18\x04 \x01(\bR\x18certificateChainsChecked2\xce\x01\n" +
+	"\x1acertificate_chains_checked\x18\x04 \x01(\bR\x18certificateChainsChecked\"\xf9\x02\n" +
+	"\x14SearchRecordsRequest\x12\x12\n" +
+	"\x04peer\x18\x01 \x01(\tR\x04peer\x12\x18\n" +
+	"\aservice\x18\x02 \x01(\tR\aservice\x12%\n" +
+	"\x0epayload_sha256\x18\x03 \x01(\fR\rpayloadSha256\x12\x1d\n" +
+	"\n" +
+	"message_id\x18\x04 \x01(\tR\tmessageId\x120\n" +
+	"\x05since\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\x05since\x120\n" +
+	"\x05until\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\x05until\x122\n" +
+	"\x04kind\x18\a \x01(\x0e2\x1e.ketnoi.evidence.v1.RecordKindR\x04kind\x12\x17\n" +
+	"\x04code\x18\b \x01(\x05H\x00R\x04code\x88\x01\x01\x12\x1d\n" +
+	"\n" +
+	"from_index\x18\t \x01(\x04R\tfromIndex\x12\x14\n" +
+	"\x05limit\x18\n" +
+	" \x01(\rR\x05limitB\a\n" +
+	"\x05_code\"\xc0\x01\n" +
+	"\x15SearchRecordsResponse\x12:\n" +
+	"\arecords\x18\x01 \x03(\v2 .ketnoi.evidence.v1.TracedRecordR\arecords\x12\"\n" +
+	"\n" +
+	"next_index\x18\x02 \x01(\x04H\x00R\tnextIndex\x88\x01\x01\x12\x1b\n" +
+	"\ttree_size\x18\x03 \x01(\x04R\btreeSize\x12\x1b\n" +
+	"\ttree_root\x18\x04 \x01(\fR\btreeRootB\r\n" +
+	"\v_next_index2\xb4\x02\n" +
 	"\x0fEvidenceService\x12a\n" +
 	"\fTraceMessage\x12'.ketnoi.evidence.v1.TraceMessageRequest\x1a(.ketnoi.evidence.v1.TraceMessageResponse\x12X\n" +
-	"\tVerifyLog\x12$.ketnoi.evidence.v1.VerifyLogRequest\x1a%.ketnoi.evidence.v1.VerifyLogResponseB>Z<github.com/ketnoi/ketnoi/proto/ketnoi/evidence/v1;evidencev1b\x06proto3"
+	"\tVerifyLog\x12$.ketnoi.evidence.v1.VerifyLogRequest\x1a%.ketnoi.evidence.v1.VerifyLogResponse\x12d\n" +
+	"\rSearchRecords\x12(.ketnoi.evidence.v1.SearchRecordsRequest\x1a).ketnoi.evidence.v1.SearchRecordsResponseB>Z<github.com/ketnoi/ketnoi/proto/ketnoi/evidence/v1;evidencev1b\x06proto3"
 
 var (
 	file_ketnoi_evidence_v1_evidence_service_proto_rawDescOnce sync.Once
@@ -347,27 +586,37 @@ func file_ketnoi_evidence_v1_evidence_service_proto_rawDescGZIP() []byte {
 	return file_ketnoi_evidence_v1_evidence_service_proto_rawDescData
 }
 
-var file_ketnoi_evidence_v1_evidence_service_proto_msgTypes = make([]protoimpl.MessageInfo, 5)
+var file_ketnoi_evidence_v1_evidence_service_proto_msgTypes = make([]protoimpl.MessageInfo, 7)
 var file_ketnoi_evidence_v1_evidence_service_proto_goTypes = []any{
-	(*TraceMessageRequest)(nil),  // 0: ketnoi.evidence.v1.TraceMessageRequest
-	(*TraceMessageResponse)(nil), // 1: ketnoi.evidence.v1.TraceMessageResponse
-	(*TracedRecord)(nil),         // 2: ketnoi.evidence.v1.TracedRecord
-	(*VerifyLogRequest)(nil),     // 3: ketnoi.evidence.v1.VerifyLogRequest
-	(*VerifyLogResponse)(nil),    // 4: ketnoi.evidence.v1.VerifyLogResponse
-	(*Record)(nil),               // 5: ketnoi.evidence.v1.Record
+	(*TraceMessageRequest)(nil),   // 0: ketnoi.evidence.v1.TraceMessageRequest
+	(*TraceMessageResponse)(nil),  // 1: ketnoi.evidence.v1.TraceMessageResponse
+	(*TracedRecord)(nil),          // 2: ketnoi.evidence.v1.TracedRecord
+	(*VerifyLogRequest)(nil),      // 3: ketnoi.evidence.v1.VerifyLogRequest
+	(*VerifyLogResponse)(nil),     // 4: ketnoi.evidence.v1.VerifyLogResponse
+	(*SearchRecordsRequest)(nil),  // 5: ketnoi.evidence.v1.SearchRecordsRequest
+	(*SearchRecordsResponse)(nil), // 6: ketnoi.evidence.v1.SearchRecordsResponse
+	(*Record)(nil),                // 7: ketnoi.evidence.v1.Record
+	(*timestamppb.Timestamp)(nil), // 8: google.protobuf.Timestamp
+	(RecordKind)(0),               // 9: ketnoi.evidence.v1.RecordKind
 }
 var file_ketnoi_evidence_v1_evidence_service_proto_depIdxs = []int32{
 	2, // 0: ketnoi.evidence.v1.TraceMessageResponse.records:type_name -> ketnoi.evidence.v1.TracedRecord
-	5, // 1: ketnoi.evidence.v1.TracedRecord.record:type_name -> ketnoi.evidence.v1.Record
-	0, // 2: ketnoi.evidence.v1.EvidenceService.TraceMessage:input_type -> ketnoi.evidence.v1.TraceMessageRequest
-	3, // 3: ketnoi.evidence.v1.EvidenceService.VerifyLog:input_type -> ketnoi.evidence.v1.VerifyLogRequest
-	1, // 4: ketnoi.evidence.v1.EvidenceService.TraceMessage:output_type -> ketnoi.evidence.v1.TraceMessageResponse
-	4, // 5: ketnoi.evidence.v1.EvidenceService.VerifyLog:output_type -> ketnoi.evidence.v1.VerifyLogResponse
-	4, // [4:6] is the sub-list for method output_type
-	2, // [2:4] is the sub-list for method input_type
-	2, // [2:2] is the sub-list for extension type_name
-	2, // [2:2] is the sub-list for extension extendee
-	0, // [0:2] is the sub-list for field type_name
+	7, // 1: ketnoi.evidence.v1.TracedRecord.record:type_name -> ketnoi.evidence.v1.Record
+	8, // 2: ketnoi.evidence.v1.SearchRecordsRequest.since:type_name -> google.protobuf.Timestamp
+	8, // 3: ketnoi.evidence.v1.SearchRecordsRequest.until:type_name -> google.protobuf.Timestamp
+	9, // 4: ketnoi.evidence.v1.SearchRecordsRequest.kind:type_name -> ketnoi.evidence.v1.RecordKind
+	2, // 5: ketnoi.evidence.v1.SearchRecordsResponse.records:type_name -> ketnoi.evidence.v1.TracedRecord
+	0, // 6: ketnoi.evidence.v1.EvidenceService.TraceMessage:input_type -> ketnoi.evidence.v1.TraceMessageRequest
+	3, // 7: ketnoi.evidence.v1.EvidenceService.VerifyLog:input_type -> ketnoi.evidence.v1.VerifyLogRequest
+	5, // 8: ketnoi.evidence.v1.EvidenceService.SearchRecords:input_type -> ketnoi.evidence.v1.SearchRecordsRequest
+	1, // 9: ketnoi.evidence.v1.EvidenceService.TraceMessage:output_type -> ketnoi.evidence.v1.TraceMessageResponse
+	4, // 10: ketnoi.evidence.v1.EvidenceService.VerifyLog:output_type -> ketnoi.evidence.v1.VerifyLogResponse
+	6, // 11: ketnoi.evidence.v1.EvidenceService.SearchRecords:output_type -> ketnoi.evidence.v1.SearchRecordsResponse
+	9, // [9:12] is the sub-list for method output_type
+	6, // [6:9] is the sub-list for method input_type
+	6, // [6:6] is the sub-list for extension type_name
+	6, // [6:6] is the sub-list for extension extendee
+	0, // [0:6] is the sub-list for field type_name
 }
 
 func init() { file_ketnoi_evidence_v1_evidence_service_proto_init() }
@@ -376,13 +625,15 @@ func file_ketnoi_evidence_v1_evidence_service_proto_init() {
 		return
 	}
 	file_ketnoi_evidence_v1_evidence_proto_init()
+	file_ketnoi_evidence_v1_evidence_service_proto_msgTypes[5].OneofWrappers = []any{}
+	file_ketnoi_evidence_v1_evidence_service_proto_msgTypes[6].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_ketnoi_evidence_v1_evidence_service_proto_rawDesc), len(file_ketnoi_evidence_v1_evidence_service_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   5,
+			NumMessages:   7,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -19,8 +19,9 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	EvidenceService_TraceMessage_FullMethodName = "/ketnoi.evidence.v1.EvidenceService/TraceMessage"
-	EvidenceService_VerifyLog_FullMethodName    = "/ketnoi.evidence.v1.EvidenceService/VerifyLog"
+	EvidenceService_TraceMessage_FullMethodName  = "/ketnoi.evidence.v1.EvidenceService/TraceMessage"
+	EvidenceService_VerifyLog_FullMethodName     = "/ketnoi.evidence.v1.EvidenceService/VerifyLog"
+	EvidenceService_SearchRecords_FullMethodName = "/ketnoi.evidence.v1.EvidenceService/SearchRecords"
 )
 
 // EvidenceServiceClient is the client API for EvidenceService service.
@@ -45,6 +46,16 @@ type EvidenceServiceClient interface {
 	// "record <index>: <reason>" and the status carries that record as a
 	// TracedRecord detail. Records appended while it runs are not covered.
 	VerifyLog(ctx context.Context, in *VerifyLogRequest, opts ...grpc.CallOption) (*VerifyLogResponse, error)
+	// SearchRecords returns the committed records that match every filter
+	// set in the request, in increasing index order, from from_index on. It
+	// reads the records from from_index on until one past the limit
+	// matches, to the end of the log if fewer do, unless message_id is set
+	// (that filter uses the message index): its cost grows with the log.
+	// It fails with INVALID_ARGUMENT, naming the field,
+	// for a malformed peer or service identifier, a payload digest that is
+	// not 32 bytes, an until not after since, an unknown kind, a code that is
+	// not a gRPC code, or a message id longer than 1024 bytes.
+	SearchRecords(ctx context.Context, in *SearchRecordsRequest, opts ...grpc.CallOption) (*SearchRecordsResponse, error)
 }
 
 type evidenceServiceClient struct {
@@ -75,6 +86,16 @@ func (c *evidenceServiceClient) VerifyLog(ctx context.Context, in *VerifyLogRequ
 	return out, nil
 }
 
+func (c *evidenceServiceClient) SearchRecords(ctx context.Context, in *SearchRecordsRequest, opts ...grpc.CallOption) (*SearchRecordsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(SearchRecordsResponse)
+	err := c.cc.Invoke(ctx, EvidenceService_SearchRecords_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // EvidenceServiceServer is the server API for EvidenceService service.
 // All implementations must embed UnimplementedEvidenceServiceServer
 // for forward compatibility.
@@ -97,6 +118,16 @@ type EvidenceServiceServer interface {
 	// "record <index>: <reason>" and the status carries that record as a
 	// TracedRecord detail. Records appended while it runs are not covered.
 	VerifyLog(context.Context, *VerifyLogRequest) (*VerifyLogResponse, error)
+	// SearchRecords returns the committed records that match every filter
+	// set in the request, in increasing index order, from from_index on. It
+	// reads the records from from_index on until one past the limit
+	// matches, to the end of the log if fewer do, unless message_id is set
+	// (that filter uses the message index): its cost grows with the log.
+	// It fails with INVALID_ARGUMENT, naming the field,
+	// for a malformed peer or service identifier, a payload digest that is
+	// not 32 bytes, an until not after since, an unknown kind, a code that is
+	// not a gRPC code, or a message id longer than 1024 bytes.
+	SearchRecords(context.Context, *SearchRecordsRequest) (*SearchRecordsResponse, error)
 	mustEmbedUnimplementedEvidenceServiceServer()
 }
 
@@ -112,6 +143,9 @@ func (UnimplementedEvidenceServiceServer) TraceMessage(context.Context, *TraceMe
 }
 func (UnimplementedEvidenceServiceServer) VerifyLog(context.Context, *VerifyLogRequest) (*VerifyLogResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method VerifyLog not implemented")
+}
+func (UnimplementedEvidenceServiceServer) SearchRecords(context.Context, *SearchRecordsRequest) (*SearchRecordsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method SearchRecords not implemented")
 }
 func (UnimplementedEvidenceServiceServer) mustEmbedUnimplementedEvidenceServiceServer() {}
 func (UnimplementedEvidenceServiceServer) testEmbeddedByValue()                         {}
@@ -170,6 +204,24 @@ func _EvidenceService_VerifyLog_Handler(srv interface{}, ctx context.Context, de
 	return interceptor(ctx, in, info, handler)
 }
 
+func _EvidenceService_SearchRecords_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(SearchRecordsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(EvidenceServiceServer).SearchRecords(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: EvidenceService_SearchRecords_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(EvidenceServiceServer).SearchRecords(ctx, req.(*SearchRecordsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // EvidenceService_ServiceDesc is the grpc.ServiceDesc for EvidenceService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -184,6 +236,10 @@ var EvidenceService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "VerifyLog",
 			Handler:    _EvidenceService_VerifyLog_Handler,
+		},
+		{
+			MethodName: "SearchRecords",
+			Handler:    _EvidenceService_SearchRecords_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},
