@@ -183,11 +183,21 @@ func memberAdd(ctx context.Context, args []string, stdout io.Writer) error {
 	})
 }
 
-// subsystemAdd registers a subsystem of a member.
-func subsystemAdd(ctx context.Context, args []string, stdout io.Writer) error {
-	fs := flag.NewFlagSet("subsystem add", flag.ContinueOnError)
-	subsystemID := fs.String("id", "",
-		"subsystem identifier, e.g. VN/NN/000.00.00.G22/vanban (required)")
+// idCommand is a registry command whose one argument is --id, such as
+// subsystem add or node remove.
+type idCommand struct {
+	name    string
+	idUsage string
+	// parse checks the identifier before anything is sent; nil leaves it
+	// to the registry.
+	parse func(string) error
+	// call makes the change and returns the line to print.
+	call func(ctx context.Context, admin registryv1.AdminServiceClient, id string) (string, error)
+}
+
+func (c idCommand) run(ctx context.Context, args []string, stdout io.Writer) error {
+	fs := flag.NewFlagSet(c.name, flag.ContinueOnError)
+	idValue := fs.String("id", "", c.idUsage+" (required)")
 	conn := addRegistryFlags(fs)
 	if err := parseFlags(fs, args, stdout); err != nil {
 		return helpOrError(err)
@@ -195,20 +205,34 @@ func subsystemAdd(ctx context.Context, args []string, stdout io.Writer) error {
 	if err := requireFlags(fs, "id"); err != nil {
 		return err
 	}
-	if err := checkID("id", *subsystemID, parseSubsystem); err != nil {
-		return err
+	if c.parse != nil {
+		if err := checkID("id", *idValue, c.parse); err != nil {
+			return err
+		}
 	}
-
 	return callRegistry(ctx, conn, func(ctx context.Context, cc *grpc.ClientConn) error {
-		resp, err := registryv1.NewAdminServiceClient(cc).AddSubsystem(ctx,
-			&registryv1.AddSubsystemRequest{SubsystemId: *subsystemID})
+		line, err := c.call(ctx, registryv1.NewAdminServiceClient(cc), *idValue)
 		if err != nil {
 			return err
 		}
-		fmt.Fprintf(stdout, "registered subsystem %s; configuration version %d\n", *subsystemID, resp.GetVersion())
+		fmt.Fprintln(stdout, line)
 		return nil
 	})
 }
+
+// subsystemAdd registers a subsystem of a member.
+var subsystemAdd = idCommand{
+	name:    "subsystem add",
+	idUsage: "subsystem identifier, e.g. VN/NN/000.00.00.G22/vanban",
+	parse:   parseSubsystem,
+	call: func(ctx context.Context, admin registryv1.AdminServiceClient, id string) (string, error) {
+		resp, err := admin.AddSubsystem(ctx, &registryv1.AddSubsystemRequest{SubsystemId: id})
+		if err != nil {
+			return "", err
+		}
+		return fmt.Sprintf("registered subsystem %s; configuration version %d", id, resp.GetVersion()), nil
+	},
+}.run
 
 // nodeAdd registers a security-server node.
 func nodeAdd(ctx context.Context, args []string, stdout io.Writer) error {

@@ -141,31 +141,18 @@ func nodeSetAddress(ctx context.Context, args []string, stdout io.Writer) error 
 }
 
 // nodeRemove removes a node.
-func nodeRemove(ctx context.Context, args []string, stdout io.Writer) error {
-	fs := flag.NewFlagSet("node remove", flag.ContinueOnError)
-	nodeID := fs.String("id", "",
-		"node SPIFFE ID, e.g. spiffe://vn.ketnoi/node/NN/000.00.00.G22/node1 (required)")
-	conn := addRegistryFlags(fs)
-	if err := parseFlags(fs, args, stdout); err != nil {
-		return helpOrError(err)
-	}
-	if err := requireFlags(fs, "id"); err != nil {
-		return err
-	}
-	if err := checkID("id", *nodeID, parseSPIFFEID); err != nil {
-		return err
-	}
-
-	return callRegistry(ctx, conn, func(ctx context.Context, cc *grpc.ClientConn) error {
-		resp, err := registryv1.NewAdminServiceClient(cc).RemoveNode(ctx,
-			&registryv1.RemoveNodeRequest{SpiffeId: *nodeID})
+var nodeRemove = idCommand{
+	name:    "node remove",
+	idUsage: "node SPIFFE ID, e.g. spiffe://vn.ketnoi/node/NN/000.00.00.G22/node1",
+	parse:   parseSPIFFEID,
+	call: func(ctx context.Context, admin registryv1.AdminServiceClient, id string) (string, error) {
+		resp, err := admin.RemoveNode(ctx, &registryv1.RemoveNodeRequest{SpiffeId: id})
 		if err != nil {
-			return err
+			return "", err
 		}
-		fmt.Fprintf(stdout, "removed node %s; configuration version %d\n", *nodeID, resp.GetVersion())
-		return nil
-	})
-}
+		return fmt.Sprintf("removed node %s; configuration version %d", id, resp.GetVersion()), nil
+	},
+}.run
 
 // serviceUpdate changes the given fields of a service.
 func serviceUpdate(ctx context.Context, args []string, stdout io.Writer) error {
@@ -219,30 +206,18 @@ func serviceUpdate(ctx context.Context, args []string, stdout io.Writer) error {
 }
 
 // serviceRemove removes a service that no grant names.
-func serviceRemove(ctx context.Context, args []string, stdout io.Writer) error {
-	fs := flag.NewFlagSet("service remove", flag.ContinueOnError)
-	serviceID := fs.String("id", "", "service identifier: subsystem plus gRPC service name (required)")
-	conn := addRegistryFlags(fs)
-	if err := parseFlags(fs, args, stdout); err != nil {
-		return helpOrError(err)
-	}
-	if err := requireFlags(fs, "id"); err != nil {
-		return err
-	}
-	if err := checkID("id", *serviceID, parseService); err != nil {
-		return err
-	}
-
-	return callRegistry(ctx, conn, func(ctx context.Context, cc *grpc.ClientConn) error {
-		resp, err := registryv1.NewAdminServiceClient(cc).RemoveService(ctx,
-			&registryv1.RemoveServiceRequest{ServiceId: *serviceID})
+var serviceRemove = idCommand{
+	name:    "service remove",
+	idUsage: "service identifier: subsystem plus gRPC service name",
+	parse:   parseService,
+	call: func(ctx context.Context, admin registryv1.AdminServiceClient, id string) (string, error) {
+		resp, err := admin.RemoveService(ctx, &registryv1.RemoveServiceRequest{ServiceId: id})
 		if err != nil {
-			return err
+			return "", err
 		}
-		fmt.Fprintf(stdout, "removed service %s; configuration version %d\n", *serviceID, resp.GetVersion())
-		return nil
-	})
-}
+		return fmt.Sprintf("removed service %s; configuration version %d", id, resp.GetVersion()), nil
+	},
+}.run
 
 // methodNames lists a service's method names in descriptor order.
 func methodNames(s *registryv1.Service) []string {

@@ -98,24 +98,14 @@ func listOr(ss []string, none string) string {
 }
 
 // grantRevoke removes a grant.
-func grantRevoke(ctx context.Context, args []string, stdout io.Writer) error {
-	fs := flag.NewFlagSet("grant revoke", flag.ContinueOnError)
-	grantID := fs.String("id", "", "grant identifier, e.g. g-1 (required)")
-	conn := addRegistryFlags(fs)
-	if err := parseFlags(fs, args, stdout); err != nil {
-		return helpOrError(err)
-	}
-	if err := requireFlags(fs, "id"); err != nil {
-		return err
-	}
-
-	return callRegistry(ctx, conn, func(ctx context.Context, cc *grpc.ClientConn) error {
-		resp, err := registryv1.NewAdminServiceClient(cc).RevokeGrant(ctx,
-			&registryv1.RevokeGrantRequest{GrantId: *grantID})
+var grantRevoke = idCommand{
+	name:    "grant revoke",
+	idUsage: "grant identifier, e.g. g-1",
+	call: func(ctx context.Context, admin registryv1.AdminServiceClient, id string) (string, error) {
+		resp, err := admin.RevokeGrant(ctx, &registryv1.RevokeGrantRequest{GrantId: id})
 		if err != nil {
-			return err
+			return "", err
 		}
-		fmt.Fprintf(stdout, "revoked grant %s; configuration version %d\n", *grantID, resp.GetVersion())
-		return nil
-	})
-}
+		return fmt.Sprintf("revoked grant %s; configuration version %d", id, resp.GetVersion()), nil
+	},
+}.run
