@@ -289,3 +289,62 @@ func TestNginxConfigsAreAccepted(t *testing.T) {
 		}
 	}
 }
+
+// The goals are judged per path: the grpc-go proxy pair's verdicts come
+// from its own rows, and its table is printed only when it was measured.
+func TestGoalsPerPath(t *testing.T) {
+	row := func(path string, conc, calls int, p50 time.Duration, cpu ...time.Duration) unaryRow {
+		r := unaryRow{Case: unaryCase{Payload: 100, Concurrency: conc}, Path: path,
+			Res: unaryResult{Calls: calls, Elapsed: time.Second, P50: p50}}
+		for _, c := range cpu {
+			r.Uses = append(r.Uses, use{CPU: c})
+		}
+		return r
+	}
+	r := &report{Unary: []unaryRow{
+		row("direct mTLS", 64, 40000, time.Millisecond),
+		row("nginx mTLS", 64, 10000, 5*time.Millisecond, time.Second, time.Second),
+		row(ketnoiPath, 64, 5000, 10*time.Millisecond, time.Second, time.Second),
+		row(goproxyPath, 64, 11000, 4*time.Millisecond, 550*time.Millisecond, 550*time.Millisecond),
+		row("direct mTLS", 1, 10000, 50*time.Microsecond),
+		row(ketnoiPath, 1, 500, 2*time.Millisecond, 400*time.Millisecond, 400*time.Millisecond),
+		row(goproxyPath, 1, 1500, 600*time.Microsecond, 400*time.Millisecond, 400*time.Millisecond),
+	}}
+	verdicts := func(path string) []string {
+		var out []string
+		for _, g := range r.goals(path) {
+			out = append(out, fmt.Sprintf("%t %s", g.Met, g.Measured))
+		}
+		return out
+	}
+	want := []string{
+		"false c64: 200/200 µs; c1: 800/800 µs (in/out)",
+		"false 5000 vs 10000 req/s = 50%",
+		"false 5000 vs 40000 req/s = 12%",
+		"false 2.00 ms − 50 µs = +1.95 ms",
+	}
+	if diff := cmp.Diff(want, verdicts(ketnoiPath)); diff != "" {
+		t.Errorf("ketnoi goals (-want +got):\n%s", diff)
+	}
+	want = []string{
+		"false c64: 50/50 µs; c1: 267/267 µs (in/out)",
+		"true 11000 vs 10000 req/s = 110%",
+		"true 11000 vs 40000 req/s = 28%",
+		"true 600 µs − 50 µs = +550 µs",
+	}
+	if diff := cmp.Diff(want, verdicts(goproxyPath)); diff != "" {
+		t.Errorf("grpc-go proxy goals (-want +got):\n%s", diff)
+	}
+
+	var out strings.Builder
+	r.printGoals(&out)
+	if !strings.Contains(out.String(), "for the grpc-go proxy pair") {
+		t.Errorf("goals printed without the grpc-go proxy table:\n%s", out.String())
+	}
+	r.Unary = r.Unary[:3]
+	out.Reset()
+	r.printGoals(&out)
+	if strings.Contains(out.String(), "grpc-go proxy") {
+		t.Errorf("grpc-go proxy table printed without its rows:\n%s", out.String())
+	}
+}
