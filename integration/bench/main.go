@@ -1,5 +1,5 @@
 // Command bench measures what ketnoi costs on one machine. It runs the same
-// echo service three ways, side by side, with one client process:
+// echo service four ways, side by side, with one client process:
 //
 //   - direct mTLS: client -> backend, TLS 1.3 with X.509-SVIDs;
 //   - ketnoi: client -> consumer node -> (mTLS, signed frames, durable
@@ -7,8 +7,8 @@
 //   - nginx mTLS: client -> nginx A (h2c) -> mTLS -> nginx B -> backend
 //     (h2c), a plain proxy pair as a baseline, when nginx is installed;
 //   - grpc-go proxy: the same pair built from grpc-go and the node's codec
-//     and settings, forwarding only (no signing, no evidence), on request
-//     with --paths (see goproxy.go).
+//     and settings, forwarding only (no signing, no evidence; see
+//     goproxy.go).
 //
 // Cases: unary Echo with 100 B, 10 KiB and 1 MiB payloads at concurrency
 // 1, 16 and 64, and a server-streamed Download of 1 GiB. It prints Markdown
@@ -89,7 +89,7 @@ func parseOptions(args []string, stderr io.Writer) (options, error) {
 	chunks := fs.String("chunks", "1048576,65536", "comma-separated message sizes of the Download case")
 	payloads := fs.String("payloads", "100,10240,1048576", "comma-separated payload sizes of the unary cases")
 	conc := fs.String("concurrency", "1,16,64", "comma-separated concurrencies of the unary cases")
-	paths := fs.String("paths", "direct,ketnoi,nginx", "comma-separated paths to measure: direct, ketnoi, nginx, goproxy")
+	paths := fs.String("paths", "direct,ketnoi,nginx,goproxy", "comma-separated paths to measure: direct, ketnoi, nginx, goproxy")
 	order := fs.String("evidence-order", "strict", "evidence_order of the ketnoi nodes: strict or overlap")
 	fs.BoolVar(&o.keep, "keep", false, "keep the state directory (logs, configs)")
 	fs.StringVar(&o.workers, "nginx-workers", "auto", "worker_processes of each nginx: a count or auto (one per CPU)")
