@@ -190,6 +190,12 @@ func serviceUpdate(ctx context.Context, args []string, stdout io.Writer) error {
 		if err != nil {
 			return fmt.Errorf("read descriptor set: %w", err)
 		}
+		if len(set) == 0 {
+			// An empty set is no set on the wire: the registry would
+			// keep the registered methods and change only the other
+			// fields, without a word.
+			return usagef("--descriptor-set %s: the file is empty", *descFile)
+		}
 		req.FileDescriptorSet = set
 	}
 

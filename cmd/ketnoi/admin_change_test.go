@@ -144,6 +144,10 @@ func TestChangeCommands(t *testing.T) {
 func TestChangeCommandErrors(t *testing.T) {
 	o, oldCert := populated(t)
 	oldSum := certSum(t, oldCert)
+	emptySet := filepath.Join(o.dir, "empty.binpb")
+	if err := os.WriteFile(emptySet, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
 
 	tests := []struct {
 		name     string
@@ -168,6 +172,9 @@ func TestChangeCommandErrors(t *testing.T) {
 			"--descriptor-set", o.descriptorFile(t, "no-get.binpb", "GetUnit")}, 1,
 			"ketnoi service: the new descriptor set of " + dvhcSvc + " lacks methods that grants name: " +
 				"g-1 (GetUnit); revoke those grants first (FailedPrecondition)\n"},
+		{"update with an empty descriptor set", []string{"service", "update", "--id", dvhcSvc,
+			"--descriptor-set", emptySet, "--description", "Đơn vị hành chính 2026"}, 2,
+			"ketnoi service: --descriptor-set " + emptySet + ": the file is empty\n"},
 		{"remove service with grants", []string{"service", "remove", "--id", dvhcSvc}, 1,
 			"ketnoi service: service " + dvhcSvc + " has grants g-1; revoke them first (FailedPrecondition)\n"},
 		{"remove certificate both ways", []string{"member", "remove-signing-cert", "--id", g22,

@@ -191,7 +191,7 @@ func rpcReason(err error) error {
 		return fmt.Errorf("%s (%s)", st.Message(), st.Code())
 	}
 	if errors.Is(err, context.DeadlineExceeded) {
-		return fmt.Errorf("no answer from the registry within %v", registryCallTimeout)
+		return errors.New("the registry did not answer in time")
 	}
 	return err
 }

@@ -4,7 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
+	"os"
+	"path/filepath"
 
 	bolt "go.etcd.io/bbolt"
 	"google.golang.org/grpc"
@@ -23,38 +26,71 @@ const backupChunk = 1 << 20
 // go on (r.mu is not held; pages freed meanwhile are reused only after the
 // copy ends). Restoring it means stopping the registry and putting the
 // copy in place of its state file.
+//
+// The copy goes to a temporary file first and the transaction ends before
+// the client reads any of it: bbolt grows its memory map only once no read
+// transaction is open, so a transaction held while a slow or stalled
+// client reads would hold up every change that grows the state file, and
+// behind that change every other change and catalogue read.
 func (s *adminServer) Backup(
 	_ *registryv1.BackupRequest,
 	stream grpc.ServerStreamingServer[registryv1.BackupResponse],
 ) error {
 	ctx := stream.Context()
-	var (
-		version uint64
-		size    int64
-	)
-	err := s.r.db.View(func(tx *bolt.Tx) error {
-		version, size = getUint(tx.Bucket(bucketMeta), keyVersion), tx.Size()
-		w := &chunkSender{
-			ctx:  ctx,
-			send: stream.Send,
-			next: &registryv1.BackupResponse{
-				TotalBytes: size,
-				Version:    version,
-				Data:       make([]byte, 0, min(size, backupChunk)),
-			},
-		}
-		if _, err := tx.WriteTo(w); err != nil {
-			return err
-		}
-		return w.flush()
-	})
+	snap, version, size, err := s.r.snapshot()
 	if err != nil {
+		return s.r.toStatus(ctx, "backup", err)
+	}
+	defer snap.Close()
+	w := &chunkSender{
+		ctx:  ctx,
+		send: stream.Send,
+		next: &registryv1.BackupResponse{
+			TotalBytes: size,
+			Version:    version,
+			Data:       make([]byte, 0, min(size, backupChunk)),
+		},
+	}
+	if _, err := io.Copy(w, io.NewSectionReader(snap, 0, size)); err != nil {
+		return s.r.toStatus(ctx, "backup", err)
+	}
+	if err := w.flush(); err != nil {
 		return s.r.toStatus(ctx, "backup", err)
 	}
 	s.r.log.InfoContext(ctx, "registry backed up",
 		slog.Uint64(logging.KeyVersion, version),
 		slog.String(logging.KeyPeer, callerFrom(ctx).String()))
 	return nil
+}
+
+// snapshot copies the state file, as one read transaction sees it, to a
+// temporary file beside it and returns the open copy, the configuration
+// version it holds and its size. The copy is unlinked at once: it stays
+// readable until closed, and a registry that dies meanwhile leaves nothing
+// behind. Beside the state file, rather than in the system's temporary
+// directory, it lands on a disk known to have held the state file.
+func (r *Registry) snapshot() (_ *os.File, version uint64, size int64, err error) {
+	f, err := os.CreateTemp(filepath.Dir(r.db.Path()), ".backup-*")
+	if err != nil {
+		return nil, 0, 0, fmt.Errorf("create copy: %w", err)
+	}
+	defer func() {
+		if err != nil {
+			f.Close()
+		}
+	}()
+	if err := os.Remove(f.Name()); err != nil {
+		return nil, 0, 0, fmt.Errorf("unlink copy: %w", err)
+	}
+	err = r.db.View(func(tx *bolt.Tx) error {
+		version, size = getUint(tx.Bucket(bucketMeta), keyVersion), tx.Size()
+		_, err := tx.WriteTo(f)
+		return err
+	})
+	if err != nil {
+		return nil, 0, 0, fmt.Errorf("copy state: %w", err)
+	}
+	return f, version, size, nil
 }
 
 // StateVersion opens a state file read-only, as Open would find it, and

@@ -2,16 +2,22 @@ package registry
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 	bolt "go.etcd.io/bbolt"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/testing/protocmp"
 
 	cataloguev1 "github.com/ketnoi/ketnoi/proto/ketnoi/catalogue/v1"
@@ -171,4 +177,129 @@ func TestResumeAbove(t *testing.T) {
 	if resp.GetVersion() != held+2 {
 		t.Errorf("next change = version %d, want %d", resp.GetVersion(), held+2)
 	}
+	// Grants issued after the backup may have had any number up to held.
+	g, err := f.admin(t).AddGrant(ctx, &registryv1.AddGrantRequest{Client: memberG22, Service: serviceDVHC})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := fmt.Sprintf("g-%d", held+1); g.GetGrant().GetId() != want {
+		t.Errorf("first grant after resuming above %d = %s, want %s", held, g.GetGrant().GetId(), want)
+	}
+}
+
+// A version counter at its last value has no version above it: the
+// registry refuses to start above it or to publish past it, instead of
+// wrapping to version 0, which every node would ignore as older than the
+// one it holds.
+func TestResumeAboveLastVersion(t *testing.T) {
+	f := newFixture(t)
+	f.close()
+
+	cfg := f.cfg
+	cfg.ResumeAbove = math.MaxUint64
+	if reg, err := Open(f.path, cfg); err == nil {
+		v := decode(t, reg.Configuration()).GetVersion()
+		reg.Close()
+		t.Fatalf("Open with ResumeAbove %d succeeded, publishing version %d", uint64(math.MaxUint64), v)
+	}
+
+	f.cfg.ResumeAbove = math.MaxUint64 - 1
+	f.start(t)
+	if v := decode(t, f.reg.Configuration()).GetVersion(); v != math.MaxUint64 {
+		t.Fatalf("version after resuming above %d = %d", uint64(math.MaxUint64-1), v)
+	}
+	ctx := testContext(t)
+	_, err := f.admin(t).AddMember(ctx, &registryv1.AddMemberRequest{
+		MemberId:           memberG22,
+		Name:               "member " + memberG22,
+		SigningCertificate: f.ca.Signer(t, memberG22).Certificate().Raw,
+	})
+	if status.Code(err) != codes.ResourceExhausted {
+		t.Errorf("change at the last version: %v, want ResourceExhausted", err)
+	}
+	if v := decode(t, f.reg.Configuration()).GetVersion(); v != math.MaxUint64 {
+		t.Errorf("version after the refused change = %d, want %d", v, uint64(math.MaxUint64))
+	}
+}
+
+// blockedBackup is a Backup stream whose client has stopped reading: its
+// first Send goes through, the next ones wait until release is closed.
+type blockedBackup struct {
+	grpc.ServerStream
+	ctx     context.Context
+	sent    int
+	first   chan struct{}
+	release chan struct{}
+}
+
+func (b *blockedBackup) Context() context.Context { return b.ctx }
+
+func (b *blockedBackup) Send(*registryv1.BackupResponse) error {
+	if b.sent++; b.sent == 1 {
+		close(b.first)
+		return nil
+	}
+	select {
+	case <-b.release:
+		return nil
+	case <-b.ctx.Done():
+		return b.ctx.Err()
+	}
+}
+
+// A client that reads a backup slowly, or stops reading it, holds up no
+// change, even one that grows the state file.
+func TestBackupDoesNotHoldUpChanges(t *testing.T) {
+	f := newFixture(t)
+	ctx := testContext(t)
+	admin := f.admin(t)
+	f.populate(t, ctx, admin)
+	// A state file of several backup messages, so that the copy waits on
+	// the client after its first.
+	if _, err := admin.ImportCodeList(ctx, bigList("big-1", 20000)); err != nil {
+		t.Fatal(err)
+	}
+
+	stream := &blockedBackup{ctx: ctx, first: make(chan struct{}), release: make(chan struct{})}
+	done := make(chan error, 1)
+	go func() { done <- (&adminServer{r: f.reg}).Backup(&registryv1.BackupRequest{}, stream) }()
+	defer func() {
+		close(stream.release)
+		if err := <-done; err != nil {
+			t.Errorf("Backup: %v", err)
+		}
+	}()
+	select {
+	case <-stream.first:
+	case err := <-done:
+		t.Fatalf("Backup ended before its client stopped reading: %v", err)
+	}
+
+	// Twice the data again: the state file must grow.
+	changed := make(chan error, 1)
+	go func() {
+		_, err := admin.ImportCodeList(ctx, bigList("big-2", 40000))
+		changed <- err
+	}()
+	select {
+	case err := <-changed:
+		if err != nil {
+			t.Fatalf("ImportCodeList during a backup: %v", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("ImportCodeList waits for a backup whose client has stopped reading")
+	}
+}
+
+// bigList is a code list import of n entries of about 80 bytes each.
+func bigList(name string, n int) *registryv1.ImportCodeListRequest {
+	req := smallList()
+	req.List, req.Entries = name, nil
+	for i := range n {
+		req.Entries = append(req.Entries, &cataloguev1.CodeEntry{
+			Code:   fmt.Sprintf("%06d", i),
+			Fields: map[string]string{"name": strings.Repeat("x", 64)},
+		})
+	}
+	return req
 }

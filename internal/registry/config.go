@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"regexp"
 	"slices"
 	"time"
@@ -78,6 +79,10 @@ func (c Config) withDefaults() (Config, error) {
 	}
 	if c.ConfigTTL < 0 {
 		return c, fmt.Errorf("configuration TTL %v is negative", c.ConfigTTL)
+	}
+	if c.ResumeAbove == math.MaxUint64 {
+		// The next version would wrap to 0, which nodes ignore.
+		return c, fmt.Errorf("resume above %d: no configuration version is above it", c.ResumeAbove)
 	}
 	if len(c.TrustAnchors) == 0 {
 		return c, errors.New("no trust anchors")

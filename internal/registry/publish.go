@@ -5,10 +5,13 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"math"
 	"slices"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
@@ -67,7 +70,14 @@ func (r *Registry) issue(tx *bolt.Tx, now time.Time) (*published, error) {
 		return nil, err
 	}
 	meta := tx.Bucket(bucketMeta)
-	version := getUint(meta, keyVersion) + 1
+	last := getUint(meta, keyVersion)
+	if last == math.MaxUint64 {
+		// The next version would wrap to 0, and nodes ignore a version not
+		// above the one they hold.
+		return nil, status.Errorf(codes.ResourceExhausted,
+			"configuration version %d is the last one: no further version can be published", last)
+	}
+	version := last + 1
 	r.frame(c)
 	c.Version = version
 	c.IssuedAt = timestamppb.New(now)
@@ -129,7 +139,17 @@ func (r *Registry) resume() error {
 	p, err := r.commitLocked(func(tx *bolt.Tx, _ time.Time) error {
 		meta := tx.Bucket(bucketMeta)
 		if getUint(meta, keyVersion) < r.cfg.ResumeAbove {
-			return putUint(meta, keyVersion, r.cfg.ResumeAbove)
+			if err := putUint(meta, keyVersion, r.cfg.ResumeAbove); err != nil {
+				return err
+			}
+		}
+		// Grant numbers issued after the backup are lost with it too. Every
+		// grant was added by a change of its own, so none issued before
+		// version ResumeAbove is numbered above it: numbering on from there
+		// never gives a new grant the identifier of one nodes or evidence
+		// records already know.
+		if getUint(meta, keyGrantSeq) < r.cfg.ResumeAbove {
+			return putUint(meta, keyGrantSeq, r.cfg.ResumeAbove)
 		}
 		return nil
 	})
