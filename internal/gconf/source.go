@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -138,12 +139,15 @@ func (s *Source) Run(ctx context.Context) error {
 			failing, wait = false, minWait
 		}
 		if !failing {
+			attrs := []any{slog.Any(logging.KeyError, err)}
+			if refusedByRegistry(err) {
+				attrs = append(attrs, slog.String(logging.KeyReason,
+					"the registry refused this node's certificate: check the node's svid and bundle settings; the registry's log says why"))
+			}
 			if s.Current() == nil {
-				s.log.WarnContext(ctx, "registry unreachable and no global configuration yet; exchanges are refused",
-					slog.Any(logging.KeyError, err))
+				s.log.WarnContext(ctx, "registry unreachable and no global configuration yet; exchanges are refused", attrs...)
 			} else {
-				s.log.WarnContext(ctx, "registry watch interrupted; serving from the current configuration",
-					slog.Any(logging.KeyError, err))
+				s.log.WarnContext(ctx, "registry watch interrupted; serving from the current configuration", attrs...)
 			}
 			failing = true
 		}
@@ -154,6 +158,14 @@ func (s *Source) Run(ctx context.Context) error {
 		}
 		wait = min(wait*2, maxWait)
 	}
+}
+
+// refusedByRegistry reports whether err carries a TLS alert from the
+// registry, which is how a server refusing the client's certificate
+// answers in TLS 1.3. gRPC passes it on only as text in an Unavailable
+// status.
+func refusedByRegistry(err error) bool {
+	return err != nil && strings.Contains(err.Error(), "remote error: tls:")
 }
 
 // errProgress reports that a watch delivered at least one configuration

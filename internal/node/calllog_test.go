@@ -50,6 +50,11 @@ type federation struct {
 	registry *sign.Signer
 	g22, g09 *sign.Signer
 	source   *gconf.Source
+	// g22Certs, when set, are G22's registered signing certificates
+	// instead of g22's.
+	g22Certs [][]byte
+	// noProvider leaves the provider's node out of the configuration.
+	noProvider bool
 }
 
 func newFederation(t *testing.T) *federation {
@@ -70,6 +75,14 @@ func newFederation(t *testing.T) *federation {
 	}
 }
 
+// g22Registered returns G22's registered signing certificates.
+func (f *federation) g22Registered() [][]byte {
+	if f.g22Certs != nil {
+		return f.g22Certs
+	}
+	return [][]byte{f.g22.Certificate().Raw}
+}
+
 // publish makes a configuration valid until expires the source's current
 // one, as the registry's watch would.
 func (f *federation) publish(t *testing.T, version uint64, expires time.Time) {
@@ -82,7 +95,7 @@ func (f *federation) publish(t *testing.T, version uint64, expires time.Time) {
 		TrustDomain: "vn.ketnoi",
 		Members: []*registryv1.Member{
 			{Id: "VN/NN/000.00.00.G22", Subsystems: []string{"vanban"},
-				SigningCertificates: [][]byte{f.g22.Certificate().Raw}},
+				SigningCertificates: f.g22Registered()},
 			{Id: "VN/NN/000.00.00.G09", Subsystems: []string{"dvhc"},
 				SigningCertificates: [][]byte{f.g09.Certificate().Raw}},
 		},
@@ -98,6 +111,9 @@ func (f *federation) publish(t *testing.T, version uint64, expires time.Time) {
 				{Name: "ListCommunes", ServerStreaming: true},
 			},
 		}},
+	}
+	if f.noProvider {
+		cfg.Nodes = cfg.Nodes[:1]
 	}
 	raw, err := proto.Marshal(cfg)
 	if err != nil {
@@ -209,6 +225,17 @@ func TestConsumerLogsCallKind(t *testing.T) {
 				t.Errorf("kind = %v, want %s (line %v)", line[logging.KeyCallKind], want, line)
 			}
 		})
+	}
+
+	// A call refused before it is sent, once its method is known, is
+	// logged with the method's shape too.
+	f.noProvider = true
+	f.publish(t, 2, now.Add(time.Hour))
+	ss := &fakeCall{ctx: context.Background()}
+	line := callLine(t, testGRPCPrefix+"ConvertOldUnit", ss, nil, c.handle)
+	if line[logging.KeyCallKind] != logging.KindUnary || line[logging.KeyCode] != codes.Unavailable.String() {
+		t.Errorf("refused call logged as kind %v code %v, want %s %s (line %v)", line[logging.KeyCallKind],
+			line[logging.KeyCode], logging.KindUnary, codes.Unavailable, line)
 	}
 }
 

@@ -79,8 +79,6 @@ func (c *consumer) handle(_ any, ss grpc.ServerStream) error {
 			slog.String(logging.KeyReason, perr.Reason))
 		return perr.Status(n.self.String()).Err()
 	}
-	setLogKind(ctx, cl.template.GetCallKind())
-
 	clientStreams := cl.template.GetCallKind() == exchangev1.CallKind_CALL_KIND_CLIENT_STREAMING ||
 		cl.template.GetCallKind() == exchangev1.CallKind_CALL_KIND_BIDI_STREAMING
 	first, final, err := cl.firstFrame(ctx, ss, clientStreams)
@@ -180,6 +178,9 @@ func (c *consumer) prepare(ctx context.Context, full string) (*call, *exchange.E
 		return nil, exchange.Errorf(codes.Unimplemented, exchange.ReasonMethodUnknown,
 			"service %s has no method %s", svc.GetId(), method)
 	}
+	// From here on the call's log line names the method's own shape,
+	// also when the call is refused before it is sent.
+	setLogKind(ctx, callKind(m))
 	sid, err := id.ParseService(svc.GetId())
 	if err != nil {
 		return nil, exchange.Errorf(codes.Internal, exchange.ReasonServiceUnknown, "registry lists malformed service %q", svc.GetId())

@@ -335,9 +335,11 @@ func (n *Node) Run(ctx context.Context, readyFile string) error {
 	return runErr
 }
 
-// watchRegistration warns, at each configuration change, when this node or
-// one of its local clients is missing from the global configuration: the
-// node serves, but peers would refuse it and its calls would fail.
+// watchRegistration warns, at each configuration change, when this node,
+// one of its local clients, or its signing certificate is missing from the
+// global configuration: the node serves, but peers would refuse it and its
+// calls would fail (a certificate removed in a rotation before the node
+// was switched to the new one is refused as SIGNER_UNKNOWN).
 func (n *Node) watchRegistration(ctx context.Context) {
 	last := ""
 	for {
@@ -351,6 +353,10 @@ func (n *Node) watchRegistration(ctx context.Context) {
 				if c, err := id.ParseClient(le.Client); err == nil && !v.HasClient(c) {
 					missing = append(missing, "client "+le.Client)
 				}
+			}
+			if _, owner, ok := v.SigningCertificate(n.signer.CertificateSHA256()); !ok || owner != n.member.String() {
+				missing = append(missing, fmt.Sprintf("signing certificate %x of member %s",
+					n.signer.CertificateSHA256(), n.member))
 			}
 			// Connections to nodes that left the configuration, or moved,
 			// are closed instead of idling with keepalives forever.

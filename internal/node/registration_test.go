@@ -1,0 +1,79 @@
+package node
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/ketnoi/ketnoi/internal/id"
+)
+
+// lockedBuffer is a bytes.Buffer a logger and a test can share.
+type lockedBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *lockedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// A node still signing with a certificate its member no longer lists (a
+// rotation finished before the node was switched) says so in its own log:
+// otherwise only its peers' refusals (SIGNER_UNKNOWN) tell.
+func TestWarnsOfUnregisteredSigningCertificate(t *testing.T) {
+	f := newFederation(t)
+	now := time.Now()
+	f.publish(t, 1, now.Add(time.Hour))
+	var logs lockedBuffer
+	n := f.node(t, testConsumer, now, slog.New(slog.NewTextHandler(&logs, nil)))
+	member, err := id.ParseMember("VN/NN/000.00.00.G22")
+	if err != nil {
+		t.Fatal(err)
+	}
+	n.signer, n.member = f.g22, member
+	n.peers = newPool(nil) // nothing is dialled: the node makes no calls
+
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); n.watchRegistration(ctx) }()
+	defer func() { cancel(); <-done }()
+
+	want := fmt.Sprintf("signing certificate %x", f.g22.CertificateSHA256())
+	waitFor := func(version string) bool {
+		for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+			for l := range strings.SplitSeq(logs.String(), "\n") {
+				if strings.Contains(l, "version="+version) && strings.Contains(l, want) {
+					return true
+				}
+			}
+		}
+		return false
+	}
+
+	// Registered: the watcher has seen version 1 once it logs nothing; give
+	// it a moment, then check it stayed quiet.
+	time.Sleep(50 * time.Millisecond)
+	if strings.Contains(logs.String(), want) {
+		t.Fatalf("warned while the certificate is registered:\n%s", logs.String())
+	}
+
+	f.g22Certs = [][]byte{f.ca.Signer(t, "VN/NN/000.00.00.G22").Certificate().Raw}
+	f.publish(t, 2, now.Add(time.Hour))
+	if !waitFor("2") {
+		t.Errorf("no warning naming %s after it was removed from the configuration:\n%s", want, logs.String())
+	}
+}
