@@ -21,8 +21,10 @@ const registryUsage = `usage:
 
 backup copies the running registry's state file, consistently and without
 stopping it, and replaces FILE with the copy only once it is complete and
-opens as a registry state file. To restore, stop ketnoi-registry, put the
-copy in place of its --data file and start it again.
+opens as a registry state file. FILE must not be a file a running process
+holds open, such as the registry's own --data file. To restore, stop
+ketnoi-registry, put the copy in place of its --data file and start it
+again, with --resume-above the newest configuration version nodes hold.
 ` + connectionUsage
 
 // backupTimeout bounds a backup, which may carry far more than the other
@@ -46,6 +48,12 @@ func registryBackup(ctx context.Context, args []string, stdout io.Writer) error 
 		return helpOrError(err)
 	}
 	if err := requireFlags(fs, "out"); err != nil {
+		return err
+	}
+	if fi, err := os.Stat(*out); err == nil && fi.IsDir() {
+		return usagef("--out %s is a directory", *out)
+	}
+	if err := checkOut(*out); err != nil {
 		return err
 	}
 
@@ -72,6 +80,10 @@ func registryBackup(ctx context.Context, args []string, stdout io.Writer) error 
 		return err
 	}
 	if err := checkBackup(tmp.Name(), first.GetVersion()); err != nil {
+		return err
+	}
+	// Again: a registry may have started on FILE while the copy came.
+	if err := checkOut(*out); err != nil {
 		return err
 	}
 	if err := os.Rename(tmp.Name(), *out); err != nil {
@@ -135,6 +147,17 @@ func checkBackup(path string, version uint64) error {
 	}
 	if got != version {
 		return fmt.Errorf("backup holds configuration version %d, not %d as announced", got, version)
+	}
+	return nil
+}
+
+// checkOut refuses an --out that a process holds open with bbolt, above all
+// the running registry's own state file: the rename would replace the file
+// under the registry, which would go on writing to the replaced one and
+// lose every later change when it next starts.
+func checkOut(path string) error {
+	if err := registry.CheckNotInUse(path); err != nil {
+		return fmt.Errorf("--out %w; a backup must not replace it: write the backup to another file", err)
 	}
 	return nil
 }

@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 
 	bolt "go.etcd.io/bbolt"
+	bolterrors "go.etcd.io/bbolt/errors"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/status"
 
@@ -95,9 +96,17 @@ func (r *Registry) snapshot() (_ *os.File, version uint64, size int64, err error
 
 // StateVersion opens a state file read-only, as Open would find it, and
 // returns the last configuration version it holds. It checks a backup
-// before it replaces an older one.
-func StateVersion(path string) (uint64, error) {
+// before it replaces an older one. A damaged file is an error, not a crash
+// (see guardDamage).
+func StateVersion(path string) (_ uint64, err error) {
+	defer guardDamage(path, &err)()
+	if err := checkLength(path); err != nil {
+		return 0, err
+	}
 	db, err := bolt.Open(path, 0o600, &bolt.Options{ReadOnly: true, Timeout: openTimeout})
+	if errors.Is(err, bolterrors.ErrTimeout) {
+		return 0, fmt.Errorf("open %s: %w", path, ErrLocked)
+	}
 	if err != nil {
 		return 0, fmt.Errorf("open %s: %w", path, err)
 	}

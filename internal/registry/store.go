@@ -2,10 +2,12 @@ package registry
 
 import (
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
+	bolterrors "go.etcd.io/bbolt/errors"
 	"google.golang.org/protobuf/proto"
 
 	cataloguev1 "github.com/ketnoi/ketnoi/proto/ketnoi/catalogue/v1"
@@ -35,12 +37,27 @@ var (
 // registry on the same file fails instead of hanging.
 const openTimeout = 2 * time.Second
 
-// openDB opens the state file and creates the top-level buckets.
-func openDB(path string) (*bolt.DB, error) {
-	db, err := bolt.Open(path, 0o600, &bolt.Options{
+// openDB opens the state file and creates the top-level buckets. A damaged
+// file is an error, not a crash (see guardDamage).
+func openDB(path string) (_ *bolt.DB, err error) {
+	var db *bolt.DB
+	defer func() {
+		// Runs after guardDamage, so a panic is an error by now.
+		if err != nil && db != nil {
+			db.Close()
+		}
+	}()
+	defer guardDamage(path, &err)()
+	if err := checkLength(path); err != nil {
+		return nil, err
+	}
+	db, err = bolt.Open(path, 0o600, &bolt.Options{
 		Timeout:      openTimeout,
 		FreelistType: bolt.FreelistMapType,
 	})
+	if errors.Is(err, bolterrors.ErrTimeout) {
+		return nil, fmt.Errorf("open %s: %w", path, ErrLocked)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("open %s: %w", path, err)
 	}
@@ -55,7 +72,6 @@ func openDB(path string) (*bolt.DB, error) {
 		return nil
 	})
 	if err != nil {
-		db.Close()
 		return nil, fmt.Errorf("initialise %s: %w", path, err)
 	}
 	return db, nil

@@ -1,0 +1,58 @@
+package main
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// A backup never replaces a file a process holds open with bbolt, above
+// all the running registry's own state file, which the registry would go
+// on writing to after the rename, losing every later change at its next
+// start; nor does it try to replace a directory. A backup over an earlier
+// backup, held by nobody, goes ahead.
+func TestRegistryBackupRefusesHeldFile(t *testing.T) {
+	o, _ := populated(t)
+	state := filepath.Join(o.dir, "registry.db")
+	before, err := os.Stat(state)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	code, _, stderr := ketnoi(t, append([]string{"registry", "backup", "--out", state}, o.conn...)...)
+	want := "ketnoi registry: --out " + state + ": state file is in use by a running registry; " +
+		"a backup must not replace it: write the backup to another file\n"
+	if code != 1 || stderr != want {
+		t.Errorf("backup over the running registry's state file = %d, %q; want 1, %q", code, stderr, want)
+	}
+	after, err := os.Stat(state)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !os.SameFile(before, after) {
+		t.Error("the running registry's state file was replaced")
+	}
+	entries, err := os.ReadDir(o.dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range entries {
+		if strings.HasPrefix(e.Name(), ".registry.db.tmp") {
+			t.Errorf("refused backup left %s behind", e.Name())
+		}
+	}
+	// The registry goes on with its own file.
+	o.ok(t, "node", "set-address", "--id", node1, "--address", "127.0.0.1:8444")
+
+	code, _, stderr = ketnoi(t, append([]string{"registry", "backup", "--out", o.dir}, o.conn...)...)
+	if want := "ketnoi registry: --out " + o.dir + " is a directory\n"; code != 2 || stderr != want {
+		t.Errorf("backup into a directory = %d, %q; want 2, %q", code, stderr, want)
+	}
+
+	out := filepath.Join(t.TempDir(), "registry.db")
+	o.ok(t, "registry", "backup", "--out", out)
+	if got := o.ok(t, "registry", "backup", "--out", out); !strings.HasPrefix(got, "wrote "+out+": ") {
+		t.Errorf("backup over an earlier backup = %q", got)
+	}
+}

@@ -1,0 +1,88 @@
+package registry
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"runtime/debug"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+	bolterrors "go.etcd.io/bbolt/errors"
+
+	"github.com/ketnoi/ketnoi/internal/boltfile"
+)
+
+// ErrLocked is returned, wrapped, by StateVersion and CheckNotInUse while
+// a process holds the file open with bbolt, as a running registry holds
+// its state file: stop the registry first, or use another file.
+var ErrLocked = errors.New("state file is in use by a running registry")
+
+// inUseTimeout is how long CheckNotInUse waits for a file's lock. A
+// running registry holds its lock for as long as it runs, so a short wait
+// tells it apart from a file nobody holds.
+const inUseTimeout = 500 * time.Millisecond
+
+// CheckNotInUse returns an error wrapping ErrLocked when a process holds
+// path open with bbolt, and nil otherwise, including when path is missing,
+// is not a regular file or is not a bbolt file. Writing a file a registry
+// runs on, rather than through it, would replace the file under the
+// registry: it would go on writing to the replaced file and lose its
+// changes at the next start.
+func CheckNotInUse(path string) error {
+	if info, err := os.Stat(path); err != nil || !info.Mode().IsRegular() {
+		// Only a regular file holds a state; opening a pipe would block.
+		return nil
+	}
+	var err error
+	func() {
+		// A damaged file is not in use: it may be replaced.
+		defer guardDamage(path, &err)()
+		var db *bolt.DB
+		if db, err = bolt.Open(path, 0o600, &bolt.Options{ReadOnly: true, Timeout: inUseTimeout}); err == nil {
+			db.Close()
+		}
+	}()
+	if errors.Is(err, bolterrors.ErrTimeout) {
+		return fmt.Errorf("%s: %w", path, ErrLocked)
+	}
+	return nil
+}
+
+// guardDamage turns a panic or memory fault in bbolt while it opens or
+// reads a state file into an error calling the file damaged, instead of a
+// crash with a stack trace: bbolt panics on pages it cannot make sense of
+// ("invalid freelist page") and faults on pages past the end of the file,
+// which it maps into memory (checkLength refuses a file cut short before
+// that). Only the calling goroutine is guarded, which is where bbolt reads
+// a state file the registry wrote (it starts a goroutine of its own only
+// for a file written without a free list). A panic inside bolt.Open leaves
+// the file mapped and locked until the process ends, which it then soon
+// does. Use it as: defer guardDamage(path, &err)().
+func guardDamage(path string, err *error) func() {
+	old := debug.SetPanicOnFault(true)
+	return func() {
+		debug.SetPanicOnFault(old)
+		p := recover()
+		if p == nil {
+			return
+		}
+		if _, fault := p.(interface{ Addr() uintptr }); fault {
+			*err = fmt.Errorf("state file %s is damaged: reading it faulted (truncated?)", path)
+			return
+		}
+		*err = fmt.Errorf("state file %s is damaged: %v", path, p)
+	}
+}
+
+// checkLength refuses a state file shorter than the pages its current meta
+// page counts, before bbolt maps it into memory: reading a page past the
+// end of the file would fault, or find zeros where bbolt wants a page. A
+// missing file, or one that is not a bbolt file, passes; bbolt's own open
+// says what is wrong with it.
+func checkLength(path string) error {
+	if short, ok := errors.AsType[*boltfile.ShortError](boltfile.CheckLength(path)); ok {
+		return fmt.Errorf("state file %s is damaged: %v", path, short)
+	}
+	return nil
+}
