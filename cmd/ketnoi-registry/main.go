@@ -23,9 +23,12 @@ import (
 	"context"
 	"errors"
 	"flag"
+	"fmt"
 	"io"
+	"math"
 	"os"
 	"os/signal"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -84,7 +87,9 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 		classes string
 	)
 	fs := flag.NewFlagSet("ketnoi-registry", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	// A bad flag is reported once, as one line, by cli; only -h prints
+	// the usage.
+	fs.SetOutput(io.Discard)
 	fs.StringVar(&cfg.listen, "listen", "127.0.0.1:7443", "gRPC listen `address`")
 	fs.StringVar(&cfg.readyFile, "ready-file", "", "write {\"grpc\": address} to this `file` once listening")
 	fs.StringVar(&cfg.data, "data", "", "registry state `file` (bbolt); created if missing")
@@ -97,12 +102,14 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.StringVar(&cfg.signingCert, "signing-cert", "", "configuration signing certificate (PEM) `file`")
 	fs.StringVar(&cfg.signingKey, "signing-key", "", "configuration signing key (PEM PKCS#8) `file`")
 	fs.DurationVar(&cfg.configTTL, "config-ttl", 24*time.Hour, "validity of each published configuration")
-	fs.Uint64Var(&cfg.resumeAbove, "resume-above", 0,
+	fs.Var(versionFlag{&cfg.resumeAbove}, "resume-above",
 		"after a restore from backup: publish the next configuration above this `version`, the newest one nodes hold")
 	fs.StringVar(&cfg.logLevel, "log-level", "info", "log `level`: debug, info, warn or error")
 	fs.StringVar(&cfg.logFormat, "log-format", "text", "log `format`: text or json")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
+			fs.SetOutput(stderr)
+			fs.Usage()
 			return cfg, err
 		}
 		return cfg, usageError{Msg: err.Error()}
@@ -137,4 +144,25 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 		}
 	}
 	return cfg, nil
+}
+
+// versionFlag is a configuration version flag whose error says what it
+// wants: the flag package's own for numbers is "parse error". The last
+// uint64 is refused too, since no version is above it.
+type versionFlag struct{ v *uint64 }
+
+func (f versionFlag) String() string {
+	if f.v == nil {
+		return "0"
+	}
+	return strconv.FormatUint(*f.v, 10)
+}
+
+func (f versionFlag) Set(s string) error {
+	n, err := strconv.ParseUint(s, 10, 64)
+	if err != nil || n == math.MaxUint64 {
+		return fmt.Errorf("want a configuration version, a whole number from 0 to %d", uint64(math.MaxUint64-1))
+	}
+	*f.v = n
+	return nil
 }

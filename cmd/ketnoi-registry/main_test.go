@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"io"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -146,6 +147,14 @@ func TestCommandLineErrors(t *testing.T) {
 		{"empty class", f.args("--classes", "NN,,DANG"), 2, `--classes "NN,,DANG": empty class`},
 		{"short TTL", f.args("--config-ttl", "10s"), 2, "--config-ttl 10s: want at least 1m"},
 		{"stray argument", f.args("serve"), 2, `unexpected argument "serve"`},
+		{"negative resume-above", f.args("--resume-above", "-1"), 2,
+			`ketnoi-registry: invalid value "-1" for flag -resume-above: want a configuration version, ` +
+				"a whole number from 0 to 18446744073709551614\n"},
+		{"last resume-above", f.args("--resume-above", "18446744073709551615"), 2,
+			`ketnoi-registry: invalid value "18446744073709551615" for flag -resume-above: want a configuration version`},
+		{"unknown flag", f.args("--resume", "3"), 2, "ketnoi-registry: flag provided but not defined: -resume\n"},
+		{"flag without value", f.args("--config-ttl"), 2, "ketnoi-registry: flag needs an argument: -config-ttl\n"},
+		{"bad duration", f.args("--config-ttl", "soon"), 2, `ketnoi-registry: invalid value "soon" for flag -config-ttl`},
 		{"bad log level", f.args("--log-level", "loud"), 2, `log level "loud"`},
 		{"node SVID as registry", f.args("--svid-cert", f.nodeCert, "--svid-key", f.nodeKey), 1,
 			"is for spiffe://vn.ketnoi/node/NN/000.00.00.G22/node1, want spiffe://vn.ketnoi/registry"},
@@ -156,10 +165,25 @@ func TestCommandLineErrors(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			var stderr bytes.Buffer
 			code := cli(t.Context(), tt.args, &stderr)
-			if code != tt.wantCode || !strings.Contains(stderr.String(), tt.wantErr) {
-				t.Errorf("exit %d, stderr %q; want exit %d and %q", code, stderr.String(), tt.wantCode, tt.wantErr)
+			if code != tt.wantCode || !strings.Contains(stderr.String(), tt.wantErr) ||
+				strings.Count(stderr.String(), "\n") != 1 {
+				t.Errorf("exit %d, stderr %q; want exit %d and one line with %q",
+					code, stderr.String(), tt.wantCode, tt.wantErr)
 			}
 		})
+	}
+}
+
+// -h prints the usage, naming every flag, and succeeds.
+func TestHelp(t *testing.T) {
+	var stderr bytes.Buffer
+	if code := cli(t.Context(), []string{"-h"}, &stderr); code != 0 {
+		t.Errorf("-h: exit %d, want 0", code)
+	}
+	for _, want := range []string{"Usage of ketnoi-registry:", "-resume-above version", "-data file"} {
+		if !strings.Contains(stderr.String(), want) {
+			t.Errorf("-h output lacks %q:\n%s", want, stderr.String())
+		}
 	}
 }
 
@@ -234,5 +258,44 @@ func TestLogsRefusedHandshake(t *testing.T) {
 		if !strings.Contains(log, w) {
 			t.Errorf("registry log lacks %s:\n%s", w, log)
 		}
+	}
+}
+
+// A state file cut short, as a restore from a truncated copy leaves it,
+// ends the registry with one line naming the file as damaged, not a
+// panic; so does --resume-above on a state file that holds nothing.
+func TestStateFileRefused(t *testing.T) {
+	ca := pkitest.NewCA(t, "vn.ketnoi").PKI()
+	f := writeFiles(t, ca)
+	data := filepath.Join(f.dir, "registry.db")
+
+	var stderr bytes.Buffer
+	if code := cli(t.Context(), f.args("--resume-above", "7"), &stderr); code != 1 ||
+		stderr.String() != "ketnoi-registry: registry: --resume-above is for a restored state file, but "+
+			data+" holds no configuration: restore the backup to it first\n" {
+		t.Errorf("--resume-above on a missing state file: exit %d, stderr %q", code, stderr.String())
+	}
+
+	// A state file of the registry's: it publishes version 1 on the way.
+	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+	defer cancel()
+	readyFile := filepath.Join(f.dir, "ready.json")
+	runCtx, stop := context.WithCancel(ctx)
+	exit := make(chan int, 1)
+	go func() { exit <- cli(runCtx, f.args("--ready-file", readyFile), io.Discard) }()
+	_, err := ready.Wait(ctx, readyFile)
+	stop()
+	if code := <-exit; err != nil || code != 0 {
+		t.Fatalf("first start: %v, exit %d", err, code)
+	}
+	if err := os.Truncate(data, 3*4096); err != nil {
+		t.Fatal(err)
+	}
+
+	stderr.Reset()
+	code := cli(t.Context(), f.args(), &stderr)
+	if want := "ketnoi-registry: registry: state file " + data + " is damaged: "; code != 1 ||
+		!strings.HasPrefix(stderr.String(), want) || strings.Count(stderr.String(), "\n") != 1 {
+		t.Errorf("start on a truncated state file: exit %d, stderr %q; want 1 and one line %q...", code, stderr.String(), want)
 	}
 }

@@ -162,6 +162,9 @@ func TestChangeCommandErrors(t *testing.T) {
 		{"set-address unspecified", []string{"node", "set-address", "--id", node1, "--address", "0.0.0.0:8443"}, 1,
 			`ketnoi node: address: "0.0.0.0:8443" is an unspecified address; ` +
 				"register the host name or address other nodes dial (InvalidArgument)\n"},
+		{"set-address host with a space", []string{"node", "set-address", "--id", node1, "--address", "a b:1"}, 1,
+			`ketnoi node: address: "a b:1": host "a b" is neither an IP address nor a DNS name: ` +
+				`character ' ' is not a letter, digit, '-' or '.' (InvalidArgument)` + "\n"},
 		{"remove unknown node", []string{"node", "remove", "--id", "spiffe://vn.ketnoi/node/NN/000.00.00.G22/n9"}, 1,
 			"ketnoi node: node spiffe://vn.ketnoi/node/NN/000.00.00.G22/n9 is not registered (NotFound)\n"},
 		{"update without changes", []string{"service", "update", "--id", dvhcSvc}, 2,

@@ -32,6 +32,13 @@ const (
 	KeyAdmin     = "admin_address"
 	KeyCount     = "count"
 	KeyPeriod    = "period"
+	// KeyKnownVersion is the configuration version a node says it holds;
+	// KeyResumeAbove the version a restored registry was told to resume
+	// above.
+	KeyKnownVersion = "known_version"
+	KeyResumeAbove  = "resume_above"
+	// KeyRemedy says what an operator should do about a warning.
+	KeyRemedy = "remedy"
 	// KeyRemoteAddress is the address a connection came from; KeyAddress
 	// is the one a server listens on.
 	KeyRemoteAddress = "remote_address"

@@ -312,6 +312,8 @@ func changeCases(t *testing.T, f *fixture) []badCase {
 		named(updateNode(nodeID, "localhost"), "update node address without port", inv,
 			`address: "localhost" is not host:port`),
 		named(updateNode(nodeID, "127.0.0.1:0"), "update node port zero", inv, `address: "127.0.0.1:0": port must be`),
+		named(updateNode(nodeID, "a b:1"), "update node host with a space", inv,
+			`address: "a b:1": host "a b" is neither an IP address nor a DNS name: character ' ' is not`),
 		named(updateNode(node2, "127.0.0.1:1"), "update unknown node", nf, "node "+node2+" is not registered"),
 
 		named(removeNode(""), "remove node empty", inv, `spiffe_id: ""`),

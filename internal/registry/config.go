@@ -46,7 +46,12 @@ type Config struct {
 	// registry restored from a backup holds an older version than its nodes
 	// have seen, and nodes ignore a configuration older than the one they
 	// hold, so without this its changes, revocations included, would not
-	// reach them until its version caught up.
+	// reach them until its version caught up. At or below the stored
+	// version it is ignored, as on a later start with the same setting,
+	// and Open logs so; on a state file that holds no configuration
+	// (missing, empty, never published from) Open refuses it, since
+	// nothing was restored and the empty state would replace every
+	// node's configuration.
 	ResumeAbove uint64
 	// Signer signs published configurations.
 	Signer *sign.Signer

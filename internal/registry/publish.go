@@ -118,11 +118,21 @@ func (r *Registry) frame(c *registryv1.GlobalConfiguration) {
 }
 
 // resume serves the stored configuration when it matches the store and the
-// settings, is less than half its TTL old and is above ResumeAbove;
-// otherwise it publishes a new version, above ResumeAbove.
-func (r *Registry) resume() error {
-	var stored *published
-	err := r.db.View(func(tx *bolt.Tx) error {
+// settings, is less than half its TTL old and is not below ResumeAbove;
+// otherwise it publishes a new version, above ResumeAbove. ResumeAbove on a
+// state file that holds no configuration is refused: nothing was restored,
+// and publishing an empty federation above every node's version would
+// empty theirs.
+func (r *Registry) resume() (err error) {
+	defer guardDamage(r.db.Path(), &err)()
+	var (
+		stored *published
+		last   uint64 // the stored version, current or not
+		fresh  bool   // no configuration was ever published
+	)
+	err = r.db.View(func(tx *bolt.Tx) error {
+		meta := tx.Bucket(bucketMeta)
+		last, fresh = getUint(meta, keyVersion), meta.Get(keySigned) == nil
 		var err error
 		stored, err = r.storedIfCurrent(tx)
 		return err
@@ -130,7 +140,15 @@ func (r *Registry) resume() error {
 	if err != nil {
 		return err
 	}
-	if stored != nil && stored.version > r.cfg.ResumeAbove {
+	above := r.cfg.ResumeAbove
+	switch {
+	case above > 0 && fresh:
+		return errNothingToResume(r.db.Path())
+	case above > 0 && above <= last:
+		r.log.Info("resume above ignored: the state file holds a configuration version at or above it",
+			slog.Uint64(logging.KeyVersion, last), slog.Uint64(logging.KeyResumeAbove, above))
+	}
+	if stored != nil && stored.version >= above {
 		r.current.Store(stored)
 		return nil
 	}
@@ -138,8 +156,8 @@ func (r *Registry) resume() error {
 	defer r.mu.Unlock()
 	p, err := r.commitLocked(func(tx *bolt.Tx, _ time.Time) error {
 		meta := tx.Bucket(bucketMeta)
-		if getUint(meta, keyVersion) < r.cfg.ResumeAbove {
-			if err := putUint(meta, keyVersion, r.cfg.ResumeAbove); err != nil {
+		if getUint(meta, keyVersion) < above {
+			if err := putUint(meta, keyVersion, above); err != nil {
 				return err
 			}
 		}
@@ -148,19 +166,28 @@ func (r *Registry) resume() error {
 		// version ResumeAbove is numbered above it: numbering on from there
 		// never gives a new grant the identifier of one nodes or evidence
 		// records already know.
-		if getUint(meta, keyGrantSeq) < r.cfg.ResumeAbove {
-			return putUint(meta, keyGrantSeq, r.cfg.ResumeAbove)
+		if getUint(meta, keyGrantSeq) < above {
+			return putUint(meta, keyGrantSeq, above)
 		}
 		return nil
 	})
 	if err != nil {
 		return fmt.Errorf("publish configuration: %w", err)
 	}
-	if r.cfg.ResumeAbove > 0 && p.version == r.cfg.ResumeAbove+1 {
+	if above > last {
 		r.log.Info("resumed above the given configuration version",
-			slog.Uint64(logging.KeyVersion, p.version), slog.Uint64("resume_above", r.cfg.ResumeAbove))
+			slog.Uint64(logging.KeyVersion, p.version), slog.Uint64(logging.KeyResumeAbove, above))
 	}
 	return nil
+}
+
+// errNothingToResume refuses ResumeAbove on a state file that holds no
+// configuration: a missing or empty file, or one the registry never
+// published from. The message names ketnoi-registry's flag, the one way
+// ResumeAbove is set.
+func errNothingToResume(path string) error {
+	return fmt.Errorf("--resume-above is for a restored state file, but %s holds no configuration: "+
+		"restore the backup to it first", path)
 }
 
 // storedIfCurrent returns the stored configuration, or nil when there is

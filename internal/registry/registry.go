@@ -3,8 +3,11 @@ package registry
 import (
 	"context"
 	"crypto/x509"
+	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
+	"os"
 	"sync"
 	"sync/atomic"
 
@@ -30,6 +33,7 @@ type Registry struct {
 	current atomic.Pointer[published]
 	hub     *hub
 	health  *health.Server
+	ahead   aheadWarnings // watchers holding a newer configuration
 
 	stopReissue context.CancelFunc
 	reissueDone chan struct{}
@@ -39,11 +43,19 @@ type Registry struct {
 }
 
 // Open opens (or creates) the registry state file at path and publishes a
-// new configuration version unless the stored one is still current.
+// new configuration version unless the stored one is still current. It
+// fails with an error wrapping ErrLocked while another process holds the
+// file, and with one calling the file damaged when bbolt cannot read it.
 func Open(path string, cfg Config) (*Registry, error) {
 	cfg, err := cfg.withDefaults()
 	if err != nil {
 		return nil, fmt.Errorf("registry config: %w", err)
+	}
+	if cfg.ResumeAbove > 0 {
+		// Refused before openDB creates the file.
+		if info, err := os.Stat(path); errors.Is(err, fs.ErrNotExist) || err == nil && info.Size() == 0 {
+			return nil, fmt.Errorf("registry: %w", errNothingToResume(path))
+		}
 	}
 	db, err := openDB(path)
 	if err != nil {

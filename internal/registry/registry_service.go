@@ -26,7 +26,9 @@ func (s *registryServer) GetConfiguration(
 
 // WatchConfiguration sends the current configuration when it is newer than
 // the caller's, then every version published while the stream lasts. A
-// watcher that falls behind skips to the newest version.
+// watcher that falls behind skips to the newest version. A watcher that
+// holds a newer version than the registry's gets nothing and would not
+// take it, so the registry warns about it (see warnAhead).
 func (s *registryServer) WatchConfiguration(
 	req *registryv1.WatchConfigurationRequest,
 	stream grpc.ServerStreamingServer[registryv1.WatchConfigurationResponse],
@@ -37,12 +39,17 @@ func (s *registryServer) WatchConfiguration(
 	sent := req.GetKnownVersion()
 	next := s.r.current.Load()
 	for {
-		if next.version > sent {
+		switch {
+		case next.version > sent:
 			err := stream.Send(&registryv1.WatchConfigurationResponse{Configuration: next.signed})
 			if err != nil {
 				return err
 			}
 			sent = next.version
+		case next.version < sent:
+			// Only the caller's known_version can be above: what was sent
+			// came from here.
+			s.r.warnAhead(stream.Context(), callerFrom(stream.Context()), sent, next.version)
 		}
 		select {
 		case next = <-w.pending:

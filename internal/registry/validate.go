@@ -3,6 +3,7 @@ package registry
 import (
 	"context"
 	"crypto/x509"
+	"fmt"
 	"log/slog"
 	"net"
 	"slices"
@@ -107,7 +108,9 @@ func required(field, s string) (string, error) {
 	return s, nil
 }
 
-// checkAddress checks a host:port endpoint.
+// checkAddress checks a host:port endpoint that other nodes dial: the host
+// an IP address or a DNS name, the port a number. Anything else would be
+// published to every node and fail only when one dials it.
 func checkAddress(field, addr string) error {
 	host, port, err := net.SplitHostPort(addr)
 	if err != nil {
@@ -116,14 +119,56 @@ func checkAddress(field, addr string) error {
 	if host == "" {
 		return invalidf(field, "%q has no host", addr)
 	}
-	if ip := net.ParseIP(host); ip != nil && ip.IsUnspecified() {
+	ip := net.ParseIP(host)
+	if ip != nil && ip.IsUnspecified() {
 		// What a node listens on, not where other nodes can reach it.
 		return invalidf(field, "%q is an unspecified address; register the host name or address other nodes dial", addr)
+	}
+	if ip == nil {
+		if reason := checkDNSName(host); reason != "" {
+			return invalidf(field, "%q: host %q is neither an IP address nor a DNS name: %s", addr, host, reason)
+		}
 	}
 	if n, err := strconv.ParseUint(port, 10, 16); err != nil || n == 0 {
 		return invalidf(field, "%q: port must be a number from 1 to 65535", addr)
 	}
 	return nil
+}
+
+// checkDNSName returns why name is not a DNS host name (RFC 1123: labels
+// of letters, digits and '-', neither starting nor ending with '-', 1-63
+// characters each, 253 in all, and an optional final dot), or "".
+func checkDNSName(name string) string {
+	name = strings.TrimSuffix(name, ".")
+	if len(name) > 253 {
+		return fmt.Sprintf("%d characters, more than 253", len(name))
+	}
+	allDigits := true
+	for label := range strings.SplitSeq(name, ".") {
+		switch {
+		case label == "":
+			return "it has an empty label"
+		case len(label) > 63:
+			return fmt.Sprintf("label %q has %d characters, more than 63", label, len(label))
+		case label[0] == '-' || label[len(label)-1] == '-':
+			return fmt.Sprintf("label %q starts or ends with '-'", label)
+		}
+		for _, c := range label {
+			if !isDNSChar(c) {
+				return fmt.Sprintf("character %q is not a letter, digit, '-' or '.'", c)
+			}
+			allDigits = allDigits && c >= '0' && c <= '9'
+		}
+	}
+	if allDigits {
+		// A name of numbers alone is read as an IPv4 address.
+		return "it is made of numbers, like an IPv4 address, but is not one"
+	}
+	return ""
+}
+
+func isDNSChar(c rune) bool {
+	return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-'
 }
 
 // signingCertificate checks that data holds a signing certificate issued by

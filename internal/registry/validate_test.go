@@ -174,6 +174,8 @@ func badCases(t *testing.T, f *fixture) []badCase {
 			`address: "127.0.0.1:0": port must be`},
 		{"node address named port", addNode("spiffe://vn.ketnoi/node/NN/000.00.00.G22/n2", "127.0.0.1:https"), inv,
 			`address: "127.0.0.1:https": port must be`},
+		{"node address host with a space", addNode("spiffe://vn.ketnoi/node/NN/000.00.00.G22/n2", "a b:1"), inv,
+			`address: "a b:1": host "a b" is neither an IP address nor a DNS name: character ' ' is not`},
 		{"node of unknown member", addNode("spiffe://vn.ketnoi/node/NN/000.00.00.G99/n2", "127.0.0.1:1"), nf,
 			"member VN/NN/000.00.00.G99 is not registered"},
 		{"node twice", addNode(nodeID, "127.0.0.1:9"), dup, "node " + nodeID + " is already registered"},

@@ -1,0 +1,149 @@
+package registry
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"google.golang.org/grpc"
+
+	registryv1 "github.com/ketnoi/ketnoi/proto/ketnoi/registry/v1"
+)
+
+// aheadLines returns the log lines that warn about a watcher ahead of the
+// registry.
+func aheadLines(logs *logBuffer) []string {
+	var out []string
+	for l := range strings.SplitSeq(logs.String(), "\n") {
+		if strings.Contains(l, "holds a newer configuration than the registry") {
+			out = append(out, l)
+		}
+	}
+	return out
+}
+
+// watchOnce runs WatchConfiguration as peer with a context that has
+// already ended: the handler compares versions once and returns.
+func watchOnce(t *testing.T, r *Registry, peer string, known uint64) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.WithValue(t.Context(), callerKey{}, spiffeid.RequireFromString(peer)))
+	cancel()
+	err := (&registryServer{r: r}).WatchConfiguration(
+		&registryv1.WatchConfigurationRequest{KnownVersion: known},
+		&endedWatch{ctx: ctx})
+	if err == nil {
+		t.Fatal("WatchConfiguration on an ended stream returned nil")
+	}
+}
+
+// endedWatch is a watch stream whose caller has left.
+type endedWatch struct {
+	grpc.ServerStream
+	ctx context.Context
+}
+
+func (e *endedWatch) Context() context.Context { return e.ctx }
+
+func (e *endedWatch) Send(*registryv1.WatchConfigurationResponse) error { return e.ctx.Err() }
+
+// A node that watches with a version above the registry's, as after a
+// restore without ResumeAbove, gets nothing it would take: the registry
+// warns, naming the node, both versions and the flag that fixes it, once
+// per node and period.
+func TestWatchWarnsWhenWatcherIsAhead(t *testing.T) {
+	f := newFixture(t)
+	logs := logTo(&f.cfg)
+	f.restart(t)
+	ctx := testContext(t)
+	version := decode(t, f.reg.Configuration()).GetVersion()
+	known := version + 5
+
+	stream, err := f.registryClient(t, nodeID).WatchConfiguration(ctx,
+		&registryv1.WatchConfigurationRequest{KnownVersion: known})
+	if err != nil {
+		t.Fatalf("WatchConfiguration: %v", err)
+	}
+	defer stream.CloseSend()
+	for len(aheadLines(logs)) == 0 {
+		select {
+		case <-ctx.Done():
+			t.Fatalf("no warning about a watcher ahead of the registry:\n%s", logs)
+		case <-time.After(5 * time.Millisecond):
+		}
+	}
+	line := aheadLines(logs)[0]
+	for _, want := range []string{
+		"level=WARN",
+		"peer=" + nodeID,
+		fmt.Sprintf("known_version=%d", known),
+		fmt.Sprintf(" version=%d", version),
+		fmt.Sprintf(`remedy="restart ketnoi-registry with --resume-above %d`, known),
+	} {
+		if !strings.Contains(line, want) {
+			t.Errorf("warning lacks %s: %s", want, line)
+		}
+	}
+
+	// The same node again, and at a version the registry holds too: no
+	// new line. Another node: its own line.
+	watchOnce(t, f.reg, nodeID, known)
+	watchOnce(t, f.reg, nodeID, known+1)
+	watchOnce(t, f.reg, "spiffe://vn.ketnoi/node/NN/000.00.00.G09/node2", version)
+	if n := len(aheadLines(logs)); n != 1 {
+		t.Errorf("%d warnings after the same node watched again, want 1:\n%s", n, logs)
+	}
+	watchOnce(t, f.reg, "spiffe://vn.ketnoi/node/NN/000.00.00.G09/node2", known)
+	if n := len(aheadLines(logs)); n != 2 {
+		t.Errorf("%d warnings after a second node watched ahead, want 2:\n%s", n, logs)
+	}
+}
+
+// Warnings are due once per peer and period, and the peers remembered stay
+// bounded: entries older than the period are dropped once per period, and
+// past the bound new peers share one entry.
+func TestAheadWarningsRateLimit(t *testing.T) {
+	var a aheadWarnings
+	t0 := time.Now()
+	node := func(i int) spiffeid.ID {
+		return spiffeid.RequireFromString(fmt.Sprintf("spiffe://vn.ketnoi/node/NN/000.00.00.G22/n%d", i))
+	}
+
+	if !a.due(node(0), true, t0) {
+		t.Error("first warning about a node is not due")
+	}
+	if a.due(node(0), true, t0.Add(aheadWarnEvery-time.Second)) {
+		t.Error("second warning within the period is due")
+	}
+	t1 := t0.Add(aheadWarnEvery)
+	if !a.due(node(0), true, t1) {
+		t.Error("warning after the period is not due")
+	}
+	if !a.due(spiffeid.RequireFromString(adminID), false, t1) ||
+		a.due(spiffeid.RequireFromString("spiffe://vn.ketnoi/admin/bob"), false, t1) {
+		t.Error("operators do not share one entry")
+	}
+
+	for i := 1; len(a.last) < maxAheadPeers; i++ {
+		if !a.due(node(i), true, t1) {
+			t.Fatalf("first warning about node %d is not due", i)
+		}
+	}
+	// Full of entries within the period: a new node shares the operators'
+	// entry, warned about at t1.
+	if a.due(node(-1), true, t1.Add(time.Minute)) {
+		t.Error("new node past the bound is due while the shared entry is not")
+	}
+	if len(a.last) > maxAheadPeers {
+		t.Errorf("%d peers remembered, bound %d", len(a.last), maxAheadPeers)
+	}
+	// A period later the old entries go.
+	if !a.due(node(-2), true, t1.Add(aheadWarnEvery+time.Minute)) {
+		t.Error("new node after the period is not due")
+	}
+	if len(a.last) != 1 {
+		t.Errorf("%d peers remembered a period later, want the new one alone", len(a.last))
+	}
+}
