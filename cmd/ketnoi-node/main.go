@@ -7,13 +7,13 @@ import (
 	"context"
 	"errors"
 	"flag"
-	"github.com/ketnoi/ketnoi/internal/exit"
 	"io"
 	"os"
 	"os/signal"
 	"runtime/debug"
 	"syscall"
 
+	"github.com/ketnoi/ketnoi/internal/exit"
 	"github.com/ketnoi/ketnoi/internal/logging"
 	"github.com/ketnoi/ketnoi/internal/node"
 )
@@ -29,13 +29,16 @@ func main() {
 		debug.SetGCPercent(defaultGCPercent)
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	err := run(ctx, os.Args[1:])
+	err := run(ctx, os.Args[1:], os.Stderr)
 	stop()
 	os.Exit(exit.Report(os.Stderr, "ketnoi-node", err))
 }
 
-func run(ctx context.Context, args []string) error {
+func run(ctx context.Context, args []string, stderr io.Writer) error {
 	fs := flag.NewFlagSet("ketnoi-node", flag.ContinueOnError)
+	// A bad flag is reported once, as one line, by exit.Report; only -h
+	// prints the usage.
+	fs.SetOutput(io.Discard)
 	config := fs.String("config", "node.yaml", "configuration file")
 	readyFile := fs.String("ready-file", "", "write the bound addresses as JSON to this file once serving")
 	level := fs.String("log-level", "info", "log level: debug, info, warn, error")
@@ -43,6 +46,8 @@ func run(ctx context.Context, args []string) error {
 	debug := fs.String("debug-listen", "", "serve /debug/pprof on this loopback address (off when empty)")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
+			fs.SetOutput(stderr)
+			fs.Usage()
 			return err
 		}
 		return exit.UsageError{Msg: err.Error()}
@@ -53,7 +58,7 @@ func run(ctx context.Context, args []string) error {
 	if _, err := logging.New(io.Discard, *level, *format); err != nil {
 		return exit.UsageError{Msg: err.Error()}
 	}
-	logger, err := logging.New(os.Stderr, *level, *format)
+	logger, err := logging.New(stderr, *level, *format)
 	if err != nil {
 		return err
 	}
