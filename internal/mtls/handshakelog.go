@@ -51,11 +51,17 @@ type refusalLog struct {
 	credentials.TransportCredentials
 	log   *slog.Logger
 	limit *limiter
+	// quiet limits the debug lines of clients that hung up on their own,
+	// apart from limit: with debug logging on, port probes must not use up
+	// the budget of the refusals an operator needs to see.
+	quiet *limiter
 }
 
 func newRefusalLog(creds credentials.TransportCredentials, log *slog.Logger, limit *limiter) *refusalLog {
-	c := &refusalLog{TransportCredentials: creds, log: log, limit: limit}
-	limit.report = c.logSuppressed
+	c := &refusalLog{TransportCredentials: creds, log: log, limit: limit, quiet: newLimiter(limit.burst, limit.period)}
+	c.quiet.after = limit.after
+	limit.report = func(n int) { c.logSuppressed(slog.LevelWarn, n) }
+	c.quiet.report = func(n int) { c.logSuppressed(slog.LevelDebug, n) }
 	return c
 }
 
@@ -69,14 +75,18 @@ func (c *refusalLog) ServerHandshake(raw net.Conn) (net.Conn, credentials.AuthIn
 
 // Clone keeps the clone's refusals within the same limit.
 func (c *refusalLog) Clone() credentials.TransportCredentials {
-	return &refusalLog{TransportCredentials: c.TransportCredentials.Clone(), log: c.log, limit: c.limit}
+	return &refusalLog{TransportCredentials: c.TransportCredentials.Clone(), log: c.log, limit: c.limit, quiet: c.quiet}
 }
 
 // logFailure logs one failed handshake from remote if the limit allows.
 func (c *refusalLog) logFailure(remote net.Addr, err error) {
 	ctx := context.Background()
 	reason, lvl := handshakeReason(err)
-	if !c.log.Enabled(ctx, lvl) || !c.limit.allow(time.Now()) {
+	limit := c.limit
+	if lvl < slog.LevelWarn {
+		limit = c.quiet
+	}
+	if !c.log.Enabled(ctx, lvl) || !limit.allow(time.Now()) {
 		return
 	}
 	attrs := make([]slog.Attr, 0, 6)
@@ -99,9 +109,10 @@ func (c *refusalLog) logFailure(remote net.Addr, err error) {
 	c.log.LogAttrs(ctx, lvl, "TLS handshake failed", attrs...)
 }
 
-// logSuppressed reports the failures the limit kept out of the log.
-func (c *refusalLog) logSuppressed(n int) {
-	c.log.LogAttrs(context.Background(), slog.LevelWarn, "more TLS handshakes failed than are logged",
+// logSuppressed reports the failures a limit kept out of the log, at the
+// level of the lines it kept out.
+func (c *refusalLog) logSuppressed(lvl slog.Level, n int) {
+	c.log.LogAttrs(context.Background(), lvl, "more TLS handshakes failed than are logged",
 		slog.Int(logging.KeyCount, n), slog.Duration(logging.KeyPeriod, c.limit.period))
 }
 

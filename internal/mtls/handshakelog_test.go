@@ -338,6 +338,45 @@ func TestLogRefusalsRateLimit(t *testing.T) {
 	}
 }
 
+// With debug logging on, clients that hang up during the handshake (port
+// probes) are logged on a budget of their own: a flood of them leaves the
+// refusals' budget whole.
+func TestLogRefusalsProbesHaveTheirOwnBudget(t *testing.T) {
+	ca := pkitest.NewCA(t, "vn.ketnoi")
+	rogue := pkitest.NewCA(t, "vn.ketnoi")
+	server := Identity{SVID: ca.SVID(t, serverSPIFFE), Bundle: ca.Bundle()}
+	var buf syncBuffer
+	log := slog.New(slog.NewJSONHandler(&buf, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	limit := newLimiter(2, time.Minute)
+	limit.after = func(time.Duration, func()) {}
+	h := serveHandshakes(t, newRefusalLog(ServerCredentials(server, tlsconfig.AuthorizeAny()), log, limit))
+
+	for range 5 {
+		c, err := net.Dial("tcp", h.addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.Close()
+		h.next(t)
+	}
+	cfg := clientConfig(ca, leaf(t, rogue.PKI(), clientSPIFFE, time.Now().Add(-time.Minute), time.Now().Add(time.Hour)))
+	if err := h.dial(t, cfg); err == nil {
+		t.Fatal("server accepted a foreign certificate")
+	}
+	var probes, refusals int
+	for _, l := range buf.lines(t) {
+		switch l["level"] {
+		case "DEBUG":
+			probes++
+		case "WARN":
+			refusals++
+		}
+	}
+	if probes != 2 || refusals != 1 {
+		t.Errorf("logged %d probe lines and %d refusals, want the probes' burst of 2 and the refusal", probes, refusals)
+	}
+}
+
 // TestLimiterWindows checks that the budget returns with each period and
 // that memory does not grow with the number of events.
 func TestLimiterWindows(t *testing.T) {
