@@ -234,12 +234,20 @@ var subsystemAdd = idCommand{
 	},
 }.run
 
-// nodeAdd registers a security-server node.
-func nodeAdd(ctx context.Context, args []string, stdout io.Writer) error {
-	fs := flag.NewFlagSet("node add", flag.ContinueOnError)
+// nodeAddressCommand is a registry command that takes a node's SPIFFE ID
+// and federation address: node add and node set-address. call makes the
+// change and returns the line to print.
+type nodeAddressCommand struct {
+	name         string
+	addressUsage string
+	call         func(ctx context.Context, admin registryv1.AdminServiceClient, nodeID, address string) (string, error)
+}
+
+func (c nodeAddressCommand) run(ctx context.Context, args []string, stdout io.Writer) error {
+	fs := flag.NewFlagSet(c.name, flag.ContinueOnError)
 	nodeID := fs.String("id", "",
 		"node SPIFFE ID, e.g. spiffe://vn.ketnoi/node/NN/000.00.00.G22/node1 (required)")
-	address := fs.String("address", "", "federation endpoint `host:port` of the node (required)")
+	address := fs.String("address", "", c.addressUsage+" `host:port` of the node (required)")
 	conn := addRegistryFlags(fs)
 	if err := parseFlags(fs, args, stdout); err != nil {
 		return helpOrError(err)
@@ -250,19 +258,30 @@ func nodeAdd(ctx context.Context, args []string, stdout io.Writer) error {
 	if err := checkID("id", *nodeID, parseSPIFFEID); err != nil {
 		return err
 	}
-
 	return callRegistry(ctx, conn, func(ctx context.Context, cc *grpc.ClientConn) error {
-		resp, err := registryv1.NewAdminServiceClient(cc).AddNode(ctx,
-			&registryv1.AddNodeRequest{SpiffeId: *nodeID, Address: *address})
+		line, err := c.call(ctx, registryv1.NewAdminServiceClient(cc), *nodeID, *address)
 		if err != nil {
 			return err
 		}
-		n := resp.GetNode()
-		fmt.Fprintf(stdout, "registered node %s of %s at %s; configuration version %d\n",
-			n.GetSpiffeId(), n.GetMember(), n.GetAddress(), resp.GetVersion())
+		fmt.Fprintln(stdout, line)
 		return nil
 	})
 }
+
+// nodeAdd registers a security-server node.
+var nodeAdd = nodeAddressCommand{
+	name:         "node add",
+	addressUsage: "federation endpoint",
+	call: func(ctx context.Context, admin registryv1.AdminServiceClient, nodeID, address string) (string, error) {
+		resp, err := admin.AddNode(ctx, &registryv1.AddNodeRequest{SpiffeId: nodeID, Address: address})
+		if err != nil {
+			return "", err
+		}
+		n := resp.GetNode()
+		return fmt.Sprintf("registered node %s of %s at %s; configuration version %d",
+			n.GetSpiffeId(), n.GetMember(), n.GetAddress(), resp.GetVersion()), nil
+	},
+}.run
 
 // classifications maps --classification values to the enum.
 var classifications = map[string]registryv1.Classification{

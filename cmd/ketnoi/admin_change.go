@@ -112,33 +112,18 @@ func certificateSum(file, sumHex string) ([]byte, error) {
 }
 
 // nodeSetAddress moves a node to a new federation address.
-func nodeSetAddress(ctx context.Context, args []string, stdout io.Writer) error {
-	fs := flag.NewFlagSet("node set-address", flag.ContinueOnError)
-	nodeID := fs.String("id", "",
-		"node SPIFFE ID, e.g. spiffe://vn.ketnoi/node/NN/000.00.00.G22/node1 (required)")
-	address := fs.String("address", "", "new federation endpoint `host:port` of the node (required)")
-	conn := addRegistryFlags(fs)
-	if err := parseFlags(fs, args, stdout); err != nil {
-		return helpOrError(err)
-	}
-	if err := requireFlags(fs, "id", "address"); err != nil {
-		return err
-	}
-	if err := checkID("id", *nodeID, parseSPIFFEID); err != nil {
-		return err
-	}
-
-	return callRegistry(ctx, conn, func(ctx context.Context, cc *grpc.ClientConn) error {
-		resp, err := registryv1.NewAdminServiceClient(cc).UpdateNode(ctx,
-			&registryv1.UpdateNodeRequest{SpiffeId: *nodeID, Address: *address})
+var nodeSetAddress = nodeAddressCommand{
+	name:         "node set-address",
+	addressUsage: "new federation endpoint",
+	call: func(ctx context.Context, admin registryv1.AdminServiceClient, nodeID, address string) (string, error) {
+		resp, err := admin.UpdateNode(ctx, &registryv1.UpdateNodeRequest{SpiffeId: nodeID, Address: address})
 		if err != nil {
-			return err
+			return "", err
 		}
-		fmt.Fprintf(stdout, "node %s is now at %s; configuration version %d\n",
-			resp.GetNode().GetSpiffeId(), resp.GetNode().GetAddress(), resp.GetVersion())
-		return nil
-	})
-}
+		return fmt.Sprintf("node %s is now at %s; configuration version %d",
+			resp.GetNode().GetSpiffeId(), resp.GetNode().GetAddress(), resp.GetVersion()), nil
+	},
+}.run
 
 // nodeRemove removes a node.
 var nodeRemove = idCommand{
