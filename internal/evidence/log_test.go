@@ -477,3 +477,71 @@ func TestCertificateStoredAfterFailedCommit(t *testing.T) {
 		t.Fatalf("Verify = %+v, %v; want 2 records with their signatures checked", rep, err)
 	}
 }
+
+// A log reopened at every size up to 40, with records folded in alone and
+// in concurrent batches, keeps a tree that Verify recomputes from the
+// leaves alike, and a head that the stored hashes give: every shape of the
+// tree's right edge is continued after an Open.
+func TestReopenAtEverySize(t *testing.T) {
+	ctx := context.Background()
+	s := newCA(t, "ca").signer(t, testMember)
+	path := filepath.Join(t.TempDir(), "evidence.db")
+	next := 0
+	appendN := func(l *Log, n int) {
+		t.Helper()
+		var wg sync.WaitGroup
+		errs := make(chan error, n)
+		for range n {
+			rec := signedRecord(t, s, header(s, fmt.Sprint("m-", next), 0))
+			next++
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				if _, err := l.Append(ctx, rec, s.Certificate().Raw); err != nil {
+					errs <- err
+				}
+			}()
+		}
+		wg.Wait()
+		close(errs)
+		for err := range errs {
+			t.Fatalf("Append: %v", err)
+		}
+	}
+	for next < 40 {
+		l, err := Open(path, Options{Node: testNode})
+		if err != nil {
+			t.Fatalf("Open at size %d: %v", next, err)
+		}
+		// One record, then a batch that may share commits and folds.
+		appendN(l, 1)
+		appendN(l, next%5)
+		if err := l.Flush(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := l.Verify(ctx, nil); err != nil {
+			t.Fatalf("Verify at size %d: %v", next, err)
+		}
+		if err := l.Close(); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	l, err := OpenReadOnly(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	size, root := l.TreeHead()
+	var want tlog.Hash
+	if err := l.db.View(func(tx *bolt.Tx) error {
+		var err error
+		want, err = tlog.TreeHash(int64(size), bucketHashReader{tx.Bucket(bucketHashes)})
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if size != uint64(next) || root != want {
+		t.Errorf("tree head %d %x, want %d %x from the stored hashes", size, root[:8], next, want[:8])
+	}
+}
