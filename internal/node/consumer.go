@@ -37,6 +37,9 @@ type call struct {
 	n        *Node
 	view     *gconf.View
 	template *exchangev1.Header
+	// md is the application's metadata, copied once: gRPC copies the
+	// whole map on every read of it.
+	md       metadata.MD
 	target   *registryv1.Node
 	provider string // provider member
 	reqChain exchange.Chain
@@ -192,7 +195,7 @@ func (c *consumer) prepare(ctx context.Context, full string) (*call, *exchange.E
 			"provider member %s has no registered node", provider)
 	}
 	return &call{
-		n: n, view: v, target: nodes[0], provider: provider,
+		n: n, view: v, target: nodes[0], provider: provider, md: md,
 		template: &exchangev1.Header{
 			MessageId:      exchange.NewMessageID(),
 			CallKind:       callKind(m),
@@ -284,7 +287,7 @@ func setLogKind(ctx context.Context, k exchangev1.CallKind) {
 // (final) for calls where the client sends one message, and for streams the
 // client half-closes before sending anything.
 func (cl *call) firstFrame(ctx context.Context, ss grpc.ServerStream, clientStreams bool) (*exchange.Sealed, bool, error) {
-	md, _ := metadata.FromIncomingContext(ctx)
+	md := cl.md
 	var (
 		payload []byte
 		hasMsg  bool
