@@ -34,7 +34,7 @@ test: ## unit tests, race detector on concurrent packages, integration tests
 integration: ## only the end-to-end tests
 	$(GO) test -count=1 -v ./integration/...
 
-bench: build ## Go benchmarks, then direct vs ketnoi vs nginx vs a grpc-go proxy pair on loopback (about 5 minutes)
+bench: build ## Go benchmarks, then direct vs ketnoi vs nginx vs a grpc-go proxy pair on loopback (about 3 minutes)
 	$(GO) test -run '^$$' -bench . -benchmem ./internal/...
 	@command -v nginx >/dev/null 2>&1 || test -x /usr/sbin/nginx || \
 		{ test "$$(id -u)" = 0 && command -v apt-get >/dev/null 2>&1 && \
