@@ -60,6 +60,7 @@ type Node struct {
 	gconf    *gconf.Source
 
 	peers    *pool
+	inbound  *inbound // federation connections peers opened to this node
 	backends *pool
 	backend  map[string]string // service id to backend address
 	replay   *replayCache
@@ -185,6 +186,7 @@ func (n *Node) open() error {
 	if err != nil {
 		return err
 	}
+	n.inbound = newInbound()
 	n.peers = newPool(func(key, addr string) (*grpc.ClientConn, error) {
 		peerID, err := spiffeid.FromString(key)
 		if err != nil {
@@ -359,12 +361,17 @@ func (n *Node) watchRegistration(ctx context.Context) {
 					n.signer.CertificateSHA256(), n.member))
 			}
 			// Connections to nodes that left the configuration, or moved,
-			// are closed instead of idling with keepalives forever.
+			// are closed instead of idling with keepalives forever, and so
+			// are the connections nodes that left opened to this one.
 			keep := map[string]bool{}
 			for _, nd := range v.Config.GetNodes() {
 				keep[nd.GetSpiffeId()+"|"+nd.GetAddress()] = true
 			}
 			n.peers.retain(keep)
+			n.inbound.retain(func(peer string) bool {
+				_, ok := v.Node(peer)
+				return ok
+			})
 			now := strings.Join(missing, ", ")
 			if now != last && now != "" {
 				n.log.WarnContext(ctx, "not in the global configuration; register with the ketnoi CLI",
@@ -392,7 +399,7 @@ func (n *Node) federationServer() *grpc.Server {
 		return nil
 	}
 	s := grpc.NewServer(
-		grpc.Creds(mtls.LogRefusals(mtls.ServerCredentials(n.identity, authz), n.log)),
+		grpc.Creds(n.inbound.track(mtls.LogRefusals(mtls.ServerCredentials(n.identity, authz), n.log))),
 		grpc.MaxRecvMsgSize(n.frameLimit()),
 		grpc.MaxSendMsgSize(n.frameLimit()),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 20 * time.Second, PermitWithoutStream: true}),

@@ -46,6 +46,7 @@ func TestWarnsOfUnregisteredSigningCertificate(t *testing.T) {
 	}
 	n.signer, n.member = f.g22, member
 	n.peers = newPool(nil) // nothing is dialled: the node makes no calls
+	n.inbound = newInbound()
 
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
