@@ -50,8 +50,14 @@ func registryBackup(ctx context.Context, args []string, stdout io.Writer) error 
 	if err := requireFlags(fs, "out"); err != nil {
 		return err
 	}
-	if fi, err := os.Stat(*out); err == nil && fi.IsDir() {
-		return usagef("--out %s is a directory", *out)
+	if fi, err := os.Stat(*out); err == nil {
+		switch {
+		case fi.IsDir():
+			return usagef("--out %s is a directory", *out)
+		case !fi.Mode().IsRegular():
+			// Renaming over a device or a pipe would replace it.
+			return usagef("--out %s is not a regular file", *out)
+		}
 	}
 	if err := checkOut(*out); err != nil {
 		return err

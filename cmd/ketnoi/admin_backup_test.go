@@ -4,6 +4,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 )
 
@@ -48,6 +49,20 @@ func TestRegistryBackupRefusesHeldFile(t *testing.T) {
 	code, _, stderr = ketnoi(t, append([]string{"registry", "backup", "--out", o.dir}, o.conn...)...)
 	if want := "ketnoi registry: --out " + o.dir + " is a directory\n"; code != 2 || stderr != want {
 		t.Errorf("backup into a directory = %d, %q; want 2, %q", code, stderr, want)
+	}
+
+	// A named pipe stands for any file that is not a regular one (a
+	// device, such as /dev/null): renaming over it would replace it.
+	fifo := filepath.Join(t.TempDir(), "pipe")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	code, _, stderr = ketnoi(t, append([]string{"registry", "backup", "--out", fifo}, o.conn...)...)
+	if want := "ketnoi registry: --out " + fifo + " is not a regular file\n"; code != 2 || stderr != want {
+		t.Errorf("backup onto a named pipe = %d, %q; want 2, %q", code, stderr, want)
+	}
+	if fi, err := os.Lstat(fifo); err != nil || fi.Mode()&os.ModeNamedPipe == 0 {
+		t.Errorf("the named pipe was replaced: %v %v", fi.Mode(), err)
 	}
 
 	out := filepath.Join(t.TempDir(), "registry.db")

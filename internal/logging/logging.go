@@ -20,6 +20,7 @@ const (
 	KeyClient    = "client"
 	KeyService   = "service"
 	KeyVersion   = "version"
+	KeyExpiresAt = "expires_at"
 	KeyIndex     = "index"
 	KeyPath      = "path"
 	KeyReason    = "reason"

@@ -237,6 +237,17 @@ func TestConsumerLogsCallKind(t *testing.T) {
 		t.Errorf("refused call logged as kind %v code %v, want %s %s (line %v)", line[logging.KeyCallKind],
 			line[logging.KeyCode], logging.KindUnary, codes.Unavailable, line)
 	}
+
+	// So is a call refused because the configuration expired.
+	f.noProvider = false
+	f.publish(t, 3, now.Add(-time.Second))
+	for method, want := range map[string]string{"ConvertOldUnit": logging.KindUnary, "ListCommunes": logging.KindServerStream} {
+		line := callLine(t, testGRPCPrefix+method, &fakeCall{ctx: context.Background()}, nil, c.handle)
+		if line[logging.KeyCallKind] != want || line[logging.KeyCode] != codes.Unavailable.String() {
+			t.Errorf("%s refused for an expired configuration logged as kind %v code %v, want %s %s",
+				method, line[logging.KeyCallKind], line[logging.KeyCode], want, codes.Unavailable)
+		}
+	}
 }
 
 // TestProviderLogsCallKind: the federation endpoint serves every exchange

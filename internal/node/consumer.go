@@ -163,27 +163,34 @@ func (c *consumer) prepare(ctx context.Context, full string) (*call, *exchange.E
 		return nil, exchange.Errorf(codes.Unavailable, exchange.ReasonConfigMissing,
 			"node has no global configuration yet; is the registry reachable?")
 	}
+	svcName, method, ok := splitMethod(full)
+	md, _ := metadata.FromIncomingContext(ctx)
+	var (
+		svc  *registryv1.Service
+		m    *registryv1.Method
+		perr *exchange.Error
+	)
+	if !ok {
+		perr = exchange.Errorf(codes.Unimplemented, exchange.ReasonMethodUnknown, "malformed method name %q", full)
+	} else if svc, perr = resolve(v, svcName, first(md, MDService)); perr == nil {
+		if m, ok = gconf.Method(svc, method); ok {
+			// The call's log line names the method's own shape, also when
+			// the call is refused before it is sent.
+			setLogKind(ctx, callKind(m))
+		} else {
+			perr = exchange.Errorf(codes.Unimplemented, exchange.ReasonMethodUnknown,
+				"service %s has no method %s", svc.GetId(), method)
+		}
+	}
+	// An expired configuration is the first reason: whatever it says of
+	// the method may no longer hold.
 	if v.Expired(n.now()) {
 		return nil, exchange.Errorf(codes.Unavailable, exchange.ReasonConfigExpired,
 			"global configuration version %d expired at %s", v.Version(), v.ExpiresAt().UTC().Format("2006-01-02T15:04:05Z"))
 	}
-	svcName, method, ok := splitMethod(full)
-	if !ok {
-		return nil, exchange.Errorf(codes.Unimplemented, exchange.ReasonMethodUnknown, "malformed method name %q", full)
-	}
-	md, _ := metadata.FromIncomingContext(ctx)
-	svc, perr := resolve(v, svcName, first(md, MDService))
 	if perr != nil {
 		return nil, perr
 	}
-	m, ok := gconf.Method(svc, method)
-	if !ok {
-		return nil, exchange.Errorf(codes.Unimplemented, exchange.ReasonMethodUnknown,
-			"service %s has no method %s", svc.GetId(), method)
-	}
-	// From here on the call's log line names the method's own shape,
-	// also when the call is refused before it is sent.
-	setLogKind(ctx, callKind(m))
 	sid, err := id.ParseService(svc.GetId())
 	if err != nil {
 		return nil, exchange.Errorf(codes.Internal, exchange.ReasonServiceUnknown, "registry lists malformed service %q", svc.GetId())

@@ -379,11 +379,40 @@ func (n *Node) watchRegistration(ctx context.Context) {
 			}
 			last = now
 		}
-		select {
-		case <-ctx.Done():
+		if !n.awaitChangeOrExpiry(ctx, changed) {
 			return
-		case <-changed:
 		}
+	}
+}
+
+// awaitChangeOrExpiry waits for the next configuration, and says in the log
+// when the current one expires meanwhile: the node then refuses every
+// exchange and reports NOT_SERVING, which an operator must not have to
+// find out from the callers. It reports false once ctx ends.
+func (n *Node) awaitChangeOrExpiry(ctx context.Context, changed <-chan struct{}) bool {
+	var expired <-chan time.Time
+	v := n.gconf.Current()
+	if v != nil {
+		if d := v.ExpiresAt().Sub(n.now()); d > 0 {
+			t := time.NewTimer(d)
+			defer t.Stop()
+			expired = t.C
+		}
+	}
+	select {
+	case <-ctx.Done():
+		return false
+	case <-changed:
+		return true
+	case <-expired:
+		n.log.ErrorContext(ctx, "global configuration expired: exchanges are refused until the registry sends a newer one",
+			slog.Uint64(logging.KeyVersion, v.Version()), slog.Time(logging.KeyExpiresAt, v.ExpiresAt()))
+	}
+	select {
+	case <-ctx.Done():
+		return false
+	case <-changed:
+		return true
 	}
 }
 

@@ -78,3 +78,33 @@ func TestWarnsOfUnregisteredSigningCertificate(t *testing.T) {
 		t.Errorf("no warning naming %s after it was removed from the configuration:\n%s", want, logs.String())
 	}
 }
+
+// A node whose configuration expires while the registry is out of reach
+// says so in its log at that moment, not only in the refusals its callers
+// get.
+func TestLogsWhenConfigurationExpires(t *testing.T) {
+	f := newFederation(t)
+	now := time.Now()
+	f.publish(t, 1, now.Add(150*time.Millisecond))
+	var logs lockedBuffer
+	n := f.node(t, testConsumer, now, slog.New(slog.NewTextHandler(&logs, nil)))
+	member, err := id.ParseMember("VN/NN/000.00.00.G22")
+	if err != nil {
+		t.Fatal(err)
+	}
+	n.signer, n.member, n.peers, n.inbound = f.g22, member, newPool(nil), newInbound()
+
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); n.watchRegistration(ctx) }()
+	defer func() { cancel(); <-done }()
+
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		if l := logs.String(); strings.Contains(l, "global configuration expired") && strings.Contains(l, "version=1") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no log line when the configuration expired:\n%s", logs.String())
+		}
+	}
+}

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	bolt "go.etcd.io/bbolt"
 
 	"github.com/ketnoi/ketnoi/internal/logging"
 )
@@ -81,4 +82,37 @@ func (r *Registry) warnAhead(ctx context.Context, peer spiffeid.ID, known, versi
 		slog.Uint64(logging.KeyVersion, version),
 		slog.String(logging.KeyRemedy, "restart ketnoi-registry with --resume-above "+
 			strconv.FormatUint(known, 10)+" (or the highest version any node holds)"))
+}
+
+// maxFloorJump bounds how far above the registry's own version a node's
+// report may raise the floor. A restore loses the versions published since
+// its backup, a few a day (two re-issues and the changes), so a report a
+// million versions ahead is a broken or hostile node, which must not use up
+// the version numbers.
+const maxFloorJump = 1 << 20
+
+// raiseFloor notes that a node registered in the current configuration
+// holds configuration version known, above the registry's version: the
+// next version published is above it (see issue). Reports from callers
+// that are not registered nodes, or implausibly far ahead, are ignored.
+func (r *Registry) raiseFloor(peer spiffeid.ID, known, version uint64) {
+	if known-version > maxFloorJump || !r.registeredNode(peer) {
+		return
+	}
+	for {
+		old := r.floor.Load()
+		if known <= old || r.floor.CompareAndSwap(old, known) {
+			return
+		}
+	}
+}
+
+// registeredNode reports whether peer is a node of the registry's state.
+func (r *Registry) registeredNode(peer spiffeid.ID) bool {
+	found := false
+	_ = r.db.View(func(tx *bolt.Tx) error {
+		found = tx.Bucket(bucketNodes).Get([]byte(peer.String())) != nil
+		return nil
+	})
+	return found
 }

@@ -147,3 +147,36 @@ func TestAheadWarningsRateLimit(t *testing.T) {
 		t.Errorf("%d peers remembered a period later, want the new one alone", len(a.last))
 	}
 }
+
+// A registry behind its nodes, as after a restore without ResumeAbove,
+// publishes its next change above the newest version a registered node
+// reported, so that the change reaches the nodes instead of going out at a
+// version they already hold with other content. Reports of unregistered
+// callers, and reports implausibly far ahead, move nothing.
+func TestChangesPublishAboveWhatNodesHold(t *testing.T) {
+	f := newFixture(t)
+	ctx := testContext(t)
+	admin := f.admin(t)
+	f.populate(t, ctx, admin)
+	version := decode(t, f.reg.Configuration()).GetVersion()
+
+	watchOnce(t, f.reg, "spiffe://vn.ketnoi/node/NN/000.00.00.G09/unregistered", version+100)
+	watchOnce(t, f.reg, nodeID, version+maxFloorJump+1)
+	resp, err := admin.AddSubsystem(ctx, &registryv1.AddSubsystemRequest{SubsystemId: memberG22 + "/one"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.GetVersion() != version+1 {
+		t.Errorf("after reports that must not count, next version = %d, want %d", resp.GetVersion(), version+1)
+	}
+
+	held := version + 3 // the registered node holds versions lost with a backup
+	watchOnce(t, f.reg, nodeID, held)
+	resp, err = admin.AddSubsystem(ctx, &registryv1.AddSubsystemRequest{SubsystemId: memberG22 + "/two"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.GetVersion() != held+1 {
+		t.Errorf("next version after node %s reported %d = %d, want %d", nodeID, held, resp.GetVersion(), held+1)
+	}
+}

@@ -111,6 +111,9 @@ func StateVersion(path string) (_ uint64, err error) {
 		return 0, fmt.Errorf("open %s: %w", path, err)
 	}
 	defer db.Close()
+	if err := checkPages(db, path); err != nil {
+		return 0, err
+	}
 	var version uint64
 	err = db.View(func(tx *bolt.Tx) error {
 		meta := tx.Bucket(bucketMeta)

@@ -70,7 +70,7 @@ func (r *Registry) issue(tx *bolt.Tx, now time.Time) (*published, error) {
 		return nil, err
 	}
 	meta := tx.Bucket(bucketMeta)
-	last := getUint(meta, keyVersion)
+	last := max(getUint(meta, keyVersion), r.floor.Load())
 	if last == math.MaxUint64 {
 		// The next version would wrap to 0, and nodes ignore a version not
 		// above the one they hold.

@@ -34,6 +34,11 @@ type Registry struct {
 	hub     *hub
 	health  *health.Server
 	ahead   aheadWarnings // watchers holding a newer configuration
+	// floor is the newest configuration version a registered node has
+	// reported holding. A registry restored from a backup publishes above
+	// it, so that its changes reach nodes instead of being published at a
+	// version they already hold with other content (see raiseFloor).
+	floor atomic.Uint64
 
 	stopReissue context.CancelFunc
 	reissueDone chan struct{}

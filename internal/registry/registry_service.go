@@ -49,7 +49,9 @@ func (s *registryServer) WatchConfiguration(
 		case next.version < sent:
 			// Only the caller's known_version can be above: what was sent
 			// came from here.
-			s.r.warnAhead(stream.Context(), callerFrom(stream.Context()), sent, next.version)
+			peer := callerFrom(stream.Context())
+			s.r.raiseFloor(peer, sent, next.version)
+			s.r.warnAhead(stream.Context(), peer, sent, next.version)
 		}
 		select {
 		case next = <-w.pending:

@@ -86,3 +86,22 @@ func checkLength(path string) error {
 	}
 	return nil
 }
+
+// checkPages walks every page of the state file as bbolt's own check does
+// and returns the first fault. A page overwritten in place passes bbolt's
+// open and would surface only when a call reads it, as an internal error,
+// and a backup would copy it on.
+func checkPages(db *bolt.DB, path string) error {
+	return db.View(func(tx *bolt.Tx) error {
+		var first error
+		for err := range tx.Check() {
+			if first == nil {
+				first = err
+			}
+		}
+		if first != nil {
+			return fmt.Errorf("state file %s is damaged: %w", path, first)
+		}
+		return nil
+	})
+}

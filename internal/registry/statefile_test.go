@@ -88,6 +88,8 @@ func TestOpenRefusesCorruptStateFile(t *testing.T) {
 	}{
 		{"free list", binary.LittleEndian.Uint64(meta[metaAt+32:]), false},
 		{"root bucket", binary.LittleEndian.Uint64(meta[metaAt+16:]), true},
+		// A page no open reads: only the page check finds it.
+		{"data", lastLeafPage(t, f.path), true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			bad := bytes.Clone(data)
@@ -114,6 +116,36 @@ func TestOpenRefusesCorruptStateFile(t *testing.T) {
 			}
 		})
 	}
+}
+
+// lastLeafPage returns the highest page of the bbolt file at path that
+// holds keys and values in use.
+func lastLeafPage(t *testing.T, path string) uint64 {
+	t.Helper()
+	// Writable: bbolt reports page types only with its free list loaded.
+	db, err := bolt.Open(path, 0o600, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	var page uint64
+	err = db.View(func(tx *bolt.Tx) error {
+		for id := int(tx.Size()/int64(db.Info().PageSize)) - 1; id > 1; id-- {
+			info, err := tx.Page(id)
+			if err != nil {
+				return err
+			}
+			if info != nil && info.Type == "leaf" {
+				page = uint64(id)
+				return nil
+			}
+		}
+		return errors.New("no leaf page")
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return page
 }
 
 // Offsets in bbolt's meta page (see internal/boltfile): the page header,

@@ -61,6 +61,9 @@ func openDB(path string) (_ *bolt.DB, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("open %s: %w", path, err)
 	}
+	if err := checkPages(db, path); err != nil {
+		return nil, err
+	}
 	err = db.Update(func(tx *bolt.Tx) error {
 		for _, name := range [][]byte{
 			bucketMembers, bucketNodes, bucketServices, bucketGrants, bucketCodeLists, bucketMeta,
