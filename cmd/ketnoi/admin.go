@@ -321,13 +321,13 @@ func serviceAdd(ctx context.Context, args []string, stdout io.Writer) error {
 	if err := checkID("id", fs.Lookup("id").Value.String(), parseService); err != nil {
 		return err
 	}
-	classification, ok := classifications[*class]
-	if !ok {
-		return usagef("--classification %q: want normal, sensitive, secret or top-secret", *class)
-	}
-	set, err := os.ReadFile(*descFile)
+	classification, err := parseClassification(*class)
 	if err != nil {
-		return fmt.Errorf("read descriptor set: %w", err)
+		return err
+	}
+	set, err := readDescriptorSet(*descFile)
+	if err != nil {
+		return err
 	}
 
 	return callRegistry(ctx, conn, func(ctx context.Context, cc *grpc.ClientConn) error {
@@ -341,9 +341,36 @@ func serviceAdd(ctx context.Context, args []string, stdout io.Writer) error {
 		if err != nil {
 			return err
 		}
-		s := resp.GetService()
-		fmt.Fprintf(stdout, "registered service %s (%s, methods %s); configuration version %d\n",
-			s.GetId(), classificationName(s.GetClassification()), strings.Join(methodNames(s), ", "), resp.GetVersion())
+		fmt.Fprintln(stdout, serviceLine("registered", resp.GetService(), resp.GetVersion()))
 		return nil
 	})
+}
+
+// parseClassification reads a --classification value.
+func parseClassification(name string) (registryv1.Classification, error) {
+	c, ok := classifications[name]
+	if !ok {
+		return 0, usagef("--classification %q: want normal, sensitive, secret or top-secret", name)
+	}
+	return c, nil
+}
+
+// readDescriptorSet reads a --descriptor-set file. An empty file is
+// refused: on the wire it is no set at all, which service update would
+// take as "keep the registered methods" without a word.
+func readDescriptorSet(file string) ([]byte, error) {
+	set, err := os.ReadFile(file)
+	if err != nil {
+		return nil, fmt.Errorf("read descriptor set: %w", err)
+	}
+	if len(set) == 0 {
+		return nil, usagef("--descriptor-set %s: the file is empty", file)
+	}
+	return set, nil
+}
+
+// serviceLine is what service add and service update print.
+func serviceLine(verb string, s *registryv1.Service, version uint64) string {
+	return fmt.Sprintf("%s service %s (%s, methods %s); configuration version %d",
+		verb, s.GetId(), classificationName(s.GetClassification()), strings.Join(methodNames(s), ", "), version)
 }

@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"strings"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"google.golang.org/grpc"
@@ -163,25 +162,16 @@ func serviceUpdate(ctx context.Context, args []string, stdout io.Writer) error {
 		return usagef("nothing to change: give --descriptor-set, --description, --custodian or --classification")
 	}
 	req := &registryv1.UpdateServiceRequest{ServiceId: *serviceID, Description: *description, Custodian: *custodian}
+	var err error
 	if *class != "" {
-		c, ok := classifications[*class]
-		if !ok {
-			return usagef("--classification %q: want normal, sensitive, secret or top-secret", *class)
+		if req.Classification, err = parseClassification(*class); err != nil {
+			return err
 		}
-		req.Classification = c
 	}
 	if *descFile != "" {
-		set, err := os.ReadFile(*descFile)
-		if err != nil {
-			return fmt.Errorf("read descriptor set: %w", err)
+		if req.FileDescriptorSet, err = readDescriptorSet(*descFile); err != nil {
+			return err
 		}
-		if len(set) == 0 {
-			// An empty set is no set on the wire: the registry would
-			// keep the registered methods and change only the other
-			// fields, without a word.
-			return usagef("--descriptor-set %s: the file is empty", *descFile)
-		}
-		req.FileDescriptorSet = set
 	}
 
 	return callRegistry(ctx, conn, func(ctx context.Context, cc *grpc.ClientConn) error {
@@ -189,9 +179,7 @@ func serviceUpdate(ctx context.Context, args []string, stdout io.Writer) error {
 		if err != nil {
 			return err
 		}
-		s := resp.GetService()
-		fmt.Fprintf(stdout, "updated service %s (%s, methods %s); configuration version %d\n",
-			s.GetId(), classificationName(s.GetClassification()), strings.Join(methodNames(s), ", "), resp.GetVersion())
+		fmt.Fprintln(stdout, serviceLine("updated", resp.GetService(), resp.GetVersion()))
 		return nil
 	})
 }
