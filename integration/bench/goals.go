@@ -131,7 +131,9 @@ func (r *report) cpuGoal(path string) goal {
 		parts = append(parts, fmt.Sprintf("c%d: %s µs", row.Case.Concurrency, strings.Join(cells, "/")))
 		g.Known = true
 	}
-	g.Measured = strings.Join(parts, "; ") + " (in/out)"
+	if g.Known {
+		g.Measured = strings.Join(parts, "; ") + " (in/out)"
+	}
 	g.Met = g.Known && worst <= goalCPUPerCall
 	return g
 }

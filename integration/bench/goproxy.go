@@ -89,81 +89,29 @@ func startGoproxy(ctx context.Context, ca *pki.CA, dir, backend string) (*topolo
 		b.stop()
 		return nil, err
 	}
-	conn, err := dial(ports[0], nil)
-	if err != nil {
-		a.stop()
-		b.stop()
-		return nil, err
-	}
-	return &topology{
-		Name:  "grpc-go proxy",
-		Conn:  conn,
-		Procs: []watched{{Label: "proxy A", PIDs: []int{a.cmd.Process.Pid}}, {Label: "proxy B", PIDs: []int{b.cmd.Process.Pid}}},
-		close: func() { a.stop(); b.stop() },
-	}, nil
+	return pairTopology("grpc-go proxy", "proxy", a, b, ports[0])
 }
 
 func goproxyID(td spiffeid.TrustDomain, name string) spiffeid.ID {
 	return spiffeid.RequireFromPath(td, "/bench/goproxy-"+name)
 }
 
-type goproxyProc struct {
-	cmd  *exec.Cmd
-	done chan struct{}
-}
-
-func runGoproxy(ctx context.Context, self, dir, name, listen, upstream string, td spiffeid.TrustDomain) (*goproxyProc, error) {
-	out, err := os.Create(filepath.Join(dir, name+".out"))
-	if err != nil {
-		return nil, err
-	}
+// runGoproxy starts one proxy and waits for its listener.
+func runGoproxy(ctx context.Context, self, dir, name, listen, upstream string, td spiffeid.TrustDomain) (*proc, error) {
 	cmd := exec.Command(self, "--name", name, "--dir", dir, "--listen", listen, "--upstream", upstream,
 		"--trust-domain", td.String())
 	cmd.Env = append(os.Environ(), goproxyEnv+"=1")
-	cmd.Stdout, cmd.Stderr = out, out
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM}
-	if err := cmd.Start(); err != nil {
-		out.Close()
+	outFile := filepath.Join(dir, name+".out")
+	p, err := startProc(cmd, outFile)
+	if err != nil {
 		return nil, fmt.Errorf("start goproxy %s: %w", name, err)
 	}
-	p := &goproxyProc{cmd: cmd, done: make(chan struct{})}
-	go func() { _ = cmd.Wait(); out.Close(); close(p.done) }()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		c, err := net.DialTimeout("tcp", listen, time.Second)
-		if err == nil {
-			c.Close()
-			return p, nil
-		}
-		select {
-		case <-p.done:
-			log, _ := os.ReadFile(filepath.Join(dir, name+".out"))
-			return nil, fmt.Errorf("goproxy %s exited during startup: %s", name, strings.TrimSpace(string(log)))
-		case <-ctx.Done():
-			p.stop()
-			return nil, ctx.Err()
-		case <-time.After(20 * time.Millisecond):
-		}
-		if time.Now().After(deadline) {
-			p.stop()
-			return nil, fmt.Errorf("goproxy %s not ready on %s within 10s", name, listen)
-		}
+	if err := p.waitReady(ctx, listen, func() []int { return []int{cmd.Process.Pid} }); err != nil {
+		p.stop()
+		log, _ := os.ReadFile(outFile)
+		return nil, fmt.Errorf("goproxy %s: %w: %s", name, err, strings.TrimSpace(string(log)))
 	}
-}
-
-func (p *goproxyProc) stop() {
-	select {
-	case <-p.done:
-		return
-	default:
-	}
-	_ = p.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-p.done:
-	case <-time.After(10 * time.Second):
-		_ = p.cmd.Process.Kill()
-		<-p.done
-	}
+	return p, nil
 }
 
 // runGoproxyMain runs one proxy until SIGTERM: proxy "a" takes h2c and

@@ -15,7 +15,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"text/template"
 	"time"
 
@@ -143,28 +142,11 @@ func startNginx(ctx context.Context, ca *pki.CA, dir, backend, workers string) (
 		b.stop()
 		return nil, err
 	}
-	conn, err := dial(ports[0], nil)
-	if err != nil {
-		a.stop()
-		b.stop()
-		return nil, err
-	}
-	return &topology{
-		Name:  "nginx mTLS",
-		Conn:  conn,
-		Procs: []watched{{Label: "nginx A", PIDs: a.pids}, {Label: "nginx B", PIDs: b.pids}},
-		close: func() { a.stop(); b.stop() },
-	}, nil
+	return pairTopology("nginx mTLS", "nginx", a, b, ports[0])
 }
 
-// nginxProc is a running nginx master with its workers.
-type nginxProc struct {
-	cmd  *exec.Cmd
-	done chan struct{}
-	pids []int
-}
-
-func runNginx(ctx context.Context, bin string, p nginxParams) (*nginxProc, error) {
+// runNginx starts one nginx and waits for its listener and workers.
+func runNginx(ctx context.Context, bin string, p nginxParams) (*proc, error) {
 	var conf strings.Builder
 	if err := nginxConf.Execute(&conf, p); err != nil {
 		return nil, fmt.Errorf("nginx %s config: %w", p.Name, err)
@@ -177,74 +159,27 @@ func runNginx(ctx context.Context, bin string, p nginxParams) (*nginxProc, error
 		return nil, err
 	}
 	errLog := filepath.Join(p.Dir, p.Name+"-error.log")
-	out, err := os.Create(filepath.Join(p.Dir, p.Name+".out"))
+	outFile := filepath.Join(p.Dir, p.Name+".out")
+	n, err := startProc(exec.Command(bin, "-p", p.Dir, "-c", confFile, "-e", errLog), outFile)
 	if err != nil {
-		return nil, err
-	}
-	cmd := exec.Command(bin, "-p", p.Dir, "-c", confFile, "-e", errLog)
-	cmd.Stdout, cmd.Stderr = out, out
-	// nginx stops with the bench even when the bench is killed.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM}
-	if err := cmd.Start(); err != nil {
-		out.Close()
 		return nil, fmt.Errorf("start nginx %s: %w", p.Name, err)
 	}
-	n := &nginxProc{cmd: cmd, done: make(chan struct{})}
-	go func() { _ = cmd.Wait(); out.Close(); close(n.done) }()
-
-	if err := n.waitReady(ctx, p.Listen); err != nil {
+	// nginx is ready once its workers exist; the master and they are
+	// watched together.
+	err = n.waitReady(ctx, p.Listen, func() []int {
+		if workers := childrenOf(n.cmd.Process.Pid); len(workers) > 0 {
+			return append([]int{n.cmd.Process.Pid}, workers...)
+		}
+		return nil
+	})
+	if err != nil {
 		n.stop()
 		log, _ := os.ReadFile(errLog)
-		stdout, _ := os.ReadFile(filepath.Join(p.Dir, p.Name+".out"))
+		stdout, _ := os.ReadFile(outFile)
 		return nil, fmt.Errorf("nginx %s: %w: %s%s", p.Name, err, strings.TrimSpace(string(stdout)),
 			strings.TrimSpace(string(log)))
 	}
 	return n, nil
-}
-
-// waitReady waits until the listener accepts and the workers exist.
-func (n *nginxProc) waitReady(ctx context.Context, addr string) error {
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		select {
-		case <-n.done:
-			return errors.New("exited during startup")
-		default:
-		}
-		c, err := net.DialTimeout("tcp", addr, time.Second)
-		if err == nil {
-			c.Close()
-			if workers := childrenOf(n.cmd.Process.Pid); len(workers) > 0 {
-				n.pids = append([]int{n.cmd.Process.Pid}, workers...)
-				return nil
-			}
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("not ready on %s within 10s", addr)
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(20 * time.Millisecond):
-		}
-	}
-}
-
-// stop ends the nginx master by its pid (fast shutdown), then kills it
-// after 10 s.
-func (n *nginxProc) stop() {
-	select {
-	case <-n.done:
-		return
-	default:
-	}
-	_ = n.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-n.done:
-	case <-time.After(10 * time.Second):
-		_ = n.cmd.Process.Kill()
-		<-n.done
-	}
 }
 
 // writeNginxPKI writes the bundle, A's client SVID and B's server
