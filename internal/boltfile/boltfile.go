@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"hash/fnv"
 	"os"
+	"runtime/debug"
 )
 
 // ShortError reports a file shorter than the pages its newest valid meta
@@ -90,4 +91,29 @@ func parseMeta(b []byte) (high, tx uint64, ok bool) {
 		return 0, 0, false
 	}
 	return binary.LittleEndian.Uint64(b[highAt:]), binary.LittleEndian.Uint64(b[txAt:]), true
+}
+
+// Guard makes a memory fault in the calling goroutine, and with panics
+// set any panic, an error in *err instead of a crash. bbolt maps its file
+// into memory and faults on pages past the end of a file cut short; it
+// panics on pages it cannot make sense of. damaged gives the error; its
+// argument is "reading it faulted (truncated?)" for a fault, or the panic
+// value. Use it as: defer boltfile.Guard(&err, panics, damaged)().
+func Guard(err *error, panics bool, damaged func(what any) error) func() {
+	old := debug.SetPanicOnFault(true)
+	return func() {
+		debug.SetPanicOnFault(old)
+		p := recover()
+		if p == nil {
+			return
+		}
+		if _, fault := p.(interface{ Addr() uintptr }); fault {
+			*err = damaged("reading it faulted (truncated?)")
+			return
+		}
+		if !panics {
+			panic(p)
+		}
+		*err = damaged(p)
+	}
 }

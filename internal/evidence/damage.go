@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"runtime/debug"
 
 	bolt "go.etcd.io/bbolt"
 
@@ -24,21 +23,10 @@ var ErrDamaged = errors.New("evidence log is damaged")
 var ErrJournalDamaged = fmt.Errorf("%w: its journal", ErrDamaged)
 
 // guardFaults makes a memory fault in the calling goroutine an ErrDamaged
-// error instead of a crash. Use it as: defer guardFaults(&err)().
+// error instead of a crash; other panics stay panics. Use it as:
+// defer guardFaults(&err)().
 func guardFaults(err *error) func() {
-	old := debug.SetPanicOnFault(true)
-	return func() {
-		debug.SetPanicOnFault(old)
-		r := recover()
-		if r == nil {
-			return
-		}
-		if _, ok := r.(interface{ Addr() uintptr }); ok {
-			*err = fmt.Errorf("%w: reading it faulted (truncated file?)", ErrDamaged)
-			return
-		}
-		panic(r)
-	}
+	return boltfile.Guard(err, false, func(what any) error { return fmt.Errorf("%w: %v", ErrDamaged, what) })
 }
 
 // checkSize refuses a file shorter than the pages its metadata counts.

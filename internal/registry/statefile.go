@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"runtime/debug"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -60,19 +59,9 @@ func CheckNotInUse(path string) error {
 // the file mapped and locked until the process ends, which it then soon
 // does. Use it as: defer guardDamage(path, &err)().
 func guardDamage(path string, err *error) func() {
-	old := debug.SetPanicOnFault(true)
-	return func() {
-		debug.SetPanicOnFault(old)
-		p := recover()
-		if p == nil {
-			return
-		}
-		if _, fault := p.(interface{ Addr() uintptr }); fault {
-			*err = fmt.Errorf("state file %s is damaged: reading it faulted (truncated?)", path)
-			return
-		}
-		*err = fmt.Errorf("state file %s is damaged: %v", path, p)
-	}
+	return boltfile.Guard(err, true, func(what any) error {
+		return fmt.Errorf("state file %s is damaged: %v", path, what)
+	})
 }
 
 // checkLength refuses a state file shorter than the pages its current meta
