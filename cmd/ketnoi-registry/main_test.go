@@ -8,7 +8,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -18,6 +17,7 @@ import (
 
 	"github.com/ketnoi/ketnoi/internal/gconf"
 	"github.com/ketnoi/ketnoi/internal/id"
+	"github.com/ketnoi/ketnoi/internal/logging/logtest"
 	"github.com/ketnoi/ketnoi/internal/mtls"
 	"github.com/ketnoi/ketnoi/internal/pki"
 	"github.com/ketnoi/ketnoi/internal/pki/pkitest"
@@ -187,25 +187,6 @@ func TestHelp(t *testing.T) {
 	}
 }
 
-// lockedBuffer is a stderr that the running registry writes to while the
-// test reads it.
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 // TestLogsRefusedHandshake connects with an SVID of another CA: the client
 // sees only a broken connection, so the registry's log must say who was
 // refused and why.
@@ -219,7 +200,7 @@ func TestLogsRefusedHandshake(t *testing.T) {
 
 	runCtx, stop := context.WithCancel(ctx)
 	exit := make(chan int, 1)
-	var stderr lockedBuffer
+	var stderr logtest.Buffer
 	go func() { exit <- cli(runCtx, f.args("--ready-file", readyFile), &stderr) }()
 	defer func() {
 		stop()

@@ -1,7 +1,6 @@
 package mtls
 
 import (
-	"bytes"
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -15,7 +14,6 @@ import (
 	"net"
 	"net/url"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -29,6 +27,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/ketnoi/ketnoi/internal/logging"
+	"github.com/ketnoi/ketnoi/internal/logging/logtest"
 	"github.com/ketnoi/ketnoi/internal/pki"
 	"github.com/ketnoi/ketnoi/internal/pki/pkitest"
 )
@@ -38,25 +37,11 @@ const (
 	clientSPIFFE = "spiffe://vn.ketnoi/node/NN/000.00.00.G22/vpcp"
 )
 
-// syncBuffer is a log sink that handshakes on other goroutines write to.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-// lines returns the JSON log lines written so far.
-func (b *syncBuffer) lines(t *testing.T) []map[string]any {
+// jsonLines returns the JSON log lines written to b so far.
+func jsonLines(t *testing.T, b *logtest.Buffer) []map[string]any {
 	t.Helper()
-	b.mu.Lock()
-	defer b.mu.Unlock()
 	var out []map[string]any
-	for l := range strings.SplitSeq(strings.TrimSpace(b.buf.String()), "\n") {
+	for l := range strings.SplitSeq(strings.TrimSpace(b.String()), "\n") {
 		if l == "" {
 			continue
 		}
@@ -203,13 +188,13 @@ func TestLogRefusals(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			var buf syncBuffer
+			var buf logtest.Buffer
 			log := slog.New(slog.NewJSONHandler(&buf, nil))
 			h := serveHandshakes(t, LogRefusals(ServerCredentials(server, authz), log))
 			if err := h.dial(t, tt.cfg); err == nil {
 				t.Fatal("server accepted the handshake")
 			}
-			lines := buf.lines(t)
+			lines := jsonLines(t, &buf)
 			if len(lines) != 1 {
 				t.Fatalf("got %d log lines, want 1: %v", len(lines), lines)
 			}
@@ -236,10 +221,10 @@ func TestLogRefusals(t *testing.T) {
 	}
 
 	t.Run("issuer and subject of a foreign certificate", func(t *testing.T) {
-		var buf syncBuffer
+		var buf logtest.Buffer
 		h := serveHandshakes(t, LogRefusals(ServerCredentials(server, authz), slog.New(slog.NewJSONHandler(&buf, nil))))
 		_ = h.dial(t, clientConfig(ca, valid(rogue, clientSPIFFE)))
-		l := buf.lines(t)[0]
+		l := jsonLines(t, &buf)[0]
 		if l[logging.KeyIssuer] != rogue.PKI().Cert.Subject.String() || l[logging.KeySubject] != "O=Test agency" {
 			t.Errorf("log issuer %v, subject %v; want %q, %q", l[logging.KeyIssuer], l[logging.KeySubject],
 				rogue.PKI().Cert.Subject.String(), "O=Test agency")
@@ -247,19 +232,19 @@ func TestLogRefusals(t *testing.T) {
 	})
 
 	t.Run("accepted client", func(t *testing.T) {
-		var buf syncBuffer
+		var buf logtest.Buffer
 		log := slog.New(slog.NewJSONHandler(&buf, &slog.HandlerOptions{Level: slog.LevelDebug}))
 		h := serveHandshakes(t, LogRefusals(ServerCredentials(server, authz), log))
 		if err := h.dial(t, clientConfig(ca, valid(ca, clientSPIFFE))); err != nil {
 			t.Fatalf("server refused a valid client: %v", err)
 		}
-		if lines := buf.lines(t); len(lines) != 0 {
+		if lines := jsonLines(t, &buf); len(lines) != 0 {
 			t.Errorf("an accepted handshake was logged: %v", lines)
 		}
 	})
 
 	t.Run("client that hangs up is a debug line", func(t *testing.T) {
-		var buf syncBuffer
+		var buf logtest.Buffer
 		log := slog.New(slog.NewJSONHandler(&buf, &slog.HandlerOptions{Level: slog.LevelDebug}))
 		h := serveHandshakes(t, LogRefusals(ServerCredentials(server, authz), log))
 		conn, err := net.Dial("tcp", h.addr)
@@ -268,14 +253,14 @@ func TestLogRefusals(t *testing.T) {
 		}
 		conn.Close()
 		_ = h.next(t)
-		lines := buf.lines(t)
+		lines := jsonLines(t, &buf)
 		if len(lines) != 1 || lines[0]["level"] != "DEBUG" || lines[0][logging.KeyReason] != ReasonAbandoned {
 			t.Errorf("log %v; want one debug line with reason %q", lines, ReasonAbandoned)
 		}
 	})
 
 	t.Run("plaintext client", func(t *testing.T) {
-		var buf syncBuffer
+		var buf logtest.Buffer
 		h := serveHandshakes(t, LogRefusals(ServerCredentials(server, authz), slog.New(slog.NewJSONHandler(&buf, nil))))
 		conn, err := net.Dial("tcp", h.addr)
 		if err != nil {
@@ -286,7 +271,7 @@ func TestLogRefusals(t *testing.T) {
 			t.Fatal(err)
 		}
 		_ = h.next(t)
-		if lines := buf.lines(t); len(lines) != 1 || lines[0][logging.KeyReason] != ReasonNotTLS {
+		if lines := jsonLines(t, &buf); len(lines) != 1 || lines[0][logging.KeyReason] != ReasonNotTLS {
 			t.Errorf("log %v; want one line with reason %q", lines, ReasonNotTLS)
 		}
 	})
@@ -298,7 +283,7 @@ func TestLogRefusalsRateLimit(t *testing.T) {
 	ca := pkitest.NewCA(t, "vn.ketnoi")
 	rogue := pkitest.NewCA(t, "vn.ketnoi")
 	server := Identity{SVID: ca.SVID(t, serverSPIFFE), Bundle: ca.Bundle()}
-	var buf syncBuffer
+	var buf logtest.Buffer
 	log := slog.New(slog.NewJSONHandler(&buf, nil))
 	limit := newLimiter(2, time.Minute)
 	var flush func()
@@ -318,14 +303,14 @@ func TestLogRefusalsRateLimit(t *testing.T) {
 			t.Fatal("server accepted a foreign certificate")
 		}
 	}
-	if lines := buf.lines(t); len(lines) != 2 {
+	if lines := jsonLines(t, &buf); len(lines) != 2 {
 		t.Fatalf("got %d log lines for %d refusals, want the burst of 2: %v", len(lines), attempts, lines)
 	}
 	if flush == nil {
 		t.Fatal("no summary scheduled for the suppressed refusals")
 	}
 	flush()
-	lines := buf.lines(t)
+	lines := jsonLines(t, &buf)
 	if len(lines) != 3 {
 		t.Fatalf("got %d log lines after the period, want 3: %v", len(lines), lines)
 	}
@@ -333,7 +318,7 @@ func TestLogRefusalsRateLimit(t *testing.T) {
 		t.Errorf("summary line %v; want a warning with %s %d", l, logging.KeyCount, attempts-2)
 	}
 	flush()
-	if got := len(buf.lines(t)); got != 3 {
+	if got := len(jsonLines(t, &buf)); got != 3 {
 		t.Errorf("a second flush with nothing suppressed logged; %d lines", got)
 	}
 }
@@ -345,7 +330,7 @@ func TestLogRefusalsProbesHaveTheirOwnBudget(t *testing.T) {
 	ca := pkitest.NewCA(t, "vn.ketnoi")
 	rogue := pkitest.NewCA(t, "vn.ketnoi")
 	server := Identity{SVID: ca.SVID(t, serverSPIFFE), Bundle: ca.Bundle()}
-	var buf syncBuffer
+	var buf logtest.Buffer
 	log := slog.New(slog.NewJSONHandler(&buf, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	limit := newLimiter(2, time.Minute)
 	limit.after = func(time.Duration, func()) {}
@@ -364,7 +349,7 @@ func TestLogRefusalsProbesHaveTheirOwnBudget(t *testing.T) {
 		t.Fatal("server accepted a foreign certificate")
 	}
 	var probes, refusals int
-	for _, l := range buf.lines(t) {
+	for _, l := range jsonLines(t, &buf) {
 		switch l["level"] {
 		case "DEBUG":
 			probes++
@@ -413,7 +398,7 @@ func TestLogRefusalsGRPC(t *testing.T) {
 	ca := pkitest.NewCA(t, "vn.ketnoi")
 	rogue := pkitest.NewCA(t, "vn.ketnoi")
 	server := Identity{SVID: ca.SVID(t, serverSPIFFE), Bundle: ca.Bundle()}
-	var buf syncBuffer
+	var buf logtest.Buffer
 	log := slog.New(slog.NewJSONHandler(&buf, nil))
 	srv := grpc.NewServer(grpc.Creds(LogRefusals(
 		ServerCredentials(server, tlsconfig.AuthorizeMemberOf(spiffeid.RequireTrustDomainFromString("vn.ketnoi"))), log)))
@@ -440,10 +425,10 @@ func TestLogRefusalsGRPC(t *testing.T) {
 	}
 
 	deadline := time.Now().Add(5 * time.Second)
-	for len(buf.lines(t)) == 0 && time.Now().Before(deadline) {
+	for len(jsonLines(t, &buf)) == 0 && time.Now().Before(deadline) {
 		time.Sleep(10 * time.Millisecond)
 	}
-	lines := buf.lines(t)
+	lines := jsonLines(t, &buf)
 	if len(lines) == 0 {
 		t.Fatal("the server logged no refused handshake")
 	}

@@ -1,35 +1,16 @@
 package node
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"log/slog"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/ketnoi/ketnoi/internal/id"
+	"github.com/ketnoi/ketnoi/internal/logging/logtest"
 )
-
-// lockedBuffer is a bytes.Buffer a logger and a test can share.
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
 
 // A node still signing with a certificate its member no longer lists (a
 // rotation finished before the node was switched) says so in its own log:
@@ -38,7 +19,7 @@ func TestWarnsOfUnregisteredSigningCertificate(t *testing.T) {
 	f := newFederation(t)
 	now := time.Now()
 	f.publish(t, 1, now.Add(time.Hour))
-	var logs lockedBuffer
+	var logs logtest.Buffer
 	n := f.node(t, testConsumer, now, slog.New(slog.NewTextHandler(&logs, nil)))
 	member, err := id.ParseMember("VN/NN/000.00.00.G22")
 	if err != nil {
@@ -86,7 +67,7 @@ func TestLogsWhenConfigurationExpires(t *testing.T) {
 	f := newFederation(t)
 	now := time.Now()
 	f.publish(t, 1, now.Add(150*time.Millisecond))
-	var logs lockedBuffer
+	var logs logtest.Buffer
 	n := f.node(t, testConsumer, now, slog.New(slog.NewTextHandler(&logs, nil)))
 	member, err := id.ParseMember("VN/NN/000.00.00.G22")
 	if err != nil {

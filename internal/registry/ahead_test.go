@@ -10,12 +10,13 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"google.golang.org/grpc"
 
+	"github.com/ketnoi/ketnoi/internal/logging/logtest"
 	registryv1 "github.com/ketnoi/ketnoi/proto/ketnoi/registry/v1"
 )
 
 // aheadLines returns the log lines that warn about a watcher ahead of the
 // registry.
-func aheadLines(logs *logBuffer) []string {
+func aheadLines(logs *logtest.Buffer) []string {
 	var out []string
 	for l := range strings.SplitSeq(logs.String(), "\n") {
 		if strings.Contains(l, "holds a newer configuration than the registry") {

@@ -1,7 +1,6 @@
 package registry
 
 import (
-	"bytes"
 	"errors"
 	"io/fs"
 	"log/slog"
@@ -9,35 +8,17 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
+
+	"github.com/ketnoi/ketnoi/internal/logging/logtest"
 )
 
-// logBuffer collects a registry's log lines while the registry writes
-// them.
-type logBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *logBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *logBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 // logTo makes cfg log as text, at every level, to a new buffer.
-func logTo(cfg *Config) *logBuffer {
-	b := &logBuffer{}
+func logTo(cfg *Config) *logtest.Buffer {
+	b := &logtest.Buffer{}
 	cfg.Logger = slog.New(slog.NewTextHandler(b, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	return b
 }
