@@ -111,11 +111,8 @@ func evidenceTrace(ctx context.Context, args []string, stdout io.Writer) error {
 	fs := flag.NewFlagSet("ketnoi evidence trace", flag.ContinueOnError)
 	target := addEvidenceTargetFlags(fs)
 	const usage = "ketnoi evidence trace (--log FILE | --node ADDR) MESSAGE_ID"
-	pos, help, err := parseEvidenceFlags(fs, args, usage, stdout)
+	pos, help, err := parseEvidenceFlags(fs, target, args, usage, stdout)
 	if err != nil || help {
-		return err
-	}
-	if err := target.check(); err != nil {
 		return err
 	}
 	if len(pos) != 1 {
@@ -168,11 +165,8 @@ func evidenceVerify(ctx context.Context, args []string, stdout io.Writer) error 
 	bundle := fs.String("bundle", "",
 		"PEM `FILE` of the CA certificates signer certificates must chain to (with --log)")
 	const usage = "ketnoi evidence verify (--log FILE [--bundle CA.pem] | --node ADDR)"
-	pos, help, err := parseEvidenceFlags(fs, args, usage, stdout)
+	pos, help, err := parseEvidenceFlags(fs, target, args, usage, stdout)
 	if err != nil || help {
-		return err
-	}
-	if err := target.check(); err != nil {
 		return err
 	}
 	if len(pos) != 0 {
@@ -302,10 +296,11 @@ func tracedCertificates(recs ...*evidencev1.TracedRecord) func(sum []byte) ([]by
 }
 
 // parseEvidenceFlags parses args with fs, accepting flags before and after
-// the positional arguments, which it returns. On -h it prints usage to
-// stdout and reports help.
+// the positional arguments, which it returns, and checks the target the
+// flags name. On -h it prints usage to stdout and reports help.
 func parseEvidenceFlags(
 	fs *flag.FlagSet,
+	target *evidenceTarget,
 	args []string,
 	usage string,
 	stdout io.Writer,
@@ -328,10 +323,10 @@ func parseEvidenceFlags(
 		}
 		rest := fs.Args()
 		if used := len(args) - len(rest); used > 0 && args[used-1] == "--" {
-			return append(pos, rest...), false, nil
+			return append(pos, rest...), false, target.check()
 		}
 		if len(rest) == 0 {
-			return pos, false, nil
+			return pos, false, target.check()
 		}
 		pos, args = append(pos, rest[0]), rest[1:]
 	}

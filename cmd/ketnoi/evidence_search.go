@@ -35,11 +35,8 @@ func evidenceSearch(ctx context.Context, args []string, stdout io.Writer) error 
 	fs := flag.NewFlagSet("ketnoi evidence search", flag.ContinueOnError)
 	target := addEvidenceTargetFlags(fs)
 	q, limit, parse := addSearchFlags(fs)
-	pos, help, err := parseEvidenceFlags(fs, args, evidenceSearchUsage, stdout)
+	pos, help, err := parseEvidenceFlags(fs, target, args, evidenceSearchUsage, stdout)
 	if err != nil || help {
-		return err
-	}
-	if err := target.check(); err != nil {
 		return err
 	}
 	if len(pos) != 0 {
