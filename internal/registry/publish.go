@@ -152,15 +152,13 @@ func (r *Registry) resume() (err error) {
 		r.current.Store(stored)
 		return nil
 	}
+	// The same floor a node reporting a newer version raises: the
+	// version published next is above it.
+	r.floor.Store(max(r.floor.Load(), above))
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	p, err := r.commitLocked(func(tx *bolt.Tx, _ time.Time) error {
 		meta := tx.Bucket(bucketMeta)
-		if getUint(meta, keyVersion) < above {
-			if err := putUint(meta, keyVersion, above); err != nil {
-				return err
-			}
-		}
 		// Grant numbers issued after the backup are lost with it too. Every
 		// grant was added by a change of its own, so none issued before
 		// version ResumeAbove is numbered above it: numbering on from there

@@ -34,10 +34,11 @@ type Registry struct {
 	hub     *hub
 	health  *health.Server
 	ahead   aheadWarnings // watchers holding a newer configuration
-	// floor is the newest configuration version a registered node has
-	// reported holding. A registry restored from a backup publishes above
-	// it, so that its changes reach nodes instead of being published at a
-	// version they already hold with other content (see raiseFloor).
+	// floor is the newest configuration version nodes are known to hold:
+	// ResumeAbove, or the newest a registered node reported (raiseFloor).
+	// A registry restored from a backup publishes above it, so that its
+	// changes reach nodes instead of being published at a version they
+	// already hold with other content.
 	floor atomic.Uint64
 
 	stopReissue context.CancelFunc
