@@ -135,13 +135,21 @@ func (f *federation) publish(t *testing.T, version uint64, expires time.Time) {
 // recording ends there.
 func (f *federation) node(t *testing.T, self string, now time.Time, log *slog.Logger) *Node {
 	t.Helper()
+	n := f.recordingNode(t, self, now, log)
+	if err := n.evidence.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// recordingNode is node with its evidence log open.
+func (f *federation) recordingNode(t *testing.T, self string, now time.Time, log *slog.Logger) *Node {
+	t.Helper()
 	l, err := evidence.Open(filepath.Join(t.TempDir(), "evidence.db"), evidence.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := l.Close(); err != nil {
-		t.Fatal(err)
-	}
+	t.Cleanup(func() { l.Close() })
 	return &Node{
 		cfg: &Config{ClockSkew: DefaultClockSkew, EvidenceOrder: EvidenceStrict}, log: log,
 		self: spiffeid.RequireFromString(self), gconf: f.source, evidence: l,
@@ -157,12 +165,13 @@ type fakeCall struct {
 	ctx     context.Context
 	recv    []proto.Message
 	recvErr error
+	trailer metadata.MD
 }
 
 func (c *fakeCall) Context() context.Context     { return c.ctx }
 func (c *fakeCall) SetHeader(metadata.MD) error  { return nil }
 func (c *fakeCall) SendHeader(metadata.MD) error { return nil }
-func (c *fakeCall) SetTrailer(metadata.MD)       {}
+func (c *fakeCall) SetTrailer(md metadata.MD)    { c.trailer = metadata.Join(c.trailer, md) }
 func (c *fakeCall) SendMsg(any) error            { return nil }
 
 func (c *fakeCall) RecvMsg(m any) error {

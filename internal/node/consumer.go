@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"strconv"
@@ -13,6 +14,8 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/ketnoi/ketnoi/internal/evidence"
 	"github.com/ketnoi/ketnoi/internal/exchange"
@@ -68,24 +71,30 @@ func (c *consumer) handle(_ any, ss grpc.ServerStream) error {
 	ctx := ss.Context()
 	full, _ := grpc.MethodFromServerStream(ss)
 	cl, perr := c.prepare(ctx, full)
-	if perr == nil {
-		// Every outcome, failures included, tells the caller which
-		// exchange to trace.
-		defer func() {
-			if !cl.finished {
-				ss.SetTrailer(metadata.Pairs(MDMessageID, cl.template.GetMessageId()))
-			}
-		}()
-	}
+	// Every outcome, failures and refusals included, tells the caller
+	// which exchange to trace.
+	defer func() {
+		if !cl.finished {
+			ss.SetTrailer(metadata.Pairs(MDMessageID, cl.template.GetMessageId()))
+		}
+	}()
 	if perr != nil {
 		n.log.InfoContext(ctx, "call refused before sending", slog.String(logging.KeyMethod, full),
-			slog.String(logging.KeyReason, perr.Reason))
+			slog.String(logging.KeyMessageID, cl.template.GetMessageId()), slog.String(logging.KeyReason, perr.Reason))
+		cl.recordRefusal(ctx, perr)
 		return perr.Status(n.self.String()).Err()
 	}
 	clientStreams := cl.template.GetCallKind() == exchangev1.CallKind_CALL_KIND_CLIENT_STREAMING ||
 		cl.template.GetCallKind() == exchangev1.CallKind_CALL_KIND_BIDI_STREAMING
 	first, final, err := cl.firstFrame(ctx, ss, clientStreams)
 	if err != nil {
+		// The node refused the application's first message (too many for
+		// the method, too large to send): that refusal is recorded too,
+		// unless it is the evidence log that failed.
+		st := status.Convert(err)
+		if reason, ok := exchange.PlatformReason(st); ok && reason != exchange.ReasonEvidenceUnavailable {
+			cl.recordRefusal(ctx, &exchange.Error{Code: st.Code(), Reason: reason, Msg: st.Message()})
+		}
 		return err
 	}
 	ctx, cancel := context.WithCancel(ctx)
@@ -155,16 +164,32 @@ func (cl *call) recordEnd(ctx context.Context, pr pendingRecord) {
 	_, _ = cl.n.awaitRecord(ctx, r, msgID)
 }
 
-// prepare resolves the call against the global configuration.
+// prepare resolves the call against the global configuration. It always
+// returns the call with its message id; when it refuses the call, the
+// call's template holds as much as was resolved, for the refusal's record.
 func (c *consumer) prepare(ctx context.Context, full string) (*call, *exchange.Error) {
 	n := c.n
+	md, _ := metadata.FromIncomingContext(ctx)
+	svcName, method, ok := splitMethod(full)
+	if !ok {
+		method = full
+	}
+	cl := &call{n: n, md: md, template: &exchangev1.Header{
+		MessageId:  exchange.NewMessageID(),
+		Client:     c.client.String(),
+		Service:    first(md, MDService),
+		Method:     method,
+		Purpose:    first(md, MDPurpose),
+		User:       first(md, MDUser),
+		Issue:      first(md, MDIssue),
+		SenderNode: n.self.String(),
+	}}
 	v := n.gconf.Current()
 	if v == nil {
-		return nil, exchange.Errorf(codes.Unavailable, exchange.ReasonConfigMissing,
+		return cl, exchange.Errorf(codes.Unavailable, exchange.ReasonConfigMissing,
 			"node has no global configuration yet; is the registry reachable?")
 	}
-	svcName, method, ok := splitMethod(full)
-	md, _ := metadata.FromIncomingContext(ctx)
+	cl.view = v
 	var (
 		svc  *registryv1.Service
 		m    *registryv1.Method
@@ -172,11 +197,14 @@ func (c *consumer) prepare(ctx context.Context, full string) (*call, *exchange.E
 	)
 	if !ok {
 		perr = exchange.Errorf(codes.Unimplemented, exchange.ReasonMethodUnknown, "malformed method name %q", full)
-	} else if svc, perr = resolve(v, svcName, first(md, MDService)); perr == nil {
+	} else if svc, perr = resolve(v, svcName, cl.template.Service); perr == nil {
+		cl.template.Service = svc.GetId()
+		cl.template.Classification = svc.GetClassification()
 		if m, ok = gconf.Method(svc, method); ok {
+			cl.template.CallKind = callKind(m)
 			// The call's log line names the method's own shape, also when
 			// the call is refused before it is sent.
-			setLogKind(ctx, callKind(m))
+			setLogKind(ctx, cl.template.CallKind)
 		} else {
 			perr = exchange.Errorf(codes.Unimplemented, exchange.ReasonMethodUnknown,
 				"service %s has no method %s", svc.GetId(), method)
@@ -185,38 +213,47 @@ func (c *consumer) prepare(ctx context.Context, full string) (*call, *exchange.E
 	// An expired configuration is the first reason: whatever it says of
 	// the method may no longer hold.
 	if v.Expired(n.now()) {
-		return nil, exchange.Errorf(codes.Unavailable, exchange.ReasonConfigExpired,
+		return cl, exchange.Errorf(codes.Unavailable, exchange.ReasonConfigExpired,
 			"global configuration version %d expired at %s", v.Version(), v.ExpiresAt().UTC().Format("2006-01-02T15:04:05Z"))
 	}
 	if perr != nil {
-		return nil, perr
+		return cl, perr
 	}
 	sid, err := id.ParseService(svc.GetId())
 	if err != nil {
-		return nil, exchange.Errorf(codes.Internal, exchange.ReasonServiceUnknown, "registry lists malformed service %q", svc.GetId())
+		return cl, exchange.Errorf(codes.Internal, exchange.ReasonServiceUnknown, "registry lists malformed service %q", svc.GetId())
 	}
-	provider := sid.Provider.Member.String()
-	nodes := v.NodesOf(provider)
+	cl.provider = sid.Provider.Member.String()
+	nodes := v.NodesOf(cl.provider)
 	if len(nodes) == 0 {
-		return nil, exchange.Errorf(codes.Unavailable, exchange.ReasonProviderUnreachable,
-			"provider member %s has no registered node", provider)
+		return cl, exchange.Errorf(codes.Unavailable, exchange.ReasonProviderUnreachable,
+			"provider member %s has no registered node", cl.provider)
 	}
-	return &call{
-		n: n, view: v, target: nodes[0], provider: provider, md: md,
-		template: &exchangev1.Header{
-			MessageId:      exchange.NewMessageID(),
-			CallKind:       callKind(m),
-			Client:         c.client.String(),
-			Service:        svc.GetId(),
-			Method:         method,
-			Purpose:        first(md, MDPurpose),
-			User:           first(md, MDUser),
-			Issue:          first(md, MDIssue),
-			Classification: svc.GetClassification(),
-			SenderNode:     n.self.String(),
-			AudienceNode:   nodes[0].GetSpiffeId(),
-		},
-	}, nil
+	cl.target = nodes[0]
+	cl.template.AudienceNode = nodes[0].GetSpiffeId()
+	return cl, nil
+}
+
+// recordRefusal records a call the node refused before sending anything,
+// as the provider records the calls it refuses: the application's node
+// must be able to show that it, not the provider, stopped the call, and
+// why. The record holds the unsigned header of what the call asked for.
+// The call is refused whether or not the record is made; a failure to
+// record is logged as evidence failures are.
+func (cl *call) recordRefusal(ctx context.Context, perr *exchange.Error) {
+	n := cl.n
+	h := cloneHeader(cl.template)
+	h.ProtocolVersion = exchange.ProtocolVersion
+	h.Direction = exchangev1.Direction_DIRECTION_REQUEST
+	h.CreatedAt = timestamppb.New(n.now())
+	raw, err := proto.Marshal(h)
+	if err != nil {
+		_ = n.evidenceFailed(ctx, h.GetMessageId(), fmt.Errorf("encode refused call's header: %w", err))
+		return
+	}
+	_ = n.recordNow(ctx, h.GetMessageId(), n.newRecord(evidencev1.RecordKind_RECORD_KIND_REFUSED,
+		&exchangev1.SignedHeader{Header: raw}, h.GetMessageId(), h.GetAudienceNode(), false,
+		perr.Code, perr.Reason+": "+perr.Msg, nil))
 }
 
 func resolve(v *gconf.View, grpcName, named string) (*registryv1.Service, *exchange.Error) {
