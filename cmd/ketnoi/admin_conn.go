@@ -2,12 +2,12 @@ package main
 
 import (
 	"context"
-	"crypto/tls"
 	"errors"
 	"flag"
 	"fmt"
 	"net"
 	"os"
+	"sync/atomic"
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
@@ -53,10 +53,10 @@ func readOperatorEnv() operatorEnv {
 type registryConn struct {
 	addr, trustDomain, cert, key, bundle string
 
-	// Set by dial: the TLS settings of the connection and the SPIFFE ID
-	// the CLI presents, for refusedBy.
-	tls *tls.Config
-	id  spiffeid.ID
+	// Set by dial: the SPIFFE ID the CLI presents, and the TLS alert with
+	// which the registry refused it, if it did (see alertCatcher).
+	id    spiffeid.ID
+	alert atomic.Pointer[string]
 }
 
 // addRegistryFlags defines the connection flags on fs.
@@ -94,9 +94,12 @@ func (c *registryConn) dial() (*grpc.ClientConn, error) {
 	if err != nil {
 		return nil, err
 	}
-	c.tls = mtls.ClientConfig(identity, tlsconfig.AuthorizeID(id.Registry(td)))
 	c.id, _ = identity.ID()
-	conn, err := grpc.NewClient(c.addr, grpc.WithTransportCredentials(credentials.NewTLS(c.tls)))
+	creds := &alertCatcher{
+		TransportCredentials: credentials.NewTLS(mtls.ClientConfig(identity, tlsconfig.AuthorizeID(id.Registry(td)))),
+		alert:                &c.alert,
+	}
+	conn, err := grpc.NewClient(c.addr, grpc.WithTransportCredentials(creds))
 	if err != nil {
 		return nil, fmt.Errorf("registry %s: %w", c.addr, err)
 	}
@@ -128,58 +131,98 @@ func callRegistryStream(
 		return err
 	}
 	defer conn.Close()
-	return c.reason(ctx, call(ctx, conn))
+	return c.reason(call(ctx, conn))
 }
 
 // reason is rpcReason, with a hint when the registry refused the CLI's
-// certificate. gRPC cannot tell that case apart: in TLS 1.3 the client's
-// side of the handshake is done before the registry checks its
-// certificate, so the call fails with whatever the closed connection gave,
-// often "broken pipe".
-func (c *registryConn) reason(ctx context.Context, err error) error {
-	if status.Code(err) != codes.Unavailable || c.tls == nil {
-		return rpcReason(err)
-	}
-	alert, refused := c.refusedBy(ctx)
-	if !refused {
+// certificate: gRPC reports that only as an Unavailable status whose text
+// depends on timing.
+func (c *registryConn) reason(err error) error {
+	alert := c.alert.Load()
+	if status.Code(err) != codes.Unavailable || alert == nil {
 		return rpcReason(err)
 	}
 	return fmt.Errorf("%w; the registry refused certificate %s (%s): "+
-		"check --cert/--key, --bundle and --trust-domain; the registry's log says why", rpcReason(err), c.id, alert)
+		"check --cert/--key, --bundle and --trust-domain; the registry's log says why", rpcReason(err), c.id, *alert)
 }
 
-// probeTimeout bounds the handshake and the wait for the registry's first
-// bytes in refusedBy.
-const probeTimeout = 3 * time.Second
+// firstBytesTimeout bounds the wait for the registry's first bytes after
+// the handshake in alertCatcher.
+const firstBytesTimeout = 3 * time.Second
 
-// refusedBy makes one TLS handshake with the registry as the failed call
-// did and reads what the registry sends first: a registry that accepted the
-// certificate sends its HTTP/2 settings, one that refused it sends a TLS
-// alert (such as "bad certificate"), which refusedBy returns. The probe
-// writes nothing after the handshake, so the alert is not lost to a reset
-// connection as the failed call's was.
-func (c *registryConn) refusedBy(ctx context.Context) (alert string, refused bool) {
-	ctx, cancel := context.WithTimeout(ctx, probeTimeout)
-	defer cancel()
-	cfg := c.tls.Clone()
-	cfg.NextProtos = []string{"h2"}
-	d := tls.Dialer{Config: cfg}
-	conn, err := d.DialContext(ctx, "tcp", c.addr)
+// alertCatcher is the CLI's transport credentials: TLS, plus a look at
+// what the registry sends first, before gRPC writes anything. In TLS 1.3
+// the client's side of the handshake is done before the registry checks
+// the client's certificate, so a refusal arrives afterwards as a TLS alert
+// (such as "bad certificate"). Once gRPC has written into the closed
+// connection, the reset that answers it can discard the alert, and the
+// call fails with whatever the broken connection gave, often "broken
+// pipe". A registry that accepted the certificate sends its HTTP/2
+// settings first, which gRPC then reads from the connection as usual.
+// Catching the alert on the call's own connection, rather than in a second
+// handshake, keeps the registry's log to one refusal per command.
+type alertCatcher struct {
+	credentials.TransportCredentials
+	alert *atomic.Pointer[string] // set to the registry's alert
+}
+
+func (a *alertCatcher) ClientHandshake(
+	ctx context.Context,
+	authority string,
+	raw net.Conn,
+) (net.Conn, credentials.AuthInfo, error) {
+	conn, info, err := a.TransportCredentials.ClientHandshake(ctx, authority, raw)
 	if err != nil {
-		// Our own side refused the registry, or it is unreachable: the
-		// call's error already says so.
-		return "", false
+		// Our own side refused the registry, or the handshake broke: the
+		// call's error says so.
+		return nil, nil, err
 	}
-	defer conn.Close()
-	if deadline, ok := ctx.Deadline(); ok {
-		_ = conn.SetReadDeadline(deadline)
+	deadline := time.Now().Add(firstBytesTimeout)
+	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
+		deadline = d
 	}
-	_, err = conn.Read(make([]byte, 1))
-	var op *net.OpError
-	if errors.As(err, &op) && op.Op == "remote error" {
-		return op.Err.Error(), true
+	_ = conn.SetReadDeadline(deadline)
+	first := make([]byte, 4096)
+	n, err := conn.Read(first)
+	_ = conn.SetReadDeadline(time.Time{})
+	var (
+		op      *net.OpError
+		netErr  net.Error
+		timeout = errors.As(err, &netErr) && netErr.Timeout()
+	)
+	switch {
+	case errors.As(err, &op) && op.Op == "remote error":
+		alert := op.Err.Error()
+		a.alert.Store(&alert)
+		conn.Close()
+		return nil, nil, err
+	case err != nil && !timeout:
+		conn.Close()
+		return nil, nil, err
 	}
-	return "", false
+	// A registry slow to send its settings is left to gRPC's own limits.
+	return &readAhead{Conn: conn, pending: first[:n]}, info, nil
+}
+
+// Clone keeps the clone's alerts where the original's go.
+func (a *alertCatcher) Clone() credentials.TransportCredentials {
+	return &alertCatcher{TransportCredentials: a.TransportCredentials.Clone(), alert: a.alert}
+}
+
+// readAhead is a connection from which bytes were read ahead; Read
+// returns them before reading more.
+type readAhead struct {
+	net.Conn
+	pending []byte
+}
+
+func (c *readAhead) Read(p []byte) (int, error) {
+	if len(c.pending) == 0 {
+		return c.Conn.Read(p)
+	}
+	n := copy(p, c.pending)
+	c.pending = c.pending[n:]
+	return n, nil
 }
 
 // rpcReason turns a gRPC status error into a one-line reason.

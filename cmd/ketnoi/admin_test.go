@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"crypto/x509"
+	"log/slog"
 	"net"
 	"os"
 	"path/filepath"
@@ -18,6 +19,7 @@ import (
 	"github.com/ketnoi/ketnoi/internal/dataset"
 	"github.com/ketnoi/ketnoi/internal/dvhc"
 	"github.com/ketnoi/ketnoi/internal/id"
+	"github.com/ketnoi/ketnoi/internal/logging/logtest"
 	"github.com/ketnoi/ketnoi/internal/mtls"
 	"github.com/ketnoi/ketnoi/internal/pki"
 	"github.com/ketnoi/ketnoi/internal/pki/pkitest"
@@ -34,6 +36,8 @@ type operator struct {
 	addr   string
 	bundle string
 	conn   []string // connection flags of the admin operator
+	// refusals receives the registry's log of refused handshakes.
+	refusals *logtest.Buffer
 }
 
 // startRegistry serves an in-process registry over mutual TLS and writes
@@ -42,7 +46,7 @@ func startRegistry(t *testing.T) *operator {
 	t.Helper()
 	test := pkitest.NewCA(t, "vn.ketnoi")
 	ca := test.PKI()
-	o := &operator{dir: t.TempDir(), ca: ca}
+	o := &operator{dir: t.TempDir(), ca: ca, refusals: &logtest.Buffer{}}
 	o.bundle = filepath.Join(o.dir, "bundle.pem")
 	if err := os.WriteFile(o.bundle, ca.BundlePEM(), 0o644); err != nil {
 		t.Fatal(err)
@@ -58,8 +62,9 @@ func startRegistry(t *testing.T) *operator {
 		t.Fatalf("registry.Open: %v", err)
 	}
 	identity := mtls.Identity{SVID: test.SVID(t, id.Registry(adminTD).String()), Bundle: test.Bundle()}
+	creds := mtls.ServerCredentials(identity, tlsconfig.AuthorizeMemberOf(adminTD))
 	srv := grpc.NewServer(append(reg.ServerOptions(),
-		grpc.Creds(mtls.ServerCredentials(identity, tlsconfig.AuthorizeMemberOf(adminTD))))...)
+		grpc.Creds(mtls.LogRefusals(creds, slog.New(slog.NewTextHandler(o.refusals, nil)))))...)
 	reg.Register(srv)
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
