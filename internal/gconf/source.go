@@ -12,6 +12,8 @@ import (
 	"time"
 
 	bolt "go.etcd.io/bbolt"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/ketnoi/ketnoi/internal/logging"
@@ -140,9 +142,8 @@ func (s *Source) Run(ctx context.Context) error {
 		}
 		if !failing {
 			attrs := []any{slog.Any(logging.KeyError, err)}
-			if refusedByRegistry(err) {
-				attrs = append(attrs, slog.String(logging.KeyReason,
-					"the registry refused this node's certificate: check the node's svid and bundle settings; the registry's log says why"))
+			if hint := registryRefusal(err); hint != "" {
+				attrs = append(attrs, slog.String(logging.KeyReason, hint))
 			}
 			if s.Current() == nil {
 				s.log.WarnContext(ctx, "registry unreachable and no global configuration yet; exchanges are refused", attrs...)
@@ -160,12 +161,23 @@ func (s *Source) Run(ctx context.Context) error {
 	}
 }
 
-// refusedByRegistry reports whether err carries a TLS alert from the
-// registry, which is how a server refusing the client's certificate
-// answers in TLS 1.3. gRPC passes it on only as text in an Unavailable
-// status.
-func refusedByRegistry(err error) bool {
-	return err != nil && strings.Contains(err.Error(), "remote error: tls:")
+// registryRefusal says what an operator should do when err shows that the
+// registry refuses this node, and is empty otherwise. The registry refuses
+// a certificate with a TLS alert, which is how a server refusing the
+// client's certificate answers in TLS 1.3 and which gRPC passes on only as
+// text in an Unavailable status; it refuses a node an operator removed
+// with PermissionDenied.
+func registryRefusal(err error) string {
+	switch {
+	case err == nil:
+		return ""
+	case status.Code(err) == codes.PermissionDenied:
+		return "the registry refuses this node: an operator removed it or it may not read the configuration; " +
+			"peers refuse it once their configuration lacks it, and this node refuses calls once its configuration expires"
+	case strings.Contains(err.Error(), "remote error: tls:"):
+		return "the registry refused this node's certificate: check the node's svid and bundle settings; the registry's log says why"
+	}
+	return ""
 }
 
 // errProgress reports that a watch delivered at least one configuration
@@ -186,7 +198,7 @@ func (s *Source) watch(ctx context.Context) error {
 		resp, err := stream.Recv()
 		if err != nil {
 			if progressed {
-				return fmt.Errorf("%w: %v", errProgress, err)
+				return fmt.Errorf("%w: %w", errProgress, err)
 			}
 			return err
 		}
