@@ -25,7 +25,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"math"
 	"os"
 	"os/signal"
 	"strconv"
@@ -36,6 +35,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
 	"github.com/ketnoi/ketnoi/internal/exit"
+	"github.com/ketnoi/ketnoi/internal/registry"
 )
 
 // config is the validated command line.
@@ -147,8 +147,9 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 }
 
 // versionFlag is a configuration version flag whose error says what it
-// wants: the flag package's own for numbers is "parse error". The last
-// uint64 is refused too, since no version is above it.
+// wants: the flag package's own for numbers is "parse error". Versions
+// above registry.MaxResumeAbove are refused too: they leave too few
+// versions to publish.
 type versionFlag struct{ v *uint64 }
 
 func (f versionFlag) String() string {
@@ -160,8 +161,13 @@ func (f versionFlag) String() string {
 
 func (f versionFlag) Set(s string) error {
 	n, err := strconv.ParseUint(s, 10, 64)
-	if err != nil || n == math.MaxUint64 {
-		return fmt.Errorf("want a configuration version, a whole number from 0 to %d", uint64(math.MaxUint64-1))
+	if err != nil {
+		return fmt.Errorf("want a configuration version, a whole number from 0 to %d",
+			uint64(registry.MaxResumeAbove))
+	}
+	if n > registry.MaxResumeAbove {
+		return fmt.Errorf("want at most %d: a higher version leaves fewer than 2^32 versions to publish",
+			uint64(registry.MaxResumeAbove))
 	}
 	*f.v = n
 	return nil

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"io"
+	"math"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -149,9 +150,14 @@ func TestCommandLineErrors(t *testing.T) {
 		{"stray argument", f.args("serve"), 2, `unexpected argument "serve"`},
 		{"negative resume-above", f.args("--resume-above", "-1"), 2,
 			`ketnoi-registry: invalid value "-1" for flag -resume-above: want a configuration version, ` +
-				"a whole number from 0 to 18446744073709551614\n"},
+				"a whole number from 0 to 18446744069414584319\n"},
+		// Fewer than 2^32 versions left above it.
+		{"huge resume-above", f.args("--resume-above", "18446744069414584320"), 2,
+			`ketnoi-registry: invalid value "18446744069414584320" for flag -resume-above: want at most ` +
+				"18446744069414584319: a higher version leaves fewer than 2^32 versions to publish\n"},
 		{"last resume-above", f.args("--resume-above", "18446744073709551615"), 2,
-			`ketnoi-registry: invalid value "18446744073709551615" for flag -resume-above: want a configuration version`},
+			`ketnoi-registry: invalid value "18446744073709551615" for flag -resume-above: want at most ` +
+				"18446744069414584319: a higher version leaves fewer than 2^32 versions to publish\n"},
 		{"unknown flag", f.args("--resume", "3"), 2, "ketnoi-registry: flag provided but not defined: -resume\n"},
 		{"flag without value", f.args("--config-ttl"), 2, "ketnoi-registry: flag needs an argument: -config-ttl\n"},
 		{"bad duration", f.args("--config-ttl", "soon"), 2, `ketnoi-registry: invalid value "soon" for flag -config-ttl`},
@@ -171,6 +177,15 @@ func TestCommandLineErrors(t *testing.T) {
 					code, stderr.String(), tt.wantCode, tt.wantErr)
 			}
 		})
+	}
+}
+
+// The highest --resume-above accepted leaves 2^32 versions to publish.
+func TestResumeAboveLimit(t *testing.T) {
+	f := writeFiles(t, pkitest.NewCA(t, "vn.ketnoi").PKI())
+	cfg, err := parseFlags(f.args("--resume-above", "18446744069414584319"), io.Discard)
+	if err != nil || cfg.resumeAbove != math.MaxUint64-1<<32 {
+		t.Errorf("--resume-above 18446744069414584319: %v, resume above %d", err, cfg.resumeAbove)
 	}
 }
 

@@ -45,7 +45,11 @@ const nodeUsage = `usage:
 
 HOST:PORT is where other nodes dial the node's federation endpoint. Peers
 move to a new address, or drop a removed node, as soon as the new
-configuration reaches them.
+configuration reaches them; set-address to the address the node has
+already publishes nothing ("unchanged"). A removed node is refused by the
+registry until it is added again. The last node of a member that still
+provides services or holds grants is not removed: remove the services and
+revoke the grants, or add another node, first.
 ` + connectionUsage
 
 const serviceUsage = `usage:
@@ -60,8 +64,10 @@ FILE is a serialized FileDescriptorSet holding the service and its imports
 (protoc --include_imports --descriptor_set_out, or buf build -o).
 
 update changes only what it is given; a new descriptor set replaces the
-methods, and is refused while a grant names a method the set lacks. remove
-is refused while grants of the service exist: revoke them first.
+methods, and is refused while a grant names a method the set lacks; an
+update to the values the service has already publishes nothing
+("unchanged"). remove is refused while grants of the service exist:
+revoke them first.
 ` + connectionUsage
 
 // verb runs one subcommand, such as "add" of "ketnoi member add".

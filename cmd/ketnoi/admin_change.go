@@ -119,6 +119,10 @@ var nodeSetAddress = nodeAddressCommand{
 		if err != nil {
 			return "", err
 		}
+		if resp.GetUnchanged() {
+			return fmt.Sprintf("node %s is already at %s: unchanged; configuration version %d",
+				resp.GetNode().GetSpiffeId(), resp.GetNode().GetAddress(), resp.GetVersion()), nil
+		}
 		return fmt.Sprintf("node %s is now at %s; configuration version %d",
 			resp.GetNode().GetSpiffeId(), resp.GetNode().GetAddress(), resp.GetVersion()), nil
 	},
@@ -179,7 +183,11 @@ func serviceUpdate(ctx context.Context, args []string, stdout io.Writer) error {
 		if err != nil {
 			return err
 		}
-		fmt.Fprintln(stdout, serviceLine("updated", resp.GetService(), resp.GetVersion()))
+		verb := "updated"
+		if resp.GetUnchanged() {
+			verb = "unchanged"
+		}
+		fmt.Fprintln(stdout, serviceLine(verb, resp.GetService(), resp.GetVersion()))
 		return nil
 	})
 }

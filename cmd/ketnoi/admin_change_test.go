@@ -110,6 +110,12 @@ func TestChangeCommands(t *testing.T) {
 			"--classification", "sensitive"},
 			"updated service " + dvhcSvc + " (sensitive, methods GetUnit, ListCommunes, ConvertOldUnit); " +
 				"configuration version 12\n"},
+		// What is already stored publishes no version.
+		{[]string{"service", "update", "--id", dvhcSvc, "--description", "Danh mục đơn vị hành chính"},
+			"unchanged service " + dvhcSvc + " (sensitive, methods GetUnit, ListCommunes, ConvertOldUnit); " +
+				"configuration version 12\n"},
+		{[]string{"node", "set-address", "--id", node1, "--address", "node1.vpcp.example:9443"},
+			"node " + node1 + " is already at node1.vpcp.example:9443: unchanged; configuration version 12\n"},
 		{[]string{"service", "update", "--id", dvhcSvc, "--descriptor-set",
 			o.descriptorFile(t, "no-convert.binpb", "ConvertOldUnit")},
 			"updated service " + dvhcSvc + " (sensitive, methods GetUnit, ListCommunes); configuration version 13\n"},
@@ -167,6 +173,9 @@ func TestChangeCommandErrors(t *testing.T) {
 				`character ' ' is not a letter, digit, '-' or '.' (InvalidArgument)` + "\n"},
 		{"remove unknown node", []string{"node", "remove", "--id", "spiffe://vn.ketnoi/node/NN/000.00.00.G22/n9"}, 1,
 			"ketnoi node: node spiffe://vn.ketnoi/node/NN/000.00.00.G22/n9 is not registered (NotFound)\n"},
+		{"remove the last node of a grant holder", []string{"node", "remove", "--id", node1}, 1,
+			"ketnoi node: node " + node1 + " is the last node of member " + g22 + ", which still holds grants g-1; " +
+				"revoke them or add another node first (FailedPrecondition)\n"},
 		{"update without changes", []string{"service", "update", "--id", dvhcSvc}, 2,
 			"ketnoi service: nothing to change: give --descriptor-set, --description, --custodian or --classification\n"},
 		{"update bad classification", []string{"service", "update", "--id", dvhcSvc, "--classification", "public"}, 2,

@@ -45,6 +45,9 @@ const (
 	KeyRemoteAddress = "remote_address"
 	KeySubject       = "subject"
 	KeyIssuer        = "issuer"
+	// KeyMembers lists member identifiers; KeyClasses member classes.
+	KeyMembers = "members"
+	KeyClasses = "classes"
 )
 
 // New returns a logger writing to w at level ("debug", "info", "warn",

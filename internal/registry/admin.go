@@ -17,7 +17,8 @@ import (
 
 // adminServer applies operators' changes. Each method validates its request,
 // changes the store and publishes a new configuration version in one
-// transaction.
+// transaction; an update that asks for what is stored publishes nothing
+// (see changeIf).
 type adminServer struct {
 	registryv1.UnimplementedAdminServiceServer
 	r *Registry
@@ -61,7 +62,7 @@ func (s *adminServer) AddMember(
 	ctx context.Context,
 	req *registryv1.AddMemberRequest,
 ) (*registryv1.AddMemberResponse, error) {
-	m, err := s.r.parseMember("member_id", req.GetMemberId())
+	m, err := s.r.parseMember("member_id", req.GetMemberId(), adding)
 	if err != nil {
 		return nil, err
 	}
@@ -94,7 +95,7 @@ func (s *adminServer) AddSubsystem(
 	ctx context.Context,
 	req *registryv1.AddSubsystemRequest,
 ) (*registryv1.AddSubsystemResponse, error) {
-	c, err := s.r.parseClient("subsystem_id", req.GetSubsystemId(), true)
+	c, err := s.r.parseClient("subsystem_id", req.GetSubsystemId(), true, adding)
 	if err != nil {
 		return nil, err
 	}
@@ -118,12 +119,13 @@ func (s *adminServer) AddSubsystem(
 	return &registryv1.AddSubsystemResponse{Version: version}, nil
 }
 
-// AddNode registers a security-server node of a registered member.
+// AddNode registers a security-server node of a registered member. A node
+// removed before may read the configuration again (see refuseRemoved).
 func (s *adminServer) AddNode(
 	ctx context.Context,
 	req *registryv1.AddNodeRequest,
 ) (*registryv1.AddNodeResponse, error) {
-	sid, m, err := s.r.parseNode("spiffe_id", req.GetSpiffeId())
+	sid, m, err := s.r.parseNode("spiffe_id", req.GetSpiffeId(), adding)
 	if err != nil {
 		return nil, err
 	}
@@ -139,6 +141,9 @@ func (s *adminServer) AddNode(
 		b := tx.Bucket(bucketNodes)
 		if b.Get([]byte(node.SpiffeId)) != nil {
 			return status.Errorf(codes.AlreadyExists, "node %s is already registered", sid)
+		}
+		if err := forgetRemoved(tx, sid); err != nil {
+			return err
 		}
 		return putProto(b, []byte(node.SpiffeId), node)
 	})

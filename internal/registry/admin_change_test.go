@@ -108,6 +108,236 @@ func TestRemoveNode(t *testing.T) {
 	}
 }
 
+// The last node of a member stays while the member provides services or
+// holds grants, and the refusal names them; any other node goes.
+func TestRemoveLastNode(t *testing.T) {
+	f := newFixture(t)
+	ctx := testContext(t)
+	admin := f.admin(t)
+	f.populate(t, ctx, admin)
+	const (
+		bnv        = "spiffe://vn.ketnoi/node/NN/000.00.00.G09/bnv"
+		node2      = "spiffe://vn.ketnoi/node/NN/000.00.00.G22/node2"
+		serviceG22 = memberG22 + "/vanban/vn.gov.dvhc.v1.AdminUnitService"
+	)
+	if _, err := admin.AddNode(ctx, &registryv1.AddNodeRequest{SpiffeId: bnv, Address: "127.0.0.1:8450"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := admin.AddGrant(ctx, &registryv1.AddGrantRequest{
+		Client: memberG22 + "/vanban", Service: serviceDVHC,
+	}); err != nil {
+		t.Fatal(err)
+	}
+	remove := func(sid string) error {
+		_, err := admin.RemoveNode(ctx, &registryv1.RemoveNodeRequest{SpiffeId: sid})
+		return err
+	}
+	refused := func(sid, want string) {
+		t.Helper()
+		before := f.published(t).GetVersion()
+		st := status.Convert(remove(sid))
+		if st.Code() != codes.FailedPrecondition || st.Message() != want {
+			t.Errorf("RemoveNode %s: %v %q, want FailedPrecondition %q", sid, st.Code(), st.Message(), want)
+		}
+		if v := f.published(t).GetVersion(); v != before {
+			t.Errorf("refused RemoveNode published version %d, want %d unchanged", v, before)
+		}
+	}
+
+	refused(bnv, "node "+bnv+" is the last node of member "+memberG09+", which still provides services "+
+		serviceDVHC+"; remove them or add another node first")
+	refused(nodeID, "node "+nodeID+" is the last node of member "+memberG22+", which still holds grants g-1; "+
+		"revoke them or add another node first")
+	if _, err := admin.AddService(ctx, &registryv1.AddServiceRequest{
+		ServiceId: serviceG22, FileDescriptorSet: dvhcDescriptors(t), Description: "copy", Custodian: "VPCP",
+	}); err != nil {
+		t.Fatal(err)
+	}
+	refused(nodeID, "node "+nodeID+" is the last node of member "+memberG22+", which still provides services "+
+		serviceG22+" and holds grants g-1; remove the services and revoke the grants or add another node first")
+
+	// Another node of the member lets this one go, and is the last then.
+	if _, err := admin.AddNode(ctx, &registryv1.AddNodeRequest{SpiffeId: node2, Address: "127.0.0.1:8444"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := remove(nodeID); err != nil {
+		t.Fatalf("RemoveNode of a node that is not the last: %v", err)
+	}
+	refused(node2, "node "+node2+" is the last node of member "+memberG22+", which still provides services "+
+		serviceG22+" and holds grants g-1; remove the services and revoke the grants or add another node first")
+
+	// Once nothing depends on the member's nodes, the last one goes.
+	if _, err := admin.RevokeGrant(ctx, &registryv1.RevokeGrantRequest{GrantId: "g-1"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := admin.RemoveService(ctx, &registryv1.RemoveServiceRequest{ServiceId: serviceG22}); err != nil {
+		t.Fatal(err)
+	}
+	if err := remove(node2); err != nil {
+		t.Errorf("RemoveNode of the last node of a member nothing depends on: %v", err)
+	}
+}
+
+// An update that asks for what is stored succeeds, says so, and publishes
+// no version.
+func TestUnchangedUpdates(t *testing.T) {
+	f := newFixture(t)
+	ctx := testContext(t)
+	admin := f.admin(t)
+	f.populate(t, ctx, admin)
+	before := f.published(t).GetVersion()
+	stored := f.published(t).GetServices()[0]
+
+	node, err := admin.UpdateNode(ctx, &registryv1.UpdateNodeRequest{SpiffeId: nodeID, Address: "127.0.0.1:8443"})
+	if err != nil {
+		t.Fatalf("UpdateNode to the same address: %v", err)
+	}
+	want := &registryv1.Node{SpiffeId: nodeID, Member: memberG22, Address: "127.0.0.1:8443"}
+	if !node.GetUnchanged() || node.GetVersion() != before ||
+		!cmp.Equal(want, node.GetNode(), protocmp.Transform()) {
+		t.Errorf("UpdateNode to the same address = %v, want unchanged at version %d with %v", node, before, want)
+	}
+
+	for name, req := range map[string]*registryv1.UpdateServiceRequest{
+		"same description":    {Description: stored.GetDescription()},
+		"same descriptor set": {FileDescriptorSet: dvhcDescriptors(t)},
+		"every field the same": {
+			FileDescriptorSet: dvhcDescriptors(t),
+			Description:       stored.GetDescription(),
+			Custodian:         stored.GetCustodian(),
+			Classification:    stored.GetClassification(),
+		},
+	} {
+		req.ServiceId = serviceDVHC
+		resp, err := admin.UpdateService(ctx, req)
+		if err != nil {
+			t.Errorf("UpdateService with the %s: %v", name, err)
+			continue
+		}
+		if !resp.GetUnchanged() || resp.GetVersion() != before ||
+			!cmp.Equal(stored, resp.GetService(), protocmp.Transform()) {
+			t.Errorf("UpdateService with the %s = unchanged %t, version %d; want unchanged at version %d",
+				name, resp.GetUnchanged(), resp.GetVersion(), before)
+		}
+	}
+	if v := f.published(t).GetVersion(); v != before {
+		t.Fatalf("published version after unchanged updates = %d, want %d", v, before)
+	}
+
+	// A real change still publishes.
+	resp, err := admin.UpdateService(ctx, &registryv1.UpdateServiceRequest{
+		ServiceId: serviceDVHC, Custodian: "Vụ Chính quyền địa phương",
+	})
+	if err != nil || resp.GetUnchanged() || resp.GetVersion() != before+1 {
+		t.Errorf("UpdateService with a new custodian = %v, %v; want version %d, changed", resp, err, before+1)
+	}
+}
+
+// Members of a class dropped from the configured classes are named in one
+// warning at start; nothing new can be registered for them, but what they
+// have can be changed and retired.
+func TestDroppedClass(t *testing.T) {
+	f := newFixture(t)
+	ctx := testContext(t)
+	f.populate(t, ctx, f.admin(t))
+	if _, err := f.admin(t).AddGrant(ctx, &registryv1.AddGrantRequest{
+		Client: memberG22 + "/vanban", Service: serviceDVHC,
+	}); err != nil {
+		t.Fatal(err)
+	}
+
+	f.cfg.Classes = []string{"DANG", "MTTQ"}
+	logs := logTo(&f.cfg)
+	f.restart(t)
+	var warnings []string
+	for l := range strings.Lines(logs.String()) {
+		if strings.Contains(l, "level=WARN") {
+			warnings = append(warnings, l)
+		}
+	}
+	wantWarn := []string{`msg="members of classes no longer accepted are registered: `,
+		"members=" + memberG09 + "," + memberG22 + " ", "classes=DANG,MTTQ"}
+	if len(warnings) != 1 {
+		t.Errorf("start with NN dropped logged %d warnings, want 1:\n%s", len(warnings), logs)
+	} else {
+		for _, w := range wantWarn {
+			if !strings.Contains(warnings[0], w) {
+				t.Errorf("warning lacks %q: %s", w, warnings[0])
+			}
+		}
+	}
+
+	admin := f.admin(t)
+	const notOne = `member class "NN" is not one of DANG, MTTQ`
+	for _, tc := range []badCase{
+		{"add member", addMember("VN/NN/000.00.00.G99", "x", f.ca.Signer(t, "VN/NN/000.00.00.G99").Certificate().Raw),
+			codes.InvalidArgument, "member_id: " + notOne},
+		{"add subsystem", addSubsystem(memberG22 + "/new"), codes.InvalidArgument, "subsystem_id: " + notOne},
+		{"add node", addNode("spiffe://vn.ketnoi/node/NN/000.00.00.G22/node2", "127.0.0.1:8444"),
+			codes.InvalidArgument, "spiffe_id: " + notOne},
+		{"add grant", func(ctx context.Context, a registryv1.AdminServiceClient) error {
+			_, err := a.AddGrant(ctx, &registryv1.AddGrantRequest{Client: memberG22, Service: serviceDVHC})
+			return err
+		}, codes.InvalidArgument, "client: " + notOne},
+	} {
+		st := status.Convert(tc.call(ctx, admin))
+		if st.Code() != tc.wantCode || st.Message() != tc.wantMsg {
+			t.Errorf("%s: %v %q, want %v %q", tc.name, st.Code(), st.Message(), tc.wantCode, tc.wantMsg)
+		}
+	}
+
+	// Changes and retirements, in an order the other refusals allow.
+	for _, step := range []struct {
+		name string
+		call func() error
+	}{
+		{"UpdateNode", func() error {
+			_, err := admin.UpdateNode(ctx, &registryv1.UpdateNodeRequest{SpiffeId: nodeID, Address: "127.0.0.1:9443"})
+			return err
+		}},
+		{"UpdateService", func() error {
+			_, err := admin.UpdateService(ctx, &registryv1.UpdateServiceRequest{ServiceId: serviceDVHC, Description: "x"})
+			return err
+		}},
+		{"AddSigningCertificate", func() error {
+			_, err := admin.AddSigningCertificate(ctx, &registryv1.AddSigningCertificateRequest{
+				MemberId: memberG22, SigningCertificate: f.ca.Signer(t, memberG22).Certificate().Raw,
+			})
+			return err
+		}},
+		{"RemoveSigningCertificate", func() error {
+			sum := sha256.Sum256(f.signingCerts[memberG22])
+			_, err := admin.RemoveSigningCertificate(ctx, &registryv1.RemoveSigningCertificateRequest{
+				MemberId: memberG22, CertificateSha256: sum[:],
+			})
+			return err
+		}},
+		{"RevokeGrant", func() error {
+			_, err := admin.RevokeGrant(ctx, &registryv1.RevokeGrantRequest{GrantId: "g-1"})
+			return err
+		}},
+		{"RemoveService", func() error {
+			_, err := admin.RemoveService(ctx, &registryv1.RemoveServiceRequest{ServiceId: serviceDVHC})
+			return err
+		}},
+		{"RemoveNode", func() error {
+			_, err := admin.RemoveNode(ctx, &registryv1.RemoveNodeRequest{SpiffeId: nodeID})
+			return err
+		}},
+	} {
+		if err := step.call(); err != nil {
+			t.Errorf("%s for a member of a dropped class: %v", step.name, err)
+		}
+	}
+
+	f.cfg.Classes = nil
+	logs = logTo(&f.cfg)
+	f.restart(t)
+	if strings.Contains(logs.String(), "level=WARN") {
+		t.Errorf("start with every class accepted warned:\n%s", logs)
+	}
+}
+
 func TestUpdateService(t *testing.T) {
 	f := newFixture(t)
 	ctx := testContext(t)
@@ -317,8 +547,8 @@ func changeCases(t *testing.T, f *fixture) []badCase {
 		named(updateNode(node2, "127.0.0.1:1"), "update unknown node", nf, "node "+node2+" is not registered"),
 
 		named(removeNode(""), "remove node empty", inv, `spiffe_id: ""`),
-		named(removeNode("spiffe://vn.ketnoi/node/XX/000.00.00.G22/node1"), "remove node unknown class", inv,
-			`spiffe_id: member class "XX"`),
+		named(removeNode("spiffe://vn.ketnoi/node/XX/000.00.00.G22/node1"), "remove node unknown class", nf,
+			"node spiffe://vn.ketnoi/node/XX/000.00.00.G22/node1 is not registered"),
 		named(removeNode(node2), "remove unknown node", nf, "node "+node2+" is not registered"),
 
 		named(updateService(&registryv1.UpdateServiceRequest{ServiceId: serviceDVHC}),

@@ -26,11 +26,11 @@ func (s *adminServer) AddGrant(
 	ctx context.Context,
 	req *registryv1.AddGrantRequest,
 ) (*registryv1.AddGrantResponse, error) {
-	client, err := s.r.parseClient("client", req.GetClient(), false)
+	client, err := s.r.parseClient("client", req.GetClient(), false, adding)
 	if err != nil {
 		return nil, err
 	}
-	svc, err := s.r.parseService("service", req.GetService())
+	svc, err := s.r.parseService("service", req.GetService(), adding)
 	if err != nil {
 		return nil, err
 	}

@@ -23,7 +23,7 @@ func (s *adminServer) AddSigningCertificate(
 	ctx context.Context,
 	req *registryv1.AddSigningCertificateRequest,
 ) (*registryv1.AddSigningCertificateResponse, error) {
-	m, err := s.r.parseMember("member_id", req.GetMemberId())
+	m, err := s.r.parseMember("member_id", req.GetMemberId(), changing)
 	if err != nil {
 		return nil, err
 	}
@@ -60,7 +60,7 @@ func (s *adminServer) RemoveSigningCertificate(
 	ctx context.Context,
 	req *registryv1.RemoveSigningCertificateRequest,
 ) (*registryv1.RemoveSigningCertificateResponse, error) {
-	m, err := s.r.parseMember("member_id", req.GetMemberId())
+	m, err := s.r.parseMember("member_id", req.GetMemberId(), changing)
 	if err != nil {
 		return nil, err
 	}

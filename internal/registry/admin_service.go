@@ -23,7 +23,7 @@ func (s *adminServer) AddService(
 	ctx context.Context,
 	req *registryv1.AddServiceRequest,
 ) (*registryv1.AddServiceResponse, error) {
-	svc, err := s.r.parseService("service_id", req.GetServiceId())
+	svc, err := s.r.parseService("service_id", req.GetServiceId(), adding)
 	if err != nil {
 		return nil, err
 	}
@@ -87,12 +87,13 @@ func loadService(tx *bolt.Tx, serviceID string) (*registryv1.Service, error) {
 // UpdateService changes the fields the request sets of a registered
 // service. A new descriptor set replaces the methods; it is refused while
 // a grant names a method the new set no longer defines, so that no grant
-// is left naming a method the service does not have.
+// is left naming a method the service does not have. An update that sets
+// only the values already stored succeeds and publishes nothing.
 func (s *adminServer) UpdateService(
 	ctx context.Context,
 	req *registryv1.UpdateServiceRequest,
 ) (*registryv1.UpdateServiceResponse, error) {
-	svc, err := s.r.parseService("service_id", req.GetServiceId())
+	svc, err := s.r.parseService("service_id", req.GetServiceId(), changing)
 	if err != nil {
 		return nil, err
 	}
@@ -102,24 +103,30 @@ func (s *adminServer) UpdateService(
 	}
 
 	var service *registryv1.Service
-	version, err := s.r.change(func(tx *bolt.Tx, _ time.Time) error {
-		var err error
-		if service, err = loadService(tx, svc.String()); err != nil {
+	version, changed, err := s.r.changeIf(func(tx *bolt.Tx, _ time.Time) error {
+		stored, err := loadService(tx, svc.String())
+		if err != nil {
 			return err
 		}
 		if edit.methods != nil {
-			if err := checkGrantedMethods(tx, service.Id, edit.methods); err != nil {
+			if err := checkGrantedMethods(tx, stored.Id, edit.methods); err != nil {
 				return err
 			}
 		}
+		service = proto.Clone(stored).(*registryv1.Service)
 		edit.apply(service)
+		if proto.Equal(service, stored) {
+			return errUnchanged
+		}
 		return putProto(tx.Bucket(bucketServices), []byte(service.Id), service)
 	})
 	if err != nil {
 		return nil, s.r.toStatus(ctx, "update service", err)
 	}
-	s.r.logChange(ctx, "update service "+service.Id, version)
-	return &registryv1.UpdateServiceResponse{Service: service, Version: version}, nil
+	if changed {
+		s.r.logChange(ctx, "update service "+service.Id, version)
+	}
+	return &registryv1.UpdateServiceResponse{Service: service, Version: version, Unchanged: !changed}, nil
 }
 
 // serviceChanges holds the checked fields of an UpdateServiceRequest; zero
@@ -219,7 +226,7 @@ func (s *adminServer) RemoveService(
 	ctx context.Context,
 	req *registryv1.RemoveServiceRequest,
 ) (*registryv1.RemoveServiceResponse, error) {
-	svc, err := s.r.parseService("service_id", req.GetServiceId())
+	svc, err := s.r.parseService("service_id", req.GetServiceId(), changing)
 	if err != nil {
 		return nil, err
 	}

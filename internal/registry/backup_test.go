@@ -187,34 +187,70 @@ func TestResumeAbove(t *testing.T) {
 	}
 }
 
-// A version counter at its last value has no version above it: the
-// registry refuses to start above it or to publish past it, instead of
-// wrapping to version 0, which every node would ignore as older than the
-// one it holds.
-func TestResumeAboveLastVersion(t *testing.T) {
+// ResumeAbove that leaves fewer than 2^32 versions to publish is refused:
+// no node holds such a version, and a registry near the last one could
+// soon publish nothing more. MaxResumeAbove itself is accepted.
+func TestResumeAboveHeadroom(t *testing.T) {
 	f := newFixture(t)
 	f.close()
 
-	cfg := f.cfg
-	cfg.ResumeAbove = math.MaxUint64
-	if reg, err := Open(f.path, cfg); err == nil {
-		v := decode(t, reg.Configuration()).GetVersion()
-		reg.Close()
-		t.Fatalf("Open with ResumeAbove %d succeeded, publishing version %d", uint64(math.MaxUint64), v)
+	for _, above := range []uint64{MaxResumeAbove + 1, math.MaxUint64} {
+		cfg := f.cfg
+		cfg.ResumeAbove = above
+		reg, err := Open(f.path, cfg)
+		if err == nil {
+			v := decode(t, reg.Configuration()).GetVersion()
+			reg.Close()
+			t.Fatalf("Open with ResumeAbove %d succeeded, publishing version %d", above, v)
+		}
+		want := fmt.Sprintf("resume above %d: it leaves fewer than 2^32 configuration versions to publish; "+
+			"the highest accepted is %d", above, uint64(MaxResumeAbove))
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("Open with ResumeAbove %d: %v, want %q", above, err, want)
+		}
 	}
 
-	f.cfg.ResumeAbove = math.MaxUint64 - 1
+	f.cfg.ResumeAbove = MaxResumeAbove
 	f.start(t)
-	if v := decode(t, f.reg.Configuration()).GetVersion(); v != math.MaxUint64 {
-		t.Fatalf("version after resuming above %d = %d", uint64(math.MaxUint64-1), v)
+	if v := decode(t, f.reg.Configuration()).GetVersion(); v != MaxResumeAbove+1 {
+		t.Errorf("version after resuming above %d = %d, want %d", uint64(MaxResumeAbove), v, uint64(MaxResumeAbove+1))
 	}
+}
+
+// A version counter at its last value has no version above it: the
+// registry refuses to publish past it instead of wrapping to version 0,
+// which every node would ignore as older than the one it holds.
+func TestLastVersion(t *testing.T) {
+	f := newFixture(t)
+	f.close()
+	// Only a damaged or edited state file gets this far: ResumeAbove and
+	// nodes' reports stop well below.
+	db, err := bolt.Open(f.path, 0o600, &bolt.Options{Timeout: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = db.Update(func(tx *bolt.Tx) error { return putUint(tx.Bucket(bucketMeta), keyVersion, math.MaxUint64-1) })
+	db.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.start(t)
+
 	ctx := testContext(t)
-	_, err := f.admin(t).AddMember(ctx, &registryv1.AddMemberRequest{
-		MemberId:           memberG22,
-		Name:               "member " + memberG22,
-		SigningCertificate: f.ca.Signer(t, memberG22).Certificate().Raw,
-	})
-	if status.Code(err) != codes.ResourceExhausted {
+	admin := f.admin(t)
+	addMember := func(m string) error {
+		_, err := admin.AddMember(ctx, &registryv1.AddMemberRequest{
+			MemberId: m, Name: "member " + m, SigningCertificate: f.ca.Signer(t, m).Certificate().Raw,
+		})
+		return err
+	}
+	if err := addMember(memberG22); err != nil {
+		t.Fatalf("change to the last version: %v", err)
+	}
+	if v := decode(t, f.reg.Configuration()).GetVersion(); v != math.MaxUint64 {
+		t.Fatalf("version after the change = %d, want %d", v, uint64(math.MaxUint64))
+	}
+	if err := addMember(memberG09); status.Code(err) != codes.ResourceExhausted {
 		t.Errorf("change at the last version: %v, want ResourceExhausted", err)
 	}
 	if v := decode(t, f.reg.Configuration()).GetVersion(); v != math.MaxUint64 {

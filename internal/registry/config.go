@@ -25,6 +25,14 @@ var DefaultClasses = []string{"DANG", "NN", "MTTQ"}
 // configured otherwise.
 const DefaultConfigTTL = 24 * time.Hour
 
+// MaxResumeAbove is the highest ResumeAbove accepted: it leaves 2^32
+// configuration versions to publish, each change and each re-issue using
+// one, which lasts longer than any registry runs. A higher value is a
+// mistake, not a version nodes hold: a registry near the last version
+// could soon publish nothing more, and no change, revocations included,
+// would reach the nodes.
+const MaxResumeAbove = math.MaxUint64 - 1<<32
+
 var (
 	instanceRE = regexp.MustCompile(`^[A-Z][A-Z0-9-]{0,15}$`)
 	classRE    = regexp.MustCompile(`^[A-Z][A-Z0-9]{0,15}$`)
@@ -51,7 +59,7 @@ type Config struct {
 	// and Open logs so; on a state file that holds no configuration
 	// (missing, empty, never published from) Open refuses it, since
 	// nothing was restored and the empty state would replace every
-	// node's configuration.
+	// node's configuration. It may be at most MaxResumeAbove.
 	ResumeAbove uint64
 	// Signer signs published configurations.
 	Signer *sign.Signer
@@ -85,9 +93,9 @@ func (c Config) withDefaults() (Config, error) {
 	if c.ConfigTTL < 0 {
 		return c, fmt.Errorf("configuration TTL %v is negative", c.ConfigTTL)
 	}
-	if c.ResumeAbove == math.MaxUint64 {
-		// The next version would wrap to 0, which nodes ignore.
-		return c, fmt.Errorf("resume above %d: no configuration version is above it", c.ResumeAbove)
+	if c.ResumeAbove > MaxResumeAbove {
+		return c, fmt.Errorf("resume above %d: it leaves fewer than 2^32 configuration versions to publish; "+
+			"the highest accepted is %d", c.ResumeAbove, uint64(MaxResumeAbove))
 	}
 	if len(c.TrustAnchors) == 0 {
 		return c, errors.New("no trust anchors")

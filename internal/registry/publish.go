@@ -3,6 +3,7 @@ package registry
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"math"
@@ -30,17 +31,34 @@ type published struct {
 	signed   *registryv1.SignedConfiguration
 }
 
+// errUnchanged is returned by a change function when the request asks for
+// what is already stored: changeIf then publishes nothing, so that a
+// repeated request does not make every node take a new configuration that
+// differs only in its version.
+var errUnchanged = errors.New("nothing to change")
+
 // change runs fn in a write transaction and, when fn succeeds, publishes a
 // new configuration version built from the same transaction. An error from
 // fn, or from signing, leaves the store unchanged.
 func (r *Registry) change(fn func(tx *bolt.Tx, now time.Time) error) (uint64, error) {
+	version, _, err := r.changeIf(fn)
+	return version, err
+}
+
+// changeIf is change for a request that may ask for what is already
+// stored: when fn returns errUnchanged it returns the current version and
+// changed false, having stored and published nothing.
+func (r *Registry) changeIf(fn func(tx *bolt.Tx, now time.Time) error) (version uint64, changed bool, err error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	p, err := r.commitLocked(fn)
-	if err != nil {
-		return 0, err
+	if errors.Is(err, errUnchanged) {
+		return r.current.Load().version, false, nil
 	}
-	return p.version, nil
+	if err != nil {
+		return 0, false, err
+	}
+	return p.version, true, nil
 }
 
 // commitLocked is change with r.mu held.

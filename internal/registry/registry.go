@@ -80,6 +80,10 @@ func Open(path string, cfg Config) (*Registry, error) {
 		db.Close()
 		return nil, fmt.Errorf("registry: %w", err)
 	}
+	if err := r.warnDroppedClasses(); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("registry: %w", err)
+	}
 	for _, name := range []string{
 		"",
 		registryv1.RegistryService_ServiceDesc.ServiceName,

@@ -28,7 +28,10 @@ func (s *registryServer) GetConfiguration(
 // the caller's, then every version published while the stream lasts. A
 // watcher that falls behind skips to the newest version. A watcher that
 // holds a newer version than the registry's gets nothing and would not
-// take it, so the registry warns about it (see warnAhead).
+// take it, so the registry warns about it (see warnAhead). The watch of a
+// node that RemoveNode removes ends with PermissionDenied instead of
+// receiving the version without it: the check on each new version sees the
+// removal, which is stored before that version is published.
 func (s *registryServer) WatchConfiguration(
 	req *registryv1.WatchConfigurationRequest,
 	stream grpc.ServerStreamingServer[registryv1.WatchConfigurationResponse],
@@ -36,9 +39,14 @@ func (s *registryServer) WatchConfiguration(
 	w := s.r.hub.subscribe()
 	defer s.r.hub.unsubscribe(w)
 
+	ctx := stream.Context()
+	peer := callerFrom(ctx)
 	sent := req.GetKnownVersion()
 	next := s.r.current.Load()
 	for {
+		if err := s.r.refuseRemoved(ctx, peer); err != nil {
+			return err
+		}
 		switch {
 		case next.version > sent:
 			err := stream.Send(&registryv1.WatchConfigurationResponse{Configuration: next.signed})
@@ -49,14 +57,13 @@ func (s *registryServer) WatchConfiguration(
 		case next.version < sent:
 			// Only the caller's known_version can be above: what was sent
 			// came from here.
-			peer := callerFrom(stream.Context())
 			s.r.raiseFloor(peer, sent, next.version)
-			s.r.warnAhead(stream.Context(), peer, sent, next.version)
+			s.r.warnAhead(ctx, peer, sent, next.version)
 		}
 		select {
 		case next = <-w.pending:
-		case <-stream.Context().Done():
-			return status.FromContextError(stream.Context().Err()).Err()
+		case <-ctx.Done():
+			return status.FromContextError(ctx.Err()).Err()
 		case <-s.r.hub.closed:
 			return status.Error(codes.Unavailable, "registry is shutting down")
 		}

@@ -74,7 +74,9 @@ func callerFrom(ctx context.Context) spiffeid.ID {
 
 // authorize admits a call by the caller's SPIFFE ID and the called service:
 // the admin service to operators, the registry and catalogue services to
-// nodes and operators, health checks to any peer of the trust domain.
+// nodes and operators, health checks to any peer of the trust domain. A
+// node ID need not be registered, since nodes may start first, but one
+// that RemoveNode removed is refused (see refuseRemoved).
 func (r *Registry) authorize(ctx context.Context) (context.Context, error) {
 	caller, err := mtls.PeerID(ctx)
 	if err != nil {
@@ -95,6 +97,11 @@ func (r *Registry) authorize(ctx context.Context) (context.Context, error) {
 		if !admin && !r.isNode(caller) {
 			return nil, status.Errorf(codes.PermissionDenied,
 				"%s may not call %s: nodes and operators only", caller, service)
+		}
+		if !admin {
+			if err := r.refuseRemoved(ctx, caller); err != nil {
+				return nil, err
+			}
 		}
 	case healthpb.Health_ServiceDesc.ServiceName:
 		if caller.TrustDomain() != r.cfg.TrustDomain {

@@ -24,6 +24,10 @@ var (
 	bucketGrants    = []byte("grants")     // big-endian sequence → Grant
 	bucketCodeLists = []byte("code_lists") // list NUL version → nested bucket
 	bucketMeta      = []byte("meta")
+	// bucketRemovedNodes remembers the nodes RemoveNode removed, so that
+	// their SVIDs, still valid until they expire, no longer read the
+	// configuration (see refuseRemoved). AddNode of the same ID forgets it.
+	bucketRemovedNodes = []byte("removed_nodes") // SPIFFE ID → removal time, RFC 3339
 
 	bucketEntries = []byte("entries") // code → CodeEntry, inside a list version
 	keyListMeta   = []byte("meta")    // CodeListVersion, inside a list version
@@ -67,6 +71,7 @@ func openDB(path string) (_ *bolt.DB, err error) {
 	err = db.Update(func(tx *bolt.Tx) error {
 		for _, name := range [][]byte{
 			bucketMembers, bucketNodes, bucketServices, bucketGrants, bucketCodeLists, bucketMeta,
+			bucketRemovedNodes,
 		} {
 			if _, err := tx.CreateBucketIfNotExists(name); err != nil {
 				return fmt.Errorf("create bucket %s: %w", name, err)

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	bolt "go.etcd.io/bbolt"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
@@ -38,28 +39,70 @@ func (r *Registry) toStatus(ctx context.Context, step string, err error) error {
 	return status.Errorf(codes.Internal, "%s: internal error", step)
 }
 
-// checkMember checks that m belongs to this instance and a configured class.
-func (r *Registry) checkMember(field string, m id.Member) error {
+// scope is what an admin call does with the member an identifier names,
+// which decides whether the member's class must be one of the configured
+// classes.
+type scope bool
+
+const (
+	// adding registers something new: a member of a class the registry
+	// is not configured with (any more) is refused.
+	adding scope = false
+	// changing changes or removes what is registered: any class is
+	// accepted, so that members of a class dropped from the configured
+	// classes can still be kept up to date and retired. What is not
+	// registered is NotFound anyway.
+	changing scope = true
+)
+
+// checkMember checks that m belongs to this instance and, when adding, to
+// a configured class.
+func (r *Registry) checkMember(field string, m id.Member, sc scope) error {
 	if m.Instance != r.cfg.Instance {
 		return invalidf(field, "instance %q is not this registry's instance %q", m.Instance, r.cfg.Instance)
 	}
-	if !slices.Contains(r.cfg.Classes, m.Class) {
+	if sc == adding && !slices.Contains(r.cfg.Classes, m.Class) {
 		return invalidf(field, "member class %q is not one of %s", m.Class, strings.Join(r.cfg.Classes, ", "))
 	}
 	return nil
 }
 
+// warnDroppedClasses logs one warning naming the registered members whose
+// class is not among the configured classes, as after a start with fewer
+// --classes: they stay in the configuration and can be changed and
+// retired, but nothing can be added to them.
+func (r *Registry) warnDroppedClasses() error {
+	var dropped []string
+	err := r.db.View(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketMembers).ForEach(func(k, _ []byte) error {
+			m, err := id.ParseMember(string(k))
+			if err == nil && !slices.Contains(r.cfg.Classes, m.Class) {
+				dropped = append(dropped, m.String())
+			}
+			return nil
+		})
+	})
+	if err != nil || len(dropped) == 0 {
+		return err
+	}
+	r.log.Warn("members of classes no longer accepted are registered: they can be changed and retired, "+
+		"but no subsystem, node, service or grant can be added for them",
+		slog.String(logging.KeyMembers, strings.Join(dropped, ",")),
+		slog.String(logging.KeyClasses, strings.Join(r.cfg.Classes, ",")))
+	return nil
+}
+
 // parseMember parses and checks a member identifier.
-func (r *Registry) parseMember(field, s string) (id.Member, error) {
+func (r *Registry) parseMember(field, s string, sc scope) (id.Member, error) {
 	m, err := id.ParseMember(s)
 	if err != nil {
 		return id.Member{}, invalidf(field, "%v", err)
 	}
-	return m, r.checkMember(field, m)
+	return m, r.checkMember(field, m, sc)
 }
 
 // parseClient parses and checks a member or subsystem identifier.
-func (r *Registry) parseClient(field, s string, subsystem bool) (id.Client, error) {
+func (r *Registry) parseClient(field, s string, subsystem bool, sc scope) (id.Client, error) {
 	parse := id.ParseClient
 	if subsystem {
 		parse = id.ParseSubsystem
@@ -68,21 +111,21 @@ func (r *Registry) parseClient(field, s string, subsystem bool) (id.Client, erro
 	if err != nil {
 		return id.Client{}, invalidf(field, "%v", err)
 	}
-	return c, r.checkMember(field, c.Member)
+	return c, r.checkMember(field, c.Member, sc)
 }
 
 // parseService parses and checks a service identifier.
-func (r *Registry) parseService(field, s string) (id.Service, error) {
+func (r *Registry) parseService(field, s string, sc scope) (id.Service, error) {
 	svc, err := id.ParseService(s)
 	if err != nil {
 		return id.Service{}, invalidf(field, "%v", err)
 	}
-	return svc, r.checkMember(field, svc.Provider.Member)
+	return svc, r.checkMember(field, svc.Provider.Member, sc)
 }
 
 // parseNode parses and checks a node's SPIFFE ID and returns it with the
 // member its path names.
-func (r *Registry) parseNode(field, s string) (spiffeid.ID, id.Member, error) {
+func (r *Registry) parseNode(field, s string, sc scope) (spiffeid.ID, id.Member, error) {
 	sid, err := spiffeid.FromString(s)
 	if err != nil {
 		return spiffeid.ID{}, id.Member{}, invalidf(field, "%q: %v", s, err)
@@ -95,7 +138,7 @@ func (r *Registry) parseNode(field, s string) (spiffeid.ID, id.Member, error) {
 	if err != nil {
 		return spiffeid.ID{}, id.Member{}, invalidf(field, "%v", err)
 	}
-	return sid, m, r.checkMember(field, m)
+	return sid, m, r.checkMember(field, m, sc)
 }
 
 // required returns s without surrounding space, or an error when nothing is

@@ -626,7 +626,10 @@ type UpdateNodeResponse struct {
 	// The node as stored.
 	Node *Node `protobuf:"bytes,1,opt,name=node,proto3" json:"node,omitempty"`
 	// Configuration version that includes the change.
-	Version       uint64 `protobuf:"varint,2,opt,name=version,proto3" json:"version,omitempty"`
+	Version uint64 `protobuf:"varint,2,opt,name=version,proto3" json:"version,omitempty"`
+	// True when the node already had the address: nothing was stored, no
+	// version was published, and version is the current one.
+	Unchanged     bool `protobuf:"varint,3,opt,name=unchanged,proto3" json:"unchanged,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -673,6 +676,13 @@ func (x *UpdateNodeResponse) GetVersion() uint64 {
 		return x.Version
 	}
 	return 0
+}
+
+func (x *UpdateNodeResponse) GetUnchanged() bool {
+	if x != nil {
+		return x.Unchanged
+	}
+	return false
 }
 
 // RemoveNodeRequest names a node.
@@ -994,7 +1004,11 @@ type UpdateServiceResponse struct {
 	// The service as stored, with its methods.
 	Service *Service `protobuf:"bytes,1,opt,name=service,proto3" json:"service,omitempty"`
 	// Configuration version that includes the change.
-	Version       uint64 `protobuf:"varint,2,opt,name=version,proto3" json:"version,omitempty"`
+	Version uint64 `protobuf:"varint,2,opt,name=version,proto3" json:"version,omitempty"`
+	// True when the service already had every value the request sets:
+	// nothing was stored, no version was published, and version is the
+	// current one.
+	Unchanged     bool `protobuf:"varint,3,opt,name=unchanged,proto3" json:"unchanged,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1041,6 +1055,13 @@ func (x *UpdateServiceResponse) GetVersion() uint64 {
 		return x.Version
 	}
 	return 0
+}
+
+func (x *UpdateServiceResponse) GetUnchanged() bool {
+	if x != nil {
+		return x.Unchanged
+	}
+	return false
 }
 
 // RemoveServiceRequest names a service.
@@ -1647,10 +1668,11 @@ const file_ketnoi_registry_v1_admin_proto_rawDesc = "" +
 	"\aversion\x18\x02 \x01(\x04R\aversion\"J\n" +
 	"\x11UpdateNodeRequest\x12\x1b\n" +
 	"\tspiffe_id\x18\x01 \x01(\tR\bspiffeId\x12\x18\n" +
-	"\aaddress\x18\x02 \x01(\tR\aaddress\"\\\n" +
+	"\aaddress\x18\x02 \x01(\tR\aaddress\"z\n" +
 	"\x12UpdateNodeResponse\x12,\n" +
 	"\x04node\x18\x01 \x01(\v2\x18.ketnoi.registry.v1.NodeR\x04node\x12\x18\n" +
-	"\aversion\x18\x02 \x01(\x04R\aversion\"0\n" +
+	"\aversion\x18\x02 \x01(\x04R\aversion\x12\x1c\n" +
+	"\tunchanged\x18\x03 \x01(\bR\tunchanged\"0\n" +
 	"\x11RemoveNodeRequest\x12\x1b\n" +
 	"\tspiffe_id\x18\x01 \x01(\tR\bspiffeId\".\n" +
 	"\x12RemoveNodeResponse\x12\x18\n" +
@@ -1671,10 +1693,11 @@ const file_ketnoi_registry_v1_admin_proto_rawDesc = "" +
 	"\x13file_descriptor_set\x18\x02 \x01(\fR\x11fileDescriptorSet\x12 \n" +
 	"\vdescription\x18\x03 \x01(\tR\vdescription\x12\x1c\n" +
 	"\tcustodian\x18\x04 \x01(\tR\tcustodian\x12J\n" +
-	"\x0eclassification\x18\x05 \x01(\x0e2\".ketnoi.registry.v1.ClassificationR\x0eclassification\"h\n" +
+	"\x0eclassification\x18\x05 \x01(\x0e2\".ketnoi.registry.v1.ClassificationR\x0eclassification\"\x86\x01\n" +
 	"\x15UpdateServiceResponse\x125\n" +
 	"\aservice\x18\x01 \x01(\v2\x1b.ketnoi.registry.v1.ServiceR\aservice\x12\x18\n" +
-	"\aversion\x18\x02 \x01(\x04R\aversion\"5\n" +
+	"\aversion\x18\x02 \x01(\x04R\aversion\x12\x1c\n" +
+	"\tunchanged\x18\x03 \x01(\bR\tunchanged\"5\n" +
 	"\x14RemoveServiceRequest\x12\x1d\n" +
 	"\n" +
 	"service_id\x18\x01 \x01(\tR\tserviceId\"1\n" +

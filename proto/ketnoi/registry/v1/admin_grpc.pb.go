@@ -57,16 +57,21 @@ type AdminServiceClient interface {
 	// AddNode registers a security-server node of an existing member.
 	AddNode(ctx context.Context, in *AddNodeRequest, opts ...grpc.CallOption) (*AddNodeResponse, error)
 	// UpdateNode moves a node to a new federation address; peers dial the new
-	// address once they hold the new configuration.
+	// address once they hold the new configuration. The address the node
+	// already has is accepted and publishes nothing.
 	UpdateNode(ctx context.Context, in *UpdateNodeRequest, opts ...grpc.CallOption) (*UpdateNodeResponse, error)
 	// RemoveNode removes a node; peers refuse it and close their connections
-	// to it once they hold the new configuration.
+	// to it once they hold the new configuration, and the registry refuses
+	// its SPIFFE ID (its watch ends) until AddNode adds it again. The last
+	// node of a member that still provides services or holds grants is
+	// refused with FailedPrecondition naming them.
 	RemoveNode(ctx context.Context, in *RemoveNodeRequest, opts ...grpc.CallOption) (*RemoveNodeResponse, error)
 	// AddService registers a gRPC service of an existing subsystem.
 	AddService(ctx context.Context, in *AddServiceRequest, opts ...grpc.CallOption) (*AddServiceResponse, error)
 	// UpdateService changes a service's descriptor set, description,
 	// custodian or classification. Methods are taken anew from the
 	// descriptor set; an update that drops a method a grant names is refused.
+	// An update that sets only the values already stored publishes nothing.
 	UpdateService(ctx context.Context, in *UpdateServiceRequest, opts ...grpc.CallOption) (*UpdateServiceResponse, error)
 	// RemoveService removes a service that no grant names.
 	RemoveService(ctx context.Context, in *RemoveServiceRequest, opts ...grpc.CallOption) (*RemoveServiceResponse, error)
@@ -261,16 +266,21 @@ type AdminServiceServer interface {
 	// AddNode registers a security-server node of an existing member.
 	AddNode(context.Context, *AddNodeRequest) (*AddNodeResponse, error)
 	// UpdateNode moves a node to a new federation address; peers dial the new
-	// address once they hold the new configuration.
+	// address once they hold the new configuration. The address the node
+	// already has is accepted and publishes nothing.
 	UpdateNode(context.Context, *UpdateNodeRequest) (*UpdateNodeResponse, error)
 	// RemoveNode removes a node; peers refuse it and close their connections
-	// to it once they hold the new configuration.
+	// to it once they hold the new configuration, and the registry refuses
+	// its SPIFFE ID (its watch ends) until AddNode adds it again. The last
+	// node of a member that still provides services or holds grants is
+	// refused with FailedPrecondition naming them.
 	RemoveNode(context.Context, *RemoveNodeRequest) (*RemoveNodeResponse, error)
 	// AddService registers a gRPC service of an existing subsystem.
 	AddService(context.Context, *AddServiceRequest) (*AddServiceResponse, error)
 	// UpdateService changes a service's descriptor set, description,
 	// custodian or classification. Methods are taken anew from the
 	// descriptor set; an update that drops a method a grant names is refused.
+	// An update that sets only the values already stored publishes nothing.
 	UpdateService(context.Context, *UpdateServiceRequest) (*UpdateServiceResponse, error)
 	// RemoveService removes a service that no grant names.
 	RemoveService(context.Context, *RemoveServiceRequest) (*RemoveServiceResponse, error)

@@ -28,7 +28,10 @@ const (
 // For semantics around ctx use and closing/ending streaming RPCs, please refer to https://pkg.go.dev/google.golang.org/grpc/?tab=doc#ClientConn.NewStream.
 //
 // RegistryService distributes the global configuration. Callers: nodes and
-// operators of the trust domain, authenticated by their X.509-SVID.
+// operators of the trust domain, authenticated by their X.509-SVID. A node
+// need not be registered yet, but one that AdminService.RemoveNode removed
+// is refused with PermissionDenied, and its watch ends, until
+// AdminService.AddNode adds it again.
 type RegistryServiceClient interface {
 	// GetConfiguration returns the current signed configuration.
 	GetConfiguration(ctx context.Context, in *GetConfigurationRequest, opts ...grpc.CallOption) (*GetConfigurationResponse, error)
@@ -79,7 +82,10 @@ type RegistryService_WatchConfigurationClient = grpc.ServerStreamingClient[Watch
 // for forward compatibility.
 //
 // RegistryService distributes the global configuration. Callers: nodes and
-// operators of the trust domain, authenticated by their X.509-SVID.
+// operators of the trust domain, authenticated by their X.509-SVID. A node
+// need not be registered yet, but one that AdminService.RemoveNode removed
+// is refused with PermissionDenied, and its watch ends, until
+// AdminService.AddNode adds it again.
 type RegistryServiceServer interface {
 	// GetConfiguration returns the current signed configuration.
 	GetConfiguration(context.Context, *GetConfigurationRequest) (*GetConfigurationResponse, error)
