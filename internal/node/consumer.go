@@ -550,7 +550,7 @@ func (cl *call) seal(ctx context.Context, h *exchangev1.Header, payload []byte, 
 func (cl *call) relayResponses(ctx context.Context, ss grpc.ServerStream, stream exchangev1.FederationService_ExchangeClient) error {
 	n := cl.n
 	msgID := cl.template.GetMessageId()
-	depth := 1 // one response message
+	depth := 0 // one response message: sent inline
 	if k := cl.template.GetCallKind(); k == exchangev1.CallKind_CALL_KIND_SERVER_STREAMING || k == exchangev1.CallKind_CALL_KIND_BIDI_STREAMING {
 		depth = pipelineDepth
 	}

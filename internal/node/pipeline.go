@@ -37,7 +37,8 @@ type step struct {
 // signatures and commits instead of paying for one each.
 type pipeline struct {
 	n     *Node
-	steps chan step // from the producer
+	ctx   context.Context // of an inline pipeline, which has no steps channel
+	steps chan step       // from the producer
 	stop  chan struct{}
 	done  chan struct{} // the sender has returned
 	once  sync.Once
@@ -49,8 +50,14 @@ type pipeline struct {
 }
 
 // newPipeline starts the pipeline of one stream direction; depth is
-// pipelineDepth for streams, and 1 where only one message can come.
+// pipelineDepth for streams. Depth 0 makes an inline pipeline, for a
+// direction with one message: there is nothing to overlap, so push sends
+// the step itself once its record is durable, without a goroutine and its
+// channels.
 func newPipeline(ctx context.Context, n *Node, depth int) *pipeline {
+	if depth == 0 {
+		return &pipeline{n: n, ctx: ctx}
+	}
 	p := &pipeline{
 		n: n, steps: make(chan step, depth),
 		stop: make(chan struct{}), done: make(chan struct{}), freed: make(chan struct{}, 1),
@@ -73,10 +80,7 @@ func (p *pipeline) end(err error) {
 
 func (p *pipeline) send(ctx context.Context) {
 	for s := range p.steps {
-		index, err := p.n.awaitRecord(ctx, s.receipt, s.msgID)
-		if err == nil {
-			err = s.send(index)
-		}
+		err := p.run(ctx, s)
 		p.mu.Lock()
 		p.bytes -= s.size
 		p.mu.Unlock()
@@ -94,8 +98,23 @@ func (p *pipeline) send(ctx context.Context) {
 	}
 }
 
+// run sends one step once its record is durable.
+func (p *pipeline) run(ctx context.Context, s step) error {
+	index, err := p.n.awaitRecord(ctx, s.receipt, s.msgID)
+	if err != nil {
+		return err
+	}
+	return s.send(index)
+}
+
 // push queues a step; it fails with the pipeline's error once a step failed.
 func (p *pipeline) push(s step) error {
+	if p.steps == nil {
+		if p.err == nil {
+			p.err = p.run(p.ctx, s)
+		}
+		return p.err
+	}
 	select {
 	case <-p.stop:
 		return p.err
@@ -126,6 +145,9 @@ func (p *pipeline) push(s step) error {
 // close waits until every queued step was sent (or one failed) and returns
 // the first error.
 func (p *pipeline) close() error {
+	if p.steps == nil {
+		return p.err
+	}
 	close(p.steps)
 	<-p.done
 	return p.err

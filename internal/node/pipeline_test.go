@@ -2,6 +2,7 @@ package node
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"path/filepath"
 	"testing"
@@ -57,5 +58,52 @@ func TestPipelineBoundsPayloadBytes(t *testing.T) {
 	}
 	if err := p.close(); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// An inline pipeline (one response message) sends each step within push,
+// once its record is durable, and keeps the first failure.
+func TestInlinePipeline(t *testing.T) {
+	l, err := evidence.Open(filepath.Join(t.TempDir(), "evidence.db"), evidence.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	n := &Node{evidence: l, log: slog.New(slog.DiscardHandler)}
+	ctx := context.Background()
+	receipt := func() *evidence.Receipt {
+		r, err := l.Start(ctx, &evidencev1.Record{Kind: evidencev1.RecordKind_RECORD_KIND_FAILED, RecordedAt: timestamppb.Now()}, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r
+	}
+
+	p := newPipeline(ctx, n, 0)
+	var sent []uint64
+	for range 2 {
+		if err := p.push(step{receipt: receipt(), send: func(index uint64) error {
+			sent = append(sent, index)
+			return nil
+		}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if len(sent) != 2 || sent[1] != sent[0]+1 {
+		t.Fatalf("sent records %v, want two consecutive ones sent within push", sent)
+	}
+
+	failure := errors.New("application went away")
+	if err := p.push(step{receipt: receipt(), send: func(uint64) error { return failure }}); err != failure {
+		t.Fatalf("push = %v, want the step's failure", err)
+	}
+	if err := p.push(step{receipt: receipt(), send: func(uint64) error {
+		t.Error("a step after a failure was sent")
+		return nil
+	}}); err != failure {
+		t.Errorf("push after a failure = %v, want the first failure", err)
+	}
+	if err := p.close(); err != failure {
+		t.Errorf("close = %v, want the first failure", err)
 	}
 }
