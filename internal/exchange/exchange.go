@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"google.golang.org/grpc/codes"
+	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
@@ -97,8 +98,23 @@ const wrapperOverhead = 1 + 5
 // between nodes once the header is signed, so that a message too large for
 // the peer is refused before anything is signed or recorded.
 func SealedSize(raw, payload []byte) int {
-	f := &exchangev1.Frame{SignedHeader: &exchangev1.SignedHeader{Header: raw}, Payload: payload}
-	return proto.Size(f) + maxSignatureOverhead + wrapperOverhead
+	return frameSize(len(raw), len(payload)) + maxSignatureOverhead + wrapperOverhead
+}
+
+// frameSize is proto.Size of a Frame whose signed header holds a header of
+// headerLen bytes and nothing else, with a payload of payloadLen bytes,
+// counted without building the messages: every outgoing message is
+// checked against the size limit.
+func frameSize(headerLen, payloadLen int) int {
+	sh := 0
+	if headerLen > 0 {
+		sh = protowire.SizeTag(1) + protowire.SizeBytes(headerLen)
+	}
+	size := protowire.SizeTag(1) + protowire.SizeBytes(sh)
+	if payloadLen > 0 {
+		size += protowire.SizeTag(2) + protowire.SizeBytes(payloadLen)
+	}
+	return size
 }
 
 // WireSize is the size of the message that carries a sealed frame between
