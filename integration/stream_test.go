@@ -156,8 +156,10 @@ func TestStreamFidelity(t *testing.T) {
 		bigValue := strings.Repeat("x", 5<<20)
 		_, err = client.UnaryCall(metadata.AppendToOutgoingContext(ctx, "x-big", bigValue), &testpb.SimpleRequest{})
 		st = status.Convert(err)
-		if reason, _ := exchange.PlatformReason(st); st.Code() != codes.ResourceExhausted || reason != exchange.ReasonMessageTooLarge {
-			t.Errorf("oversize metadata: %v (%s), want ResourceExhausted %s", st.Message(), reason, exchange.ReasonMessageTooLarge)
+		if reason, _ := exchange.PlatformReason(st); st.Code() != codes.ResourceExhausted || reason != exchange.ReasonMessageTooLarge ||
+			!strings.Contains(st.Message(), "max_message_bytes 4194304") {
+			t.Errorf("oversize metadata: %v (%s), want ResourceExhausted %s naming max_message_bytes 4194304",
+				st.Message(), reason, exchange.ReasonMessageTooLarge)
 		}
 	})
 

@@ -236,7 +236,11 @@ const (
 
 // frameLimit is the largest frame between nodes: a message plus its signed
 // header.
-func (n *Node) frameLimit() int { return n.cfg.MaxMessageBytes + 64<<10 }
+func (n *Node) frameLimit() int { return n.cfg.MaxMessageBytes + headerAllowance }
+
+// headerAllowance is what a frame between nodes may carry on top of a
+// message of max_message_bytes: its signed header and metadata.
+const headerAllowance = 64 << 10
 
 // Close releases the node's connections and databases.
 func (n *Node) Close() error {

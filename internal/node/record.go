@@ -218,7 +218,8 @@ func (n *Node) checkFrameSize(sealed *exchange.Sealed) error {
 func (n *Node) checkWireSize(size int) error {
 	if size > n.frameLimit() {
 		return exchange.Errorf(codes.ResourceExhausted, exchange.ReasonMessageTooLarge,
-			"message with its signed header and metadata is %d bytes, over the limit of %d", size, n.frameLimit()).
+			"message with its signed header and metadata is %d bytes, over the limit of %d (max_message_bytes %d plus %d for the header)",
+			size, n.frameLimit(), n.cfg.MaxMessageBytes, headerAllowance).
 			Status(n.self.String()).Err()
 	}
 	return nil
