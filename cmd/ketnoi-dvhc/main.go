@@ -20,13 +20,13 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"github.com/ketnoi/ketnoi/internal/exit"
 	"io"
 	"os"
 	"os/signal"
 	"syscall"
 
 	"github.com/ketnoi/ketnoi/internal/dvhc"
+	"github.com/ketnoi/ketnoi/internal/exit"
 	"github.com/ketnoi/ketnoi/internal/logging"
 )
 
@@ -77,7 +77,9 @@ func runArgs(ctx context.Context, args []string, stderr io.Writer) error {
 func parseFlags(args []string, stderr io.Writer) (config, error) {
 	var cfg config
 	fs := flag.NewFlagSet("ketnoi-dvhc", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	// A bad flag is reported once, as one line, by exit.Report; only -h
+	// prints the usage.
+	fs.SetOutput(io.Discard)
 	fs.StringVar(&cfg.listen, "listen", "127.0.0.1:9090",
 		"`address` to serve plain-text gRPC on; keep it on loopback")
 	fs.StringVar(&cfg.readyFile, "ready-file", "",
@@ -88,6 +90,8 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 		"write the service's FileDescriptorSet to `file` and exit")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
+			fs.SetOutput(stderr)
+			fs.Usage()
 			return config{}, err
 		}
 		return config{}, usageError{Msg: err.Error()}

@@ -49,10 +49,18 @@ func TestCommandLineErrors(t *testing.T) {
 			if code != 2 {
 				t.Errorf("exit code %d, want 2", code)
 			}
-			if want := "ketnoi-dvhc: " + tt.want + "\n"; !strings.HasSuffix(stderr.String(), want) {
-				t.Errorf("stderr = %q, want it to end with %q", stderr.String(), want)
+			// One line, like the other binaries: no usage after a
+			// mistake.
+			if want := "ketnoi-dvhc: " + tt.want + "\n"; stderr.String() != want {
+				t.Errorf("stderr = %q, want %q", stderr.String(), want)
 			}
 		})
+	}
+
+	// -h prints the usage and succeeds.
+	var stderr bytes.Buffer
+	if code := cli(t.Context(), []string{"-h"}, &stderr); code != 0 || !strings.Contains(stderr.String(), "-listen") {
+		t.Errorf("-h: exit %d, stderr %q; want 0 and the usage", code, stderr.String())
 	}
 }
 

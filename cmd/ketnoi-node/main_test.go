@@ -5,6 +5,8 @@ import (
 	"context"
 	"errors"
 	"flag"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -34,5 +36,27 @@ func TestCommandLine(t *testing.T) {
 	}
 	if !strings.Contains(stderr.String(), "-config") {
 		t.Errorf("-h printed %q, want the usage", stderr.String())
+	}
+}
+
+// A configuration file with a misspelt key or a duration without a unit
+// fails with one line naming the file, the line and the key.
+func TestConfigErrorIsOneLine(t *testing.T) {
+	for _, tc := range []struct{ add, want string }{
+		{"federaton: {listen: \"127.0.0.1:0\"}\n", "line 4: unknown key federaton"},
+		{"clock_skew: 90\n", "line 4: clock_skew: `90` is not a duration"},
+	} {
+		path := filepath.Join(t.TempDir(), "node.yaml")
+		body := "member: VN/NN/000.00.00.G22\nname: node1\ndata_dir: data\n" + tc.add
+		if err := os.WriteFile(path, []byte(body), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		var stderr, out bytes.Buffer
+		err := run(context.Background(), []string{"--config", path}, &stderr)
+		code := exit.Report(&out, "ketnoi-node", err)
+		if code != 1 || strings.Count(out.String(), "\n") != 1 || !strings.Contains(out.String(), path+": "+tc.want) {
+			t.Errorf("%q: exit %d, report %q; want exit 1 and one line naming %s and %q",
+				tc.add, code, out.String(), path, tc.want)
+		}
 	}
 }

@@ -51,6 +51,16 @@ its own trust bundle.
 // evidenceNodeTimeout bounds each call to a node, connection included.
 const evidenceNodeTimeout = 30 * time.Second
 
+// evidenceMaxRecv is the largest response the CLI accepts from a node's
+// evidence service. A node answers with records worth at most 2 MiB
+// beyond the first, which is sent whatever its size, and one record can
+// be far larger than gRPC's default limit of 4 MiB: a signed header holds
+// metadata and a status message of up to the node's max_message_bytes (at
+// most 64 MiB) plus 64 KiB, and the record of a call refused before
+// sending holds what the caller's metadata (at most gRPC's 16 MiB header
+// list) asked for. 128 MiB takes the largest record with room to spare.
+const evidenceMaxRecv = 128 << 20
+
 // runEvidence runs "ketnoi evidence trace|verify|search" on a log file
 // that no running node holds, or through a running node's admin endpoint.
 func runEvidence(ctx context.Context, args []string, stdout io.Writer) error {
@@ -142,18 +152,34 @@ func evidenceTrace(ctx context.Context, args []string, stdout io.Writer) error {
 }
 
 // traceOnNode prints the records of one exchange as a running node
-// returns them.
+// returns them, asking for the next ones until it has them all: a node
+// returns an exchange with large records over several responses.
 func traceOnNode(ctx context.Context, addr, messageID string, stdout io.Writer) error {
 	return callEvidenceNode(ctx, addr, func(ctx context.Context, c evidenceClient) error {
-		resp, err := c.TraceMessage(ctx, &evidencev1.TraceMessageRequest{MessageId: messageID})
-		if err != nil {
-			return err
+		req := &evidencev1.TraceMessageRequest{MessageId: messageID}
+		var recs []*evidencev1.TracedRecord
+		for {
+			resp, err := c.TraceMessage(ctx, req)
+			if err != nil {
+				return err
+			}
+			recs = append(recs, resp.GetRecords()...)
+			if resp.NextIndex == nil {
+				break
+			}
+			// Each response moves forward, so this ends within the log's
+			// size.
+			if resp.GetNextIndex() <= req.GetFromIndex() {
+				return fmt.Errorf("node %s returned next index %d, not past %d",
+					addr, resp.GetNextIndex(), req.GetFromIndex())
+			}
+			req.FromIndex = resp.GetNextIndex()
 		}
-		entries := make([]evidence.Entry, 0, len(resp.GetRecords()))
-		for _, tr := range resp.GetRecords() {
+		entries := make([]evidence.Entry, 0, len(recs))
+		for _, tr := range recs {
 			entries = append(entries, tracedEntry(tr))
 		}
-		printEvidenceEntries(stdout, tracedCertificates(resp.GetRecords()...), entries)
+		printEvidenceEntries(stdout, tracedCertificates(recs...), entries)
 		return nil
 	})
 }
@@ -202,13 +228,12 @@ func evidenceVerify(ctx context.Context, args []string, stdout io.Writer) error 
 	if err != nil {
 		return err
 	}
+	summary := verifySummary(rep.Size, rep.Root[:], rep.SignaturesChecked, rep.Unsigned, rep.UnsignedRefusals)
 	if partial != nil {
-		fmt.Fprintf(stdout, "tree ok: %d records, root %x, %d signatures checked\n",
-			rep.Size, rep.Root[:], rep.SignaturesChecked)
+		fmt.Fprintf(stdout, "tree %s\n", summary)
 		return partial
 	}
-	fmt.Fprintf(stdout, "ok: %d records, root %x, %d signatures checked\n",
-		rep.Size, rep.Root[:], rep.SignaturesChecked)
+	fmt.Fprintln(stdout, summary)
 	if roots == nil {
 		fmt.Fprintln(stdout, "certificate chains not checked (no --bundle)")
 	}
@@ -231,13 +256,36 @@ func verifyOnNode(ctx context.Context, addr string, stdout io.Writer) error {
 		if err != nil {
 			return err
 		}
-		fmt.Fprintf(stdout, "ok: %d records, root %x, %d signatures checked\n",
-			resp.GetTreeSize(), resp.GetTreeRoot(), resp.GetSignaturesChecked())
+		fmt.Fprintln(stdout, verifySummary(resp.GetTreeSize(), resp.GetTreeRoot(), int(resp.GetSignaturesChecked()),
+			int(resp.GetUnsignedRecords()), int(resp.GetUnsignedRefusals())))
 		if !resp.GetCertificateChainsChecked() {
 			fmt.Fprintln(stdout, "certificate chains not checked (the node has no trust bundle)")
 		}
 		return nil
 	})
+}
+
+// verifySummary is the line that says a log verified: its size and root,
+// how many signatures were checked, and how many records had none to
+// check, which are refusals (of calls the node refused before signing
+// them, and of messages whose signature or header failed its checks).
+func verifySummary(size uint64, root []byte, signatures, unsigned, unsignedRefusals int) string {
+	text := fmt.Sprintf("ok: %d records, root %x, %d signatures checked", size, root, signatures)
+	if unsignedRefusals > 0 {
+		text += fmt.Sprintf(", %d unsigned %s", unsignedRefusals, plural(unsignedRefusals, "refusal", "refusals"))
+	}
+	if other := unsigned - unsignedRefusals; other > 0 {
+		text += fmt.Sprintf(", %d other unsigned %s", other, plural(other, "record", "records"))
+	}
+	return text
+}
+
+// plural returns one for n == 1 and many otherwise.
+func plural(n int, one, many string) string {
+	if n == 1 {
+		return one
+	}
+	return many
 }
 
 // evidenceClient is the client of a node's evidence service.
@@ -251,7 +299,8 @@ func callEvidenceNode(
 	addr string,
 	call func(context.Context, evidenceClient) error,
 ) error {
-	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(evidenceMaxRecv)))
 	if err != nil {
 		return fmt.Errorf("node %s: %w", addr, err)
 	}
@@ -384,6 +433,12 @@ func printEvidenceEntries(
 
 // printEvidenceEntry prints one record as a block of labelled lines;
 // certificate returns the DER signer certificate with a given SHA-256.
+//
+// A call the node refused before sending anything has no frame: its
+// header says what the call asked for, nothing was signed, and no
+// payload was read into it. Such a record leaves out the lines of a frame
+// (sequence, payload, digests, signer) and says that it is not signed,
+// rather than that a signature failed to verify.
 func printEvidenceEntry(
 	w io.Writer,
 	certificate func(sum []byte) ([]byte, error),
@@ -393,18 +448,29 @@ func printEvidenceEntry(
 		fmt.Fprintf(w, "  %-19s %s\n", label, fmt.Sprintf(format, args...))
 	}
 	r, h := e.Record, e.Header
+	own := e.RefusedBeforeSending()
 	fmt.Fprintf(w, "record %d\n", e.Index)
 	line("kind", "%s", strings.TrimPrefix(r.GetKind().String(), "RECORD_KIND_"))
 	line("recorded at", "%s", evidenceTime(r.GetRecordedAt()))
 	line("message id", "%s", r.GetMessageId())
 	line("node", "%s", evidenceOrNone(r.GetNode()))
 	line("peer", "%s", evidenceOrNone(r.GetPeer()))
-	if h == nil {
+	switch {
+	case h == nil:
 		line("header", "does not parse (%d bytes)", len(r.GetHeader()))
-	} else {
+	case own:
+		printRefusedCall(line, h)
+	default:
 		printEvidenceHeader(line, certificate, h)
 	}
-	line("signature verified", "%s", evidenceYesNo(r.GetSignatureVerified()))
+	switch {
+	case own:
+		line("signature", "none: refused by this node before sending")
+	case !r.GetSignatureVerified() && len(r.GetSignature()) == 0 && r.GetBatch() == nil:
+		line("signature verified", "no (the message carried no signature)")
+	default:
+		line("signature verified", "%s", evidenceYesNo(r.GetSignatureVerified()))
+	}
 	outcome := codes.Code(uint32(r.GetCode())).String()
 	if r.GetReason() != "" {
 		outcome += ": " + r.GetReason()
@@ -412,7 +478,19 @@ func printEvidenceEntry(
 	line("outcome", "%s", outcome)
 }
 
-// printEvidenceHeader prints the fields of a signed header.
+// printRefusedCall prints the header of a call the node refused before
+// sending: what the call asked for. Its call kind is unknown when the
+// node did not find the method, and is then left out.
+func printRefusedCall(line func(label, format string, args ...any), h *exchangev1.Header) {
+	line("direction", "%s", strings.TrimPrefix(h.GetDirection().String(), "DIRECTION_"))
+	if h.GetCallKind() != exchangev1.CallKind_CALL_KIND_UNSPECIFIED {
+		line("call kind", "%s", strings.TrimPrefix(h.GetCallKind().String(), "CALL_KIND_"))
+	}
+	printEvidenceCall(line, h)
+}
+
+// printEvidenceHeader prints the fields of a signed header. A frame
+// without a message has no payload lines.
 func printEvidenceHeader(
 	line func(label, format string, args ...any),
 	certificate func(sum []byte) ([]byte, error),
@@ -421,16 +499,11 @@ func printEvidenceHeader(
 	line("direction", "%s", strings.TrimPrefix(h.GetDirection().String(), "DIRECTION_"))
 	line("call kind", "%s", strings.TrimPrefix(h.GetCallKind().String(), "CALL_KIND_"))
 	line("sequence", "%d", h.GetSequence())
-	line("client", "%s", evidenceOrNone(h.GetClient()))
-	line("service", "%s", evidenceOrNone(h.GetService()))
-	line("method", "%s", evidenceOrNone(h.GetMethod()))
-	line("purpose", "%s", evidenceOrNone(h.GetPurpose()))
-	line("user", "%s", evidenceOrNone(h.GetUser()))
-	line("issue", "%s", evidenceOrNone(h.GetIssue()))
-	line("classification", "%s", strings.TrimPrefix(h.GetClassification().String(), "CLASSIFICATION_"))
-	line("created at", "%s", evidenceTime(h.GetCreatedAt()))
-	line("payload sha256", "%s", evidenceHex(h.GetPayloadSha256()))
-	line("payload length", "%d bytes", h.GetPayloadLength())
+	printEvidenceCall(line, h)
+	if h.GetHasMessage() || len(h.GetPayloadSha256()) > 0 || h.GetPayloadLength() > 0 {
+		line("payload sha256", "%s", evidenceHex(h.GetPayloadSha256()))
+		line("payload length", "%d bytes", h.GetPayloadLength())
+	}
 	if h.GetDirection() == exchangev1.Direction_DIRECTION_RESPONSE || len(h.GetRequestDigest()) > 0 {
 		line("request digest", "%s", evidenceHex(h.GetRequestDigest()))
 	}
@@ -450,6 +523,18 @@ func printEvidenceHeader(
 		}
 	}
 	line("signer certificate", "%s", evidenceSigner(certificate, h.GetSignerCertificateSha256()))
+}
+
+// printEvidenceCall prints who called what, for which purpose, and when.
+func printEvidenceCall(line func(label, format string, args ...any), h *exchangev1.Header) {
+	line("client", "%s", evidenceOrNone(h.GetClient()))
+	line("service", "%s", evidenceOrNone(h.GetService()))
+	line("method", "%s", evidenceOrNone(h.GetMethod()))
+	line("purpose", "%s", evidenceOrNone(h.GetPurpose()))
+	line("user", "%s", evidenceOrNone(h.GetUser()))
+	line("issue", "%s", evidenceOrNone(h.GetIssue()))
+	line("classification", "%s", strings.TrimPrefix(h.GetClassification().String(), "CLASSIFICATION_"))
+	line("created at", "%s", evidenceTime(h.GetCreatedAt()))
 }
 
 // evidenceSigner describes the signer certificate with SHA-256 sum by its URI SANs.

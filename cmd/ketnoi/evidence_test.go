@@ -88,6 +88,7 @@ func newEvidenceFixture(t *testing.T) evidenceFixture {
 		Issue:                   "HS-2026-001",
 		Classification:          registryv1.Classification_CLASSIFICATION_SENSITIVE,
 		CreatedAt:               timestamppb.New(created),
+		HasMessage:              true,
 		PayloadSha256:           payloadSum[:],
 		PayloadLength:           7,
 		SignerCertificateSha256: s.CertificateSHA256(),
@@ -95,7 +96,7 @@ func newEvidenceFixture(t *testing.T) evidenceFixture {
 	resp := proto.Clone(req).(*exchangev1.Header)
 	resp.Direction = exchangev1.Direction_DIRECTION_RESPONSE
 	resp.Final = true
-	resp.PayloadSha256, resp.PayloadLength = nil, 0
+	resp.HasMessage, resp.PayloadSha256, resp.PayloadLength = false, nil, 0
 	resp.RequestDigest = bytes.Repeat([]byte{0xab}, 32)
 	resp.PreviousDigest = bytes.Repeat([]byte{0xcd}, 32)
 	resp.Status = &exchangev1.CallStatus{Code: int32(codes.NotFound), Message: "no such unit"}
@@ -237,9 +238,7 @@ record 1
   kind                RESPONSE_RECEIVED
   recorded at         2026-12-04T09:30:00.128Z
 ` + common + `  direction           RESPONSE
-` + header + `  payload sha256      (none)
-  payload length      0 bytes
-  request digest      ` + strings.Repeat("ab", 32) + `
+` + header + `  request digest      ` + strings.Repeat("ab", 32) + `
   previous digest     ` + strings.Repeat("cd", 32) + `
   final status        NotFound: no such unit
   signer certificate  ` + signer + `
@@ -263,7 +262,7 @@ record 1
   node                ` + evTestNode + `
   peer                ` + evTestPeer + `
   header              does not parse (1 bytes)
-  signature verified  no
+  signature verified  no (the message carried no signature)
   outcome             Unauthenticated: header does not parse
 `
 	if code != 0 {
@@ -276,7 +275,7 @@ record 1
 
 func TestEvidenceVerify(t *testing.T) {
 	f := newEvidenceFixture(t)
-	ok := fmt.Sprintf("ok: 3 records, root %x, 2 signatures checked\n", f.root)
+	ok := fmt.Sprintf("ok: 3 records, root %x, 2 signatures checked, 1 unsigned refusal\n", f.root)
 	tests := []struct {
 		name   string
 		args   []string

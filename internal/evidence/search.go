@@ -311,10 +311,13 @@ func (m *matcher) peerMatches(e Entry) bool {
 // Counterparty returns the member or subsystem on the other side of the
 // exchange, as the signed header names it: the subsystem of the header's
 // service in the records of a consumer node (request sent, response
-// received, failed, refused response), the header's client in those of a
-// provider node (request received, response sent, refused request). It is
-// "" when the header does not parse, or the record does not say which
-// side the node was on.
+// received, failed), the header's client in those of a provider node
+// (request received, response sent). A refusal's counterparty is the other
+// side of the message it refused: the sender of a message the node
+// received (the client of a request, the service of a response), and the
+// service a call was for when the node refused its own call before
+// sending it ([Entry.RefusedBeforeSending]). It is "" when the header does
+// not parse, or the record does not say which side the node was on.
 func (e Entry) Counterparty() string {
 	h := e.Header
 	if h == nil {
@@ -338,12 +341,35 @@ func (e Entry) Counterparty() string {
 		evidencev1.RecordKind_RECORD_KIND_RESPONSE_SENT:
 		return h.GetClient()
 	case evidencev1.RecordKind_RECORD_KIND_REFUSED:
+		// Requests come from clients and responses from services, so the
+		// sender of a refused request is the client unless the request
+		// is this node's own.
+		own := e.RefusedBeforeSending()
 		switch h.GetDirection() {
 		case exchangev1.Direction_DIRECTION_REQUEST:
+			if own {
+				return provider()
+			}
 			return h.GetClient()
 		case exchangev1.Direction_DIRECTION_RESPONSE:
+			if own {
+				return h.GetClient()
+			}
 			return provider()
 		}
 	}
 	return ""
+}
+
+// RefusedBeforeSending reports whether e records a message of the node's
+// own that it refused before signing it: a refusal, without a signature,
+// whose header names the record's node as its sender. A consumer node
+// records so the calls it refuses before anything leaves it (no
+// configuration, unknown service or method, a first message too large or
+// one too many), with the header of what the call asked for.
+func (e Entry) RefusedBeforeSending() bool {
+	r := e.Record
+	return r.GetKind() == evidencev1.RecordKind_RECORD_KIND_REFUSED && e.Header != nil &&
+		!r.GetSignatureVerified() && len(r.GetSignature()) == 0 && r.GetBatch() == nil &&
+		r.GetNode() != "" && e.Header.GetSenderNode() == r.GetNode()
 }

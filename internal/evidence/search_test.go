@@ -11,6 +11,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/testing/protocmp"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
@@ -356,25 +357,47 @@ func TestCounterparty(t *testing.T) {
 	tests := []struct {
 		kind evidencev1.RecordKind
 		dir  exchangev1.Direction
+		// own: the header names the record's node as its sender, and
+		// the record has no signature, as a consumer node records the
+		// calls it refuses before sending.
+		own  bool
 		want string
 	}{
-		{evidencev1.RecordKind_RECORD_KIND_REQUEST_SENT, request, provider},
-		{evidencev1.RecordKind_RECORD_KIND_RESPONSE_RECEIVED, response, provider},
-		{evidencev1.RecordKind_RECORD_KIND_FAILED, request, provider},
-		{evidencev1.RecordKind_RECORD_KIND_REQUEST_RECEIVED, request, h.Client},
-		{evidencev1.RecordKind_RECORD_KIND_RESPONSE_SENT, response, h.Client},
-		{evidencev1.RecordKind_RECORD_KIND_REFUSED, request, h.Client},
-		{evidencev1.RecordKind_RECORD_KIND_REFUSED, response, provider},
-		{evidencev1.RecordKind_RECORD_KIND_REFUSED, exchangev1.Direction_DIRECTION_UNSPECIFIED, ""},
+		{evidencev1.RecordKind_RECORD_KIND_REQUEST_SENT, request, false, provider},
+		{evidencev1.RecordKind_RECORD_KIND_RESPONSE_RECEIVED, response, false, provider},
+		{evidencev1.RecordKind_RECORD_KIND_FAILED, request, false, provider},
+		{evidencev1.RecordKind_RECORD_KIND_REQUEST_RECEIVED, request, false, h.Client},
+		{evidencev1.RecordKind_RECORD_KIND_RESPONSE_SENT, response, false, h.Client},
+		{evidencev1.RecordKind_RECORD_KIND_REFUSED, request, false, h.Client},
+		{evidencev1.RecordKind_RECORD_KIND_REFUSED, response, false, provider},
+		{evidencev1.RecordKind_RECORD_KIND_REFUSED, exchangev1.Direction_DIRECTION_UNSPECIFIED, false, ""},
+		// A call the consumer refused before sending is with the provider.
+		{evidencev1.RecordKind_RECORD_KIND_REFUSED, request, true, provider},
+		{evidencev1.RecordKind_RECORD_KIND_REFUSED, response, true, h.Client},
+		// Kinds other than refusals say the side themselves.
+		{evidencev1.RecordKind_RECORD_KIND_REQUEST_SENT, request, true, provider},
 	}
 	for _, tt := range tests {
-		t.Run(fmt.Sprint(tt.kind, "/", tt.dir), func(t *testing.T) {
-			hd := &exchangev1.Header{Client: h.Client, Service: h.Service, Direction: tt.dir}
-			e := Entry{Record: &evidencev1.Record{Kind: tt.kind}, Header: hd}
+		t.Run(fmt.Sprint(tt.kind, "/", tt.dir, "/own=", tt.own), func(t *testing.T) {
+			hd := &exchangev1.Header{Client: h.Client, Service: h.Service, Direction: tt.dir, SenderNode: testNode}
+			rec := &evidencev1.Record{Kind: tt.kind, Node: testNode}
+			if !tt.own {
+				rec.Node = "spiffe://vn.ketnoi/node/NN/000.00.00.G12/taichinh"
+			}
+			e := Entry{Record: rec, Header: hd}
 			if got := e.Counterparty(); got != tt.want {
 				t.Errorf("Counterparty = %q, want %q", got, tt.want)
 			}
 		})
+	}
+	// A signed refusal is of a message that came from a peer, whatever
+	// sender its header claims.
+	signed := Entry{
+		Record: &evidencev1.Record{Kind: evidencev1.RecordKind_RECORD_KIND_REFUSED, Node: testNode, Signature: []byte{1}},
+		Header: &exchangev1.Header{Client: h.Client, Service: h.Service, Direction: request, SenderNode: testNode},
+	}
+	if got := signed.Counterparty(); got != h.Client {
+		t.Errorf("Counterparty of a signed refusal naming this node as sender = %q, want %q", got, h.Client)
 	}
 	noHeader := Entry{Record: &evidencev1.Record{Kind: evidencev1.RecordKind_RECORD_KIND_REQUEST_SENT}}
 	if got := noHeader.Counterparty(); got != "" {
@@ -386,5 +409,49 @@ func TestCounterparty(t *testing.T) {
 	}
 	if got := badService.Counterparty(); got != "" {
 		t.Errorf("Counterparty of a service without a subsystem = %q, want empty", got)
+	}
+}
+
+// TestSearchPeerFindsOwnRefusals: a consumer node's records of the calls it
+// refused before sending match --peer as its other records of calls to
+// that provider do: by the service's subsystem and its member, not by the
+// node's own calling subsystem.
+func TestSearchPeerFindsOwnRefusals(t *testing.T) {
+	l, _ := openLog(t)
+	s := newCA(t, "ca").signer(t, testMember)
+	sent := header(s, "m-1", 0)
+	sent.Client, sent.Service, sent.SenderNode = "VN/NN/000.00.00.G22/vanban", searchDVHC, testNode
+	refused := &exchangev1.Header{
+		MessageId: "m-2", Direction: exchangev1.Direction_DIRECTION_REQUEST, Client: "VN/NN/000.00.00.G22/vanban",
+		Service: searchDVHC, Method: "Delete", SenderNode: testNode,
+	}
+	raw, err := proto.Marshal(refused)
+	if err != nil {
+		t.Fatal(err)
+	}
+	recs := []*evidencev1.Record{
+		searchRecord(t, s, sent, evidencev1.RecordKind_RECORD_KIND_REQUEST_SENT, codes.OK),
+		{Kind: evidencev1.RecordKind_RECORD_KIND_REFUSED, MessageId: "m-2", Node: testNode, Header: raw,
+			Code: int32(codes.Unimplemented), Reason: "METHOD_UNKNOWN: service has no method Delete"},
+	}
+	for i, rec := range recs {
+		rec.Node = testNode
+		if _, err := l.Append(context.Background(), rec, s.Certificate().Raw); err != nil {
+			t.Fatalf("Append %d: %v", i, err)
+		}
+	}
+	for peer, want := range map[string][]uint64{
+		"VN/NN/000.00.00.G09":        {0, 1},
+		"VN/NN/000.00.00.G09/dvhc":   {0, 1},
+		"VN/NN/000.00.00.G22":        {},
+		"VN/NN/000.00.00.G22/vanban": {},
+	} {
+		res, err := l.Search(context.Background(), Query{Peer: peer})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if diff := cmp.Diff(want, searchIndexes(res)); diff != "" {
+			t.Errorf("--peer %s (-want +got):\n%s", peer, diff)
+		}
 	}
 }

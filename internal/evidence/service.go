@@ -22,13 +22,16 @@ import (
 // detail travels in the trailers, whose size the client limits.
 const maxDetailBytes = 64 << 10
 
-// SearchRecords bounds its responses: at most maxSearchLimit records, and
-// no more than maxSearchBytes of them (after the first), well within the
-// 4 MiB a gRPC client accepts by default. Callers continue from
-// next_index.
+// SearchRecords returns at most maxSearchLimit records per response.
+// Both it and TraceMessage end a response, for the caller to continue
+// from next_index, before its records pass maxResponseBytes; the first
+// record always goes, since it cannot be split: one record can be larger
+// than gRPC's default 4 MiB (a signed header whose status message or
+// metadata fills a node's max_message_bytes), and clients of the service
+// must accept one such record plus maxResponseBytes.
 const (
-	maxSearchLimit = 1000
-	maxSearchBytes = 2 << 20
+	maxSearchLimit   = 1000
+	maxResponseBytes = 2 << 20
 )
 
 // service serves a log over gRPC; see NewService.
@@ -79,14 +82,43 @@ func (s *service) TraceMessage(
 	}
 
 	resp := &evidencev1.TraceMessageResponse{TreeSize: head.size, TreeRoot: head.root[:]}
+	var page responsePage
 	for _, e := range entries {
+		if e.Index < req.GetFromIndex() {
+			continue
+		}
 		tr, err := s.traced(e)
 		if err != nil {
 			return nil, s.traceFailed(ctx, id, err)
 		}
+		if !page.fits(tr) {
+			resp.NextIndex = proto.Uint64(e.Index)
+			break
+		}
 		resp.Records = append(resp.Records, tr)
 	}
+	if len(resp.Records) == 0 {
+		return nil, status.Errorf(codes.NotFound, "no records for message %s from index %d", id, req.GetFromIndex())
+	}
 	return resp, nil
+}
+
+// responsePage adds up the size of the records of one response.
+type responsePage struct {
+	size, records int
+}
+
+// fits reports whether tr may join the response, and counts it if so: the
+// first record always does, later ones while the records stay within
+// maxResponseBytes.
+func (p *responsePage) fits(tr *evidencev1.TracedRecord) bool {
+	// The field's tag and length prefix take at most 6 bytes.
+	size := p.size + proto.Size(tr) + 6
+	if p.records > 0 && size > maxResponseBytes {
+		return false
+	}
+	p.size, p.records = size, p.records+1
+	return true
 }
 
 // VerifyLog implements evidencev1.EvidenceServiceServer.
@@ -110,6 +142,8 @@ func (s *service) VerifyLog(
 		TreeRoot:                 rep.Root[:],
 		SignaturesChecked:        uint64(rep.SignaturesChecked),
 		CertificateChainsChecked: s.roots != nil,
+		UnsignedRecords:          uint64(rep.Unsigned),
+		UnsignedRefusals:         uint64(rep.UnsignedRefusals),
 	}, nil
 }
 
@@ -136,12 +170,10 @@ func (s *service) SearchRecords(
 	}
 
 	resp := &evidencev1.SearchRecordsResponse{TreeSize: res.Size, TreeRoot: res.Root[:]}
-	size := 0
+	var page responsePage
 	for _, e := range res.Entries {
 		tr := &evidencev1.TracedRecord{Index: e.Index, Record: e.Record}
-		// The field's tag and length prefix take at most 6 bytes.
-		size += proto.Size(tr) + 6
-		if len(resp.Records) > 0 && size > maxSearchBytes {
+		if !page.fits(tr) {
 			resp.NextIndex = proto.Uint64(e.Index)
 			return resp, nil
 		}

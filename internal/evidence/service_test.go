@@ -21,6 +21,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	evidencev1 "github.com/ketnoi/ketnoi/proto/ketnoi/evidence/v1"
+	exchangev1 "github.com/ketnoi/ketnoi/proto/ketnoi/exchange/v1"
 )
 
 // serve serves NewService(l, roots) on loopback and returns a client.
@@ -153,6 +154,18 @@ func TestServiceVerify(t *testing.T) {
 					t.Fatalf("Append %d: %v", i, err)
 				}
 			}
+			// Two refusals without a verified signature: one of a call
+			// refused before sending, with none, and one of a message whose
+			// signature did not verify.
+			own := &evidencev1.Record{Kind: evidencev1.RecordKind_RECORD_KIND_REFUSED, MessageId: "m-5",
+				Node: testNode, Header: []byte{0xff}, Code: int32(codes.Unimplemented)}
+			bad := signedRecord(t, s, header(s, "m-6", 0))
+			bad.Kind, bad.SignatureVerified, bad.Signature = evidencev1.RecordKind_RECORD_KIND_REFUSED, false, []byte{1}
+			for _, rec := range []*evidencev1.Record{own, bad} {
+				if _, err := l.Append(ctx, rec, nil); err != nil {
+					t.Fatalf("Append: %v", err)
+				}
+			}
 			size, root := l.TreeHead()
 
 			got, err := serve(t, l, tt.roots).VerifyLog(ctx, &evidencev1.VerifyLogRequest{})
@@ -164,6 +177,8 @@ func TestServiceVerify(t *testing.T) {
 				TreeRoot:                 root[:],
 				SignaturesChecked:        5,
 				CertificateChainsChecked: tt.chains,
+				UnsignedRecords:          2,
+				UnsignedRefusals:         2,
 			}
 			if diff := cmp.Diff(want, got, protocmp.Transform()); diff != "" {
 				t.Errorf("VerifyLog mismatch (-want +got):\n%s", diff)
@@ -414,7 +429,7 @@ func TestServiceSearchCaps(t *testing.T) {
 		t.Fatalf("SearchRecords of large records: %v", err)
 	}
 	n := len(got.GetRecords())
-	if n == 0 || n >= len(big) || proto.Size(got) > maxSearchBytes+1024 {
+	if n == 0 || n >= len(big) || proto.Size(got) > maxResponseBytes+1024 {
 		t.Fatalf("SearchRecords of 30 records of 100 KiB = %d records in %d bytes; "+
 			"want fewer than 30 in at most 2 MiB", n, proto.Size(got))
 	}
@@ -474,5 +489,107 @@ func TestServiceSearchErrors(t *testing.T) {
 				t.Errorf("SearchRecords error = %v, %q; want InvalidArgument, %q", st.Code(), st.Message(), want)
 			}
 		})
+	}
+}
+
+// TestServiceLargeRecords: a record can be larger than the 4 MiB a gRPC
+// client accepts by default (a signed response header whose status
+// message echoes a large request field). TraceMessage and SearchRecords
+// still return every record: one per response when it must, continued
+// from next_index, so a client that accepts one record plus 2 MiB reads
+// them all.
+func TestServiceLargeRecords(t *testing.T) {
+	ctx := callContext(t)
+	l, _ := openLog(t)
+	ca := newCA(t, "ca")
+	s := ca.signer(t, testMember)
+	var recs []*evidencev1.Record
+	for i, n := range []int{5 << 20, 5 << 20, 100, 3 << 20} {
+		h := header(s, "m-big", uint64(i))
+		h.Direction = exchangev1.Direction_DIRECTION_RESPONSE
+		h.Status = &exchangev1.CallStatus{Code: int32(codes.InvalidArgument), Message: strings.Repeat("x", n)}
+		recs = append(recs, signedRecord(t, s, h))
+	}
+	for i, rec := range recs {
+		if _, err := l.Append(ctx, rec, s.Certificate().Raw); err != nil {
+			t.Fatalf("Append %d: %v", i, err)
+		}
+	}
+
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatalf("listen: %v", err)
+	}
+	srv := grpc.NewServer() // a node's admin server: gRPC's default send limit
+	evidencev1.RegisterEvidenceServiceServer(srv, NewService(l, ca.pool))
+	go srv.Serve(lis)
+	t.Cleanup(srv.Stop)
+	dial := func(opts ...grpc.CallOption) evidencev1.EvidenceServiceClient {
+		conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()),
+			grpc.WithDefaultCallOptions(opts...))
+		if err != nil {
+			t.Fatalf("dial: %v", err)
+		}
+		t.Cleanup(func() { conn.Close() })
+		return evidencev1.NewEvidenceServiceClient(conn)
+	}
+
+	// gRPC's default limit cannot take one of these records.
+	_, err = dial().TraceMessage(ctx, &evidencev1.TraceMessageRequest{MessageId: "m-big"})
+	if status.Code(err) != codes.ResourceExhausted {
+		t.Fatalf("TraceMessage with gRPC's default receive limit: %v, want ResourceExhausted", err)
+	}
+
+	client := dial(grpc.MaxCallRecvMsgSize(5<<20 + 2*maxResponseBytes))
+	var traced, pages []uint64
+	req := &evidencev1.TraceMessageRequest{MessageId: "m-big"}
+	for range len(recs) + 1 {
+		resp, err := client.TraceMessage(ctx, req)
+		if err != nil {
+			t.Fatalf("TraceMessage from %d: %v", req.GetFromIndex(), err)
+		}
+		pages = append(pages, uint64(len(resp.GetRecords())))
+		for _, tr := range resp.GetRecords() {
+			traced = append(traced, tr.GetIndex())
+			if !proto.Equal(tr.GetRecord(), recs[tr.GetIndex()]) || len(tr.GetSignerCertificate()) == 0 {
+				t.Errorf("record %d returned changed or without its certificate", tr.GetIndex())
+			}
+		}
+		if resp.NextIndex == nil {
+			break
+		}
+		req.FromIndex = resp.GetNextIndex()
+	}
+	// Record 2 is small, but record 3 (3 MiB) does not fit after it within
+	// 2 MiB: every record comes in a response of its own.
+	if diff := cmp.Diff([]uint64{0, 1, 2, 3}, traced); diff != "" {
+		t.Errorf("traced indexes (-want +got):\n%s", diff)
+	}
+	if diff := cmp.Diff([]uint64{1, 1, 1, 1}, pages); diff != "" {
+		t.Errorf("records per TraceMessage response (-want +got):\n%s", diff)
+	}
+
+	var found []uint64
+	sreq := &evidencev1.SearchRecordsRequest{}
+	for range len(recs) + 1 {
+		resp, err := client.SearchRecords(ctx, sreq)
+		if err != nil {
+			t.Fatalf("SearchRecords from %d: %v", sreq.GetFromIndex(), err)
+		}
+		for _, tr := range resp.GetRecords() {
+			found = append(found, tr.GetIndex())
+		}
+		if resp.NextIndex == nil {
+			break
+		}
+		sreq.FromIndex = resp.GetNextIndex()
+	}
+	if diff := cmp.Diff([]uint64{0, 1, 2, 3}, found); diff != "" {
+		t.Errorf("searched indexes (-want +got):\n%s", diff)
+	}
+
+	_, err = client.TraceMessage(ctx, &evidencev1.TraceMessageRequest{MessageId: "m-big", FromIndex: 4})
+	if status.Code(err) != codes.NotFound || status.Convert(err).Message() != "no records for message m-big from index 4" {
+		t.Errorf("TraceMessage past the last record: %v, want NotFound naming the index", err)
 	}
 }

@@ -27,6 +27,12 @@ type Report struct {
 	// SignaturesChecked counts records whose signature was checked
 	// (records with signature_verified set).
 	SignaturesChecked int
+	// Unsigned counts the other records: they carry no verified
+	// signature, so there was none to check. UnsignedRefusals counts the
+	// refusals among them, which are all a node writes: of calls a
+	// consumer refused before signing anything, and of messages whose
+	// header or signature failed its checks.
+	Unsigned, UnsignedRefusals int
 }
 
 // VerifyError names the first record of a log that fails verification.
@@ -97,7 +103,8 @@ func (l *Log) Verify(ctx context.Context, roots *x509.CertPool) (_ Report, err e
 			return fmt.Errorf("stored root %x does not match the root of the leaves %x",
 				head.root[:8], root[:8])
 		}
-		rep = Report{Size: head.size, Root: root, SignaturesChecked: v.signatures}
+		rep = Report{Size: head.size, Root: root, SignaturesChecked: v.signatures,
+			Unsigned: v.unsigned, UnsignedRefusals: v.unsignedRefusals}
 		return nil
 	})
 	var verr *VerifyError
@@ -119,6 +126,9 @@ type verifier struct {
 	parsed     map[string]*x509.Certificate // by SHA-256
 	verifier   *exchange.Verifier           // remembers verified batch roots
 	signatures int
+	// unsigned counts the records without a verified signature,
+	// unsignedRefusals the refusals among them.
+	unsigned, unsignedRefusals int
 }
 
 // record checks record n and returns why it is bad, or "".
@@ -135,6 +145,10 @@ func (v *verifier) record(n uint64) string {
 		return fmt.Sprintf("record does not parse: %v", err)
 	}
 	if !rec.GetSignatureVerified() {
+		v.unsigned++
+		if rec.GetKind() == evidencev1.RecordKind_RECORD_KIND_REFUSED {
+			v.unsignedRefusals++
+		}
 		return ""
 	}
 	return v.signature(rec)

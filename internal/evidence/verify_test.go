@@ -40,6 +40,8 @@ func TestVerifySignatures(t *testing.T) {
 		Code:      int32(codes.InvalidArgument),
 		Reason:    "header does not parse",
 	}
+	unsignedRequest := good("unsigned")
+	unsignedRequest.SignatureVerified, unsignedRequest.Signature = false, nil
 	otherID := good("m")
 	otherID.MessageId = "other"
 	garbledClaimed := &evidencev1.Record{
@@ -55,6 +57,9 @@ func TestVerifySignatures(t *testing.T) {
 		roots *x509.CertPool
 		want  string // reason for record 3; "" means the log verifies
 		sigs  int    // signatures checked when the log verifies
+		// unsigned and refusals count the records without a verified
+		// signature, and the refusals among them, when the log verifies.
+		unsigned, refusals int
 	}{
 		{name: "clean", rec: good("m"), roots: ca.pool, sigs: 6},
 		{name: "clean without roots", rec: good("m"), sigs: 6},
@@ -68,8 +73,10 @@ func TestVerifySignatures(t *testing.T) {
 		{name: "certificate from another CA without roots",
 			rec:  signedRecord(t, foreign, header(foreign, "m", 0)),
 			cert: foreign.Certificate().Raw, sigs: 6},
-		{name: "refusal of a bad signature", rec: refusal, roots: ca.pool, sigs: 5},
-		{name: "refusal of a garbled header", rec: garbled, roots: ca.pool, sigs: 5},
+		{name: "refusal of a bad signature", rec: refusal, roots: ca.pool, sigs: 5, unsigned: 1, refusals: 1},
+		{name: "refusal of a garbled header", rec: garbled, roots: ca.pool, sigs: 5, unsigned: 1, refusals: 1},
+		// No node writes such a record; it is counted, not a refusal.
+		{name: "unsigned request", rec: unsignedRequest, roots: ca.pool, sigs: 5, unsigned: 1},
 		{name: "message id not the header's", rec: otherID,
 			want: `message id "other" differs from the header's "m"`},
 		{name: "garbled header claimed verified", rec: garbledClaimed, want: "header does not parse"},
@@ -97,7 +104,8 @@ func TestVerifySignatures(t *testing.T) {
 			rep, err := l.Verify(ctx, tt.roots)
 			if tt.want == "" {
 				size, root := l.TreeHead()
-				want := Report{Size: size, Root: root, SignaturesChecked: tt.sigs}
+				want := Report{Size: size, Root: root, SignaturesChecked: tt.sigs,
+					Unsigned: tt.unsigned, UnsignedRefusals: tt.refusals}
 				if err != nil {
 					t.Fatalf("Verify: %v", err)
 				}

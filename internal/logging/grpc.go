@@ -33,8 +33,9 @@ const (
 // CallInterceptors returns gRPC server interceptors that log the end of
 // every call to l: successful calls at debug level (they are the common
 // case), failures at the level grpc-go's middleware assigns their code,
-// with the method, its kind, code, duration and the caller's SPIFFE ID when
-// the connection has one. Payloads are never logged.
+// with the method, its kind, code, duration, the caller's SPIFFE ID when
+// the connection has one and the exchange's message id when the handler
+// names it ([SetMessageID]). Payloads are never logged.
 //
 // The kind is the one the server declared for the method. A handler that
 // serves calls of any shape as bidirectional streams, as a proxy does,
@@ -47,24 +48,24 @@ func CallInterceptors(l *slog.Logger) (grpc.UnaryServerInterceptor, grpc.StreamS
 	unary := func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
 		start := time.Now()
 		resp, err := handler(ctx, req)
-		logCall(ctx, l, info.FullMethod, KindUnary, start, err)
+		logCall(ctx, l, info.FullMethod, KindUnary, "", start, err)
 		return resp, err
 	}
 	stream := func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
 		start := time.Now()
 		switch {
 		case info.IsClientStream && info.IsServerStream:
-			ks := &kindStream{ServerStream: ss, ctx: kindContext{Context: ss.Context(), kind: KindBidiStream}}
-			err := handler(srv, ks)
-			logCall(ss.Context(), l, info.FullMethod, ks.ctx.kind, start, err)
+			cs := &callStream{ServerStream: ss, ctx: callContext{Context: ss.Context(), kind: KindBidiStream}}
+			err := handler(srv, cs)
+			logCall(ss.Context(), l, info.FullMethod, cs.ctx.kind, cs.ctx.messageID, start, err)
 			return err
 		case info.IsClientStream:
 			err := handler(srv, ss)
-			logCall(ss.Context(), l, info.FullMethod, KindClientStream, start, err)
+			logCall(ss.Context(), l, info.FullMethod, KindClientStream, "", start, err)
 			return err
 		default:
 			err := handler(srv, ss)
-			logCall(ss.Context(), l, info.FullMethod, KindServerStream, start, err)
+			logCall(ss.Context(), l, info.FullMethod, KindServerStream, "", start, err)
 			return err
 		}
 	}
@@ -76,55 +77,82 @@ func CallInterceptors(l *slog.Logger) (grpc.UnaryServerInterceptor, grpc.StreamS
 // bidirectional stream that carries calls of other shapes. It does nothing
 // for other calls. The handler must call it before it returns.
 func SetCallKind(ctx context.Context, kind string) {
-	if kc, ok := ctx.Value(kindKey{}).(*kindContext); ok {
-		kc.kind = kind
+	if cc, ok := ctx.Value(callKey{}).(*callContext); ok {
+		cc.kind = kind
 	}
 }
 
-// kindKey finds the kindContext of a call.
-type kindKey struct{}
-
-// kindContext is the context of a bidirectional-stream call: the call's
-// own, with a kind the handler may change.
-type kindContext struct {
-	context.Context
-	kind string
+// SetMessageID names the exchange the call of ctx carries, for its log
+// line under KeyMessageID, so that the line can be matched with the
+// evidence records of that exchange. Like [SetCallKind] it works on calls
+// of methods declared as bidirectional streams, which is how a node
+// serves every exchange, does nothing for others, and must be called
+// before the handler returns. The id may come from a peer: the line holds
+// at most [MaxValueBytes] of it.
+func SetMessageID(ctx context.Context, id string) {
+	if cc, ok := ctx.Value(callKey{}).(*callContext); ok {
+		cc.messageID = id
+	}
 }
 
-func (c *kindContext) Value(key any) any {
-	if key == (kindKey{}) {
+// callKey finds the callContext of a call.
+type callKey struct{}
+
+// callContext is the context of a bidirectional-stream call: the call's
+// own, with a kind and a message id the handler may set.
+type callContext struct {
+	context.Context
+	kind      string
+	messageID string
+}
+
+func (c *callContext) Value(key any) any {
+	if key == (callKey{}) {
 		return c
 	}
 	return c.Context.Value(key)
 }
 
-// kindStream hands the handler a stream whose context is a kindContext.
+// callStream hands the handler a stream whose context is a callContext.
 // Both live in one allocation, the only cost a bidirectional call pays.
-type kindStream struct {
+type callStream struct {
 	grpc.ServerStream
-	ctx kindContext
+	ctx callContext
 }
 
-func (s *kindStream) Context() context.Context { return &s.ctx }
+func (s *callStream) Context() context.Context { return &s.ctx }
 
-// logCall logs the end of one call if its level is enabled.
-func logCall(ctx context.Context, l *slog.Logger, method, kind string, start time.Time, err error) {
+// logCall logs the end of one call if its level is enabled. The method
+// and the error text come from the caller or from a peer (a provider's
+// backend writes the status message a consumer node returns), so each is
+// cut to MaxValueBytes: no one outside decides how long a node's log
+// lines are.
+func logCall(
+	ctx context.Context,
+	l *slog.Logger,
+	method, kind, messageID string,
+	start time.Time,
+	err error,
+) {
 	code := status.Code(err)
 	lvl := callLevel(code)
 	if !l.Enabled(ctx, lvl) {
 		return
 	}
-	attrs := make([]slog.Attr, 0, 6)
+	attrs := make([]slog.Attr, 0, 7)
 	attrs = append(attrs,
-		slog.String(KeyMethod, strings.TrimPrefix(method, "/")),
+		BoundedString(KeyMethod, strings.TrimPrefix(method, "/")),
 		slog.String(KeyCallKind, kind),
 		slog.String(KeyCode, code.String()),
 		slog.Duration(KeyDuration, time.Since(start)))
 	if id := peerID(ctx); id != "" {
 		attrs = append(attrs, slog.String(KeyPeer, id))
 	}
+	if messageID != "" {
+		attrs = append(attrs, BoundedString(KeyMessageID, messageID))
+	}
 	if err != nil {
-		attrs = append(attrs, slog.String(KeyError, status.Convert(err).Message()))
+		attrs = append(attrs, BoundedString(KeyError, status.Convert(err).Message()))
 	}
 	l.LogAttrs(ctx, lvl, "finished call", attrs...)
 }

@@ -4,8 +4,11 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"log/slog"
+	"strings"
 	"testing"
+	"unicode/utf8"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -116,6 +119,88 @@ func TestCallInterceptorsKind(t *testing.T) {
 				t.Errorf("kind = %v, want %s (line %s)", line[KeyCallKind], tt.want, buf.String())
 			}
 		})
+	}
+}
+
+// TestCallInterceptorsMessageID: a handler of bidirectional streams names
+// the exchange its call carries, and the call's line says it; other calls'
+// lines have no message id.
+func TestCallInterceptorsMessageID(t *testing.T) {
+	const id = "019ae8c4-5b21-7a3e-9c4d-2f1b6e0a8d37"
+	withID := func(_ any, ss grpc.ServerStream) error {
+		ctx, cancel := context.WithCancel(ss.Context())
+		defer cancel()
+		SetMessageID(ctx, id)
+		return status.Error(codes.PermissionDenied, "no grant")
+	}
+	for _, tt := range []struct {
+		name           string
+		client, server bool
+		want           any
+	}{
+		{"bidi stream", true, true, id},
+		{"server stream", false, true, nil},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			var buf bytes.Buffer
+			_, stream := CallInterceptors(slog.New(slog.NewJSONHandler(&buf, nil)))
+			info := &grpc.StreamServerInfo{FullMethod: "/ketnoi.exchange.v1.FederationService/Exchange",
+				IsClientStream: tt.client, IsServerStream: tt.server}
+			_ = stream(nil, fakeStream{}, info, withID)
+			var line map[string]any
+			if err := json.Unmarshal(buf.Bytes(), &line); err != nil {
+				t.Fatalf("log line %q: %v", buf.String(), err)
+			}
+			if line[KeyMessageID] != tt.want {
+				t.Errorf("%s = %v, want %v (line %s)", KeyMessageID, line[KeyMessageID], tt.want, buf.String())
+			}
+		})
+	}
+}
+
+// TestCallInterceptorsBoundPeerText: a status message a provider's backend
+// wrote, and a method name a caller sent, reach the log cut to
+// MaxValueBytes, saying how much was left out; a 4 MiB error message must
+// not become a 4 MiB log line.
+func TestCallInterceptorsBoundPeerText(t *testing.T) {
+	huge := strings.Repeat("x", 4<<20)
+	var buf bytes.Buffer
+	_, stream := CallInterceptors(slog.New(slog.NewTextHandler(&buf, nil)))
+	info := &grpc.StreamServerInfo{FullMethod: "/svc/" + huge, IsClientStream: true, IsServerStream: true}
+	_ = stream(nil, fakeStream{}, info, func(_ any, ss grpc.ServerStream) error {
+		SetMessageID(ss.Context(), huge)
+		return status.Error(codes.InvalidArgument, "field too long: "+huge)
+	})
+	line := buf.String()
+	if len(line) > 4*MaxValueBytes {
+		t.Fatalf("call log line of %d bytes, want at most %d", len(line), 4*MaxValueBytes)
+	}
+	for _, want := range []string{
+		fmt.Sprintf("[%d more bytes cut]", 4<<20+len("field too long: ")-MaxValueBytes),
+		fmt.Sprintf("[%d more bytes cut]", 4<<20+len("svc/")-MaxValueBytes),
+		fmt.Sprintf("[%d more bytes cut]", 4<<20-MaxValueBytes),
+		"field too long: xxx",
+	} {
+		if !strings.Contains(line, want) {
+			t.Errorf("call log line does not say %q: %.300s...", want, line)
+		}
+	}
+}
+
+func TestBounded(t *testing.T) {
+	fits := strings.Repeat("a", MaxValueBytes)
+	if got := Bounded(fits); got != fits {
+		t.Errorf("Bounded changed a string of %d bytes", len(fits))
+	}
+	if got, want := Bounded(fits+"bc"), fits+"... [2 more bytes cut]"; got != want {
+		t.Errorf("Bounded(%d bytes) = ...%q, want ...%q", MaxValueBytes+2, got[MaxValueBytes-4:], want[MaxValueBytes-4:])
+	}
+	// A cut inside a rune backs up to its start: "ộ" is 3 bytes.
+	odd := strings.Repeat("a", MaxValueBytes-1) + strings.Repeat("ộ", 10)
+	got := Bounded(odd)
+	if !utf8.ValidString(got) || !strings.HasPrefix(got, strings.Repeat("a", MaxValueBytes-1)+"...") ||
+		!strings.HasSuffix(got, "[30 more bytes cut]") {
+		t.Errorf("Bounded cut inside a rune: ...%q", got[MaxValueBytes-4:])
 	}
 }
 

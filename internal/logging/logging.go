@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"strings"
+	"unicode/utf8"
 )
 
 // Attribute keys. Errors always go under KeyError.
@@ -66,4 +67,32 @@ func New(w io.Writer, level, format string) (*slog.Logger, error) {
 	default:
 		return nil, fmt.Errorf("log format %q: want text or json", format)
 	}
+}
+
+// MaxValueBytes bounds a string value that a log line takes from outside
+// the process: a status message a peer's backend wrote, a method name or
+// message id a caller sent. 1 KiB keeps every such line readable and
+// keeps a peer from deciding how large this process's log grows, while
+// leaving room for any message meant for a person.
+const MaxValueBytes = 1 << 10
+
+// Bounded returns s when it fits in MaxValueBytes, and otherwise its first
+// MaxValueBytes bytes, cut at a UTF-8 boundary, followed by how many bytes
+// were left out.
+func Bounded(s string) string {
+	if len(s) <= MaxValueBytes {
+		return s
+	}
+	n := MaxValueBytes
+	// Back up to the start of a rune: a cut inside one would leave
+	// invalid UTF-8 that handlers escape.
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return fmt.Sprintf("%s... [%d more bytes cut]", s[:n], len(s)-n)
+}
+
+// BoundedString is slog.String(key, Bounded(value)).
+func BoundedString(key, value string) slog.Attr {
+	return slog.String(key, Bounded(value))
 }

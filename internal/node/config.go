@@ -65,7 +65,8 @@ type Config struct {
 	// Backends serve the services this node provides.
 	Backends []Backend `yaml:"backends"`
 
-	// MaxMessageBytes limits one message in either direction.
+	// MaxMessageBytes limits one message in either direction; at most
+	// MaxMaxMessageBytes.
 	MaxMessageBytes int `yaml:"max_message_bytes"`
 	// ClockSkew is how far a peer's message time may be from this node's.
 	ClockSkew time.Duration `yaml:"clock_skew"`
@@ -112,6 +113,18 @@ type Backend struct {
 	Address string `yaml:"address"`
 }
 
+// MaxMaxMessageBytes is the largest max_message_bytes a node accepts.
+// gRPC frames a message with a 32-bit length, and grpc-go keeps sizes in
+// an int32, so a limit must leave room below 2 GiB for the signed header
+// a frame between nodes adds; every message is also held whole in memory
+// by both nodes, hashed and signed before it moves on, and its signed
+// header, whose metadata and status count against the limit, is stored
+// in the evidence log, which the ketnoi CLI reads record by record.
+// 64 MiB is far above what a message of a data exchange needs; larger
+// transfers belong in a stream of smaller messages, which a node passes
+// on without holding more than a few of them.
+const MaxMaxMessageBytes = 64 << 20
+
 // Defaults.
 const (
 	DefaultMaxMessageBytes = 4 << 20
@@ -131,7 +144,7 @@ func LoadConfig(path string) (*Config, error) {
 	dec := yaml.NewDecoder(bytes.NewReader(b))
 	dec.KnownFields(true) // a misspelt key must not be silently ignored
 	if err := dec.Decode(c); err != nil && !errors.Is(err, io.EOF) {
-		return nil, fmt.Errorf("parse config %s: %w", path, err)
+		return nil, fmt.Errorf("parse config %s: %w", path, yamlError(b, err))
 	}
 	base := filepath.Dir(path)
 	for _, p := range []*string{&c.DataDir, &c.TLS.Cert, &c.TLS.Key, &c.TLS.Bundle, &c.Signing.Cert, &c.Signing.Key} {
@@ -154,6 +167,10 @@ func (c *Config) validate() error {
 	}
 	if c.MaxMessageBytes < 0 || c.ClockSkew < 0 || c.DeadlineMargin < 0 {
 		return errors.New("max_message_bytes, clock_skew and deadline_margin must not be negative")
+	}
+	if c.MaxMessageBytes > MaxMaxMessageBytes {
+		return fmt.Errorf("max_message_bytes: %d is over the maximum of %d (64 MiB); send larger data as a stream",
+			c.MaxMessageBytes, MaxMaxMessageBytes)
 	}
 	if c.MaxMessageBytes == 0 {
 		c.MaxMessageBytes = DefaultMaxMessageBytes
@@ -212,12 +229,12 @@ func (c *Config) validate() error {
 		if cl.Member != m {
 			return fmt.Errorf("local[%d].client: %s is not a client of member %s", i, l.Client, c.Member)
 		}
-		if err := loopback(l.Listen); err != nil {
+		if err := loopback(l.Listen, "local endpoints"); err != nil {
 			return fmt.Errorf("local[%d].listen: %w", i, err)
 		}
 	}
 	if c.Admin.Listen != "" {
-		if err := loopback(c.Admin.Listen); err != nil {
+		if err := loopback(c.Admin.Listen, "the admin endpoint"); err != nil {
 			return fmt.Errorf("admin.listen: %w", err)
 		}
 	}
@@ -237,9 +254,10 @@ func (c *Config) validate() error {
 }
 
 // loopback accepts only listeners on loopback addresses: a local endpoint
-// trusts its callers to speak for its subsystem, so it must never face a
-// network.
-func loopback(addr string) error {
+// trusts its callers to speak for its subsystem, and the admin endpoint
+// serves the evidence log to anyone who connects, so neither may face a
+// network. what names the endpoint in the error.
+func loopback(addr, what string) error {
 	host, _, err := net.SplitHostPort(addr)
 	if err != nil {
 		return err
@@ -249,7 +267,7 @@ func loopback(addr string) error {
 	}
 	ip := net.ParseIP(host)
 	if ip == nil || !ip.IsLoopback() {
-		return errors.New("local endpoints must listen on a loopback address")
+		return fmt.Errorf("%s must listen on a loopback address, not %s", what, host)
 	}
 	return nil
 }

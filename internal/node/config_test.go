@@ -54,6 +54,35 @@ func TestLoadConfig(t *testing.T) {
 	}
 }
 
+// A key or value the file gets wrong is reported on one line that names
+// the file, the line and the key by its full path, every one of them.
+func TestLoadConfigErrorsNameTheKey(t *testing.T) {
+	tests := []struct {
+		name, add, want string
+	}{
+		{"misspelt top-level key", "backend: []", "line 11: unknown key backend"},
+		{"misspelt nested key", "batching: {delay: 1ms, min_actve: 3}", "line 11: unknown key batching.min_actve"},
+		{"misspelt key in a list", "backends:\n  - service: x\n    adress: y", "line 13: unknown key backends[0].adress"},
+		{"duration without unit", "batching: {delay: 5}",
+			"line 11: batching.delay: `5` is not a duration; want a number with a unit, such as 500ms or 2m"},
+		{"bad duration", "clock_skew: 2 minutes",
+			"line 11: clock_skew: `2 minutes` is not a duration; want a number with a unit, such as 500ms or 2m"},
+		{"text for a number", "max_message_bytes: lots", "line 11: max_message_bytes: want a whole number, not `lots`"},
+		{"list for a string", "name2: x\nevidence_order: [strict]",
+			"line 11: unknown key name2; line 12: evidence_order: want a string, not a list"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			p := writeConfig(t, validConfig+tt.add+"\n")
+			_, err := LoadConfig(p)
+			want := "parse config " + p + ": " + tt.want
+			if err == nil || err.Error() != want {
+				t.Errorf("LoadConfig error:\n%v\nwant\n%s", err, want)
+			}
+		})
+	}
+}
+
 // An explicit zero delay turns batching off; it is not taken as unset.
 func TestLoadConfigBatchingOff(t *testing.T) {
 	c, err := LoadConfig(writeConfig(t, validConfig+"batching: {delay: 0s, min_active: 32}\n"))
@@ -76,8 +105,12 @@ func TestLoadConfigRejects(t *testing.T) {
 		{"local endpoint off loopback", `  - listen: "127.0.0.1:0"`, `  - listen: "0.0.0.0:7001"`, "loopback"},
 		{"local client of another member", "client: VN/NN/000.00.00.G22/vanban", "client: VN/NN/000.00.00.G09/vanban", "not a client of member"},
 		{"unknown field type", "name: node1", "name: [x]", "parse config"},
-		{"misspelt key", "data_dir: data", "data_dir: data\nbackend: []", "field backend not found"},
+		{"misspelt key", "data_dir: data", "data_dir: data\nbackend: []", "line 4: unknown key backend"},
 		{"negative limit", "data_dir: data", "data_dir: data\nmax_message_bytes: -5", "must not be negative"},
+		{"limit over the maximum", "data_dir: data", "data_dir: data\nmax_message_bytes: 99999999999",
+			"max_message_bytes: 99999999999 is over the maximum of 67108864 (64 MiB)"},
+		{"admin endpoint off loopback", "data_dir: data", "data_dir: data\nadmin: {listen: \"0.0.0.0:7090\"}",
+			"admin.listen: the admin endpoint must listen on a loopback address, not 0.0.0.0"},
 		{"batch delay too long", "data_dir: data", "data_dir: data\nbatching: {delay: 2s}", "batching: delay 2s must be between 0 and 1s"},
 		{"negative batch delay", "data_dir: data", "data_dir: data\nbatching: {delay: -1ms}", "batching: delay -1ms"},
 		{"batch delay without unit", "data_dir: data", "data_dir: data\nbatching: {delay: 5}", "parse config"},

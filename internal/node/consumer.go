@@ -72,16 +72,15 @@ func (c *consumer) handle(_ any, ss grpc.ServerStream) error {
 	full, _ := grpc.MethodFromServerStream(ss)
 	cl, perr := c.prepare(ctx, full)
 	// Every outcome, failures and refusals included, tells the caller
-	// which exchange to trace.
+	// which exchange to trace, and so does the call's log line.
+	logging.SetMessageID(ctx, cl.template.GetMessageId())
 	defer func() {
 		if !cl.finished {
 			ss.SetTrailer(metadata.Pairs(MDMessageID, cl.template.GetMessageId()))
 		}
 	}()
 	if perr != nil {
-		n.log.InfoContext(ctx, "call refused before sending", slog.String(logging.KeyMethod, full),
-			slog.String(logging.KeyMessageID, cl.template.GetMessageId()), slog.String(logging.KeyReason, perr.Reason))
-		cl.recordRefusal(ctx, perr)
+		cl.refuse(ctx, full, perr)
 		return perr.Status(n.self.String()).Err()
 	}
 	clientStreams := cl.template.GetCallKind() == exchangev1.CallKind_CALL_KIND_CLIENT_STREAMING ||
@@ -93,7 +92,7 @@ func (c *consumer) handle(_ any, ss grpc.ServerStream) error {
 		// unless it is the evidence log that failed.
 		st := status.Convert(err)
 		if reason, ok := exchange.PlatformReason(st); ok && reason != exchange.ReasonEvidenceUnavailable {
-			cl.recordRefusal(ctx, &exchange.Error{Code: st.Code(), Reason: reason, Msg: st.Message()})
+			cl.refuse(ctx, full, &exchange.Error{Code: st.Code(), Reason: reason, Msg: st.Message()})
 		}
 		return err
 	}
@@ -232,6 +231,14 @@ func (c *consumer) prepare(ctx context.Context, full string) (*call, *exchange.E
 	cl.target = nodes[0]
 	cl.template.AudienceNode = nodes[0].GetSpiffeId()
 	return cl, nil
+}
+
+// refuse logs and records a call the node refused before sending
+// anything. The method name is the application's, cut to the log's bound.
+func (cl *call) refuse(ctx context.Context, method string, perr *exchange.Error) {
+	cl.n.log.InfoContext(ctx, "call refused before sending", logging.BoundedString(logging.KeyMethod, method),
+		slog.String(logging.KeyMessageID, cl.template.GetMessageId()), slog.String(logging.KeyReason, perr.Reason))
+	cl.recordRefusal(ctx, perr)
 }
 
 // recordRefusal records a call the node refused before sending anything,

@@ -342,10 +342,13 @@ func (n *Node) Run(ctx context.Context, readyFile string) error {
 }
 
 // watchRegistration warns, at each configuration change, when this node,
-// one of its local clients, or its signing certificate is missing from the
-// global configuration: the node serves, but peers would refuse it and its
-// calls would fail (a certificate removed in a rotation before the node
-// was switched to the new one is refused as SIGNER_UNKNOWN).
+// one of its local clients, its signing certificate or a service its
+// backends: entries name is missing from the global configuration: the
+// node serves, but peers would refuse it and its calls would fail (a
+// certificate removed in a rotation before the node was switched to the
+// new one is refused as SIGNER_UNKNOWN), and a backend whose service is
+// not registered, often a typo in its identifier, is never called. The
+// warning is repeated only when what is missing changes.
 func (n *Node) watchRegistration(ctx context.Context) {
 	last := ""
 	for {
@@ -363,6 +366,11 @@ func (n *Node) watchRegistration(ctx context.Context) {
 			if _, owner, ok := v.SigningCertificate(n.signer.CertificateSHA256()); !ok || owner != n.member.String() {
 				missing = append(missing, fmt.Sprintf("signing certificate %x of member %s",
 					n.signer.CertificateSHA256(), n.member))
+			}
+			for _, be := range n.cfg.Backends {
+				if _, ok := v.Service(be.Service); !ok {
+					missing = append(missing, "service "+be.Service+" (backends)")
+				}
 			}
 			// Connections to nodes that left the configuration, or moved,
 			// are closed instead of idling with keepalives forever, and so
@@ -450,7 +458,8 @@ func (n *Node) federationServer() *grpc.Server {
 }
 
 // adminServer serves operators on loopback: health and the live evidence
-// log.
+// log. It keeps gRPC's default send limit (2 GiB): the evidence service
+// bounds its responses itself, to one record, however large, plus 2 MiB.
 func (n *Node) adminServer() *grpc.Server {
 	s := grpc.NewServer(grpc.ChainUnaryInterceptor(n.logUnary, recoverUnary(n.log)))
 	healthpb.RegisterHealthServer(s, &nodeHealth{n: n})

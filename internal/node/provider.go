@@ -86,6 +86,11 @@ func (p *provider) Exchange(stream exchangev1.FederationService_ExchangeServer) 
 	}
 	s := &serve{n: n, stream: stream, peer: peerID.String()}
 	o, perr := exchange.Open(req.GetFrame(), n.certLookup(), n.verifier)
+	if o.Header != nil {
+		// The id the header claims, verified or not: it is the id the
+		// evidence record of this exchange, or of its refusal, is under.
+		logging.SetMessageID(ctx, o.Header.GetMessageId())
+	}
 	if o.Verified {
 		// The call log names the shape the signed request declares, also
 		// when the request is refused.
@@ -212,9 +217,10 @@ func (s *serve) refuse(ctx context.Context, o *exchange.Opened, perr *exchange.E
 	if o.Header != nil {
 		msgID = o.Header.GetMessageId()
 	}
-	n.log.WarnContext(ctx, "exchange refused", slog.String(logging.KeyMessageID, msgID),
+	// The message id and the detail repeat what the peer's header says.
+	n.log.WarnContext(ctx, "exchange refused", logging.BoundedString(logging.KeyMessageID, msgID),
 		slog.String(logging.KeyPeer, s.peer), slog.String(logging.KeyReason, perr.Reason),
-		slog.String(logging.KeyDetail, perr.Msg))
+		logging.BoundedString(logging.KeyDetail, perr.Msg))
 	if err := n.recordNow(ctx, msgID, n.refusalRecord(o, msgID, s.peer, perr)); err != nil {
 		return err
 	}
@@ -263,8 +269,9 @@ func (s *serve) forward(ctx context.Context, o *exchange.Opened) error {
 		first := s.reqDurable
 		go func() {
 			if err := s.pumpRequests(ctx, bs, first); err != nil {
-				n.log.WarnContext(ctx, "request stream ended", slog.String(logging.KeyMessageID, h.GetMessageId()),
-					slog.Any(logging.KeyError, err))
+				n.log.WarnContext(ctx, "request stream ended",
+					logging.BoundedString(logging.KeyMessageID, h.GetMessageId()),
+					logging.BoundedString(logging.KeyError, err.Error()))
 				var perr *exchange.Error
 				if errors.As(err, &perr) {
 					s.abort.Store(perr)
@@ -453,7 +460,8 @@ func (s *serve) watchAuthority(ctx context.Context, cancel context.CancelFunc) {
 			}
 		}
 		if perr != nil {
-			n.log.WarnContext(ctx, "call ended by configuration", slog.String(logging.KeyMessageID, s.request.GetMessageId()),
+			n.log.WarnContext(ctx, "call ended by configuration",
+				logging.BoundedString(logging.KeyMessageID, s.request.GetMessageId()),
 				slog.String(logging.KeyReason, perr.Reason))
 			s.abort.Store(perr)
 			cancel()
@@ -506,8 +514,9 @@ func (s *serve) backendFailed(ctx context.Context, err error) error {
 
 // fail answers the exchange with a platform failure after admission.
 func (s *serve) fail(ctx context.Context, perr *exchange.Error) error {
-	s.n.log.WarnContext(ctx, "exchange failed", slog.String(logging.KeyMessageID, s.request.GetMessageId()),
-		slog.String(logging.KeyReason, perr.Reason), slog.String(logging.KeyDetail, perr.Msg))
+	s.n.log.WarnContext(ctx, "exchange failed",
+		logging.BoundedString(logging.KeyMessageID, s.request.GetMessageId()),
+		slog.String(logging.KeyReason, perr.Reason), logging.BoundedString(logging.KeyDetail, perr.Msg))
 	return s.send(ctx, nil, false, true, nil, nil, perr.Status(s.n.self.String()))
 }
 

@@ -178,7 +178,7 @@ func (n *Node) awaitRecord(ctx context.Context, r *evidence.Receipt, msgID strin
 }
 
 func (n *Node) evidenceFailed(ctx context.Context, msgID string, err error) error {
-	n.log.ErrorContext(ctx, "evidence append failed; exchange stopped", slog.String(logging.KeyMessageID, msgID),
+	n.log.ErrorContext(ctx, "evidence append failed; exchange stopped", logging.BoundedString(logging.KeyMessageID, msgID),
 		slog.Any(logging.KeyError, err))
 	return exchange.Errorf(codes.Unavailable, exchange.ReasonEvidenceUnavailable,
 		"evidence log unavailable; exchange stopped").Status(n.self.String()).Err()

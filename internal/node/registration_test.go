@@ -89,3 +89,52 @@ func TestLogsWhenConfigurationExpires(t *testing.T) {
 		}
 	}
 }
+
+// A backends: entry naming a service the registry does not list (often a
+// typo in its identifier) is never called; the node says so once, with
+// the version, and not of the backends whose services are registered.
+func TestWarnsOfUnregisteredBackendService(t *testing.T) {
+	f := newFederation(t)
+	now := time.Now()
+	f.publish(t, 1, now.Add(time.Hour))
+	var logs logtest.Buffer
+	n := f.node(t, testProvider, now, slog.New(slog.NewTextHandler(&logs, nil)))
+	member, err := id.ParseMember("VN/NN/000.00.00.G09")
+	if err != nil {
+		t.Fatal(err)
+	}
+	const typo = "VN/NN/000.00.00.G09/dvhc/vn.gov.dvhc.v1.AdminUnitSevice"
+	n.signer, n.member, n.peers, n.inbound = f.g09, member, newPool(nil), newInbound()
+	n.cfg.Backends = []Backend{
+		{Service: testService, Address: "127.0.0.1:9090"},
+		{Service: typo, Address: "127.0.0.1:9091"},
+	}
+
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); n.watchRegistration(ctx) }()
+	defer func() { cancel(); <-done }()
+
+	var warning string
+	deadline := time.Now().Add(5 * time.Second)
+	for ; warning == "" && time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		for l := range strings.SplitSeq(logs.String(), "\n") {
+			if strings.Contains(l, "not in the global configuration") {
+				warning = l
+			}
+		}
+	}
+	if !strings.Contains(warning, "service "+typo+" (backends)") || !strings.Contains(warning, "version=1") {
+		t.Fatalf("warning %q, want one naming service %s of backends at version 1:\n%s", warning, typo, logs.String())
+	}
+	if strings.Contains(warning, testService) {
+		t.Errorf("warning %q names the registered service %s", warning, testService)
+	}
+
+	// Nothing changed in the next version: the warning is not repeated.
+	f.publish(t, 2, now.Add(time.Hour))
+	time.Sleep(100 * time.Millisecond)
+	if c := strings.Count(logs.String(), "not in the global configuration"); c != 1 {
+		t.Errorf("%d warnings after an unchanged version, want 1:\n%s", c, logs.String())
+	}
+}

@@ -26,7 +26,10 @@ const (
 type TraceMessageRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Exchange identifier, as in the signed headers.
-	MessageId     string `protobuf:"bytes,1,opt,name=message_id,json=messageId,proto3" json:"message_id,omitempty"`
+	MessageId string `protobuf:"bytes,1,opt,name=message_id,json=messageId,proto3" json:"message_id,omitempty"`
+	// Records at lower indexes are left out; next_index of a previous
+	// response continues it.
+	FromIndex     uint64 `protobuf:"varint,2,opt,name=from_index,json=fromIndex,proto3" json:"from_index,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -68,6 +71,13 @@ func (x *TraceMessageRequest) GetMessageId() string {
 	return ""
 }
 
+func (x *TraceMessageRequest) GetFromIndex() uint64 {
+	if x != nil {
+		return x.FromIndex
+	}
+	return 0
+}
+
 // TraceMessageResponse holds the records of one exchange.
 type TraceMessageResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -77,7 +87,10 @@ type TraceMessageResponse struct {
 	// returned index is below it.
 	TreeSize uint64 `protobuf:"varint,2,opt,name=tree_size,json=treeSize,proto3" json:"tree_size,omitempty"`
 	// RFC 6962 Merkle tree root over the first tree_size records.
-	TreeRoot      []byte `protobuf:"bytes,3,opt,name=tree_root,json=treeRoot,proto3" json:"tree_root,omitempty"`
+	TreeRoot []byte `protobuf:"bytes,3,opt,name=tree_root,json=treeRoot,proto3" json:"tree_root,omitempty"`
+	// Set when the exchange has more records than this response holds: the
+	// index of the next one, to pass as from_index to continue.
+	NextIndex     *uint64 `protobuf:"varint,4,opt,name=next_index,json=nextIndex,proto3,oneof" json:"next_index,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -131,6 +144,13 @@ func (x *TraceMessageResponse) GetTreeRoot() []byte {
 		return x.TreeRoot
 	}
 	return nil
+}
+
+func (x *TraceMessageResponse) GetNextIndex() uint64 {
+	if x != nil && x.NextIndex != nil {
+		return *x.NextIndex
+	}
+	return 0
 }
 
 // TracedRecord is one record of the log with its position and signer.
@@ -248,8 +268,16 @@ type VerifyLogResponse struct {
 	// True when signer certificates were checked against the node's trust
 	// bundle.
 	CertificateChainsChecked bool `protobuf:"varint,4,opt,name=certificate_chains_checked,json=certificateChainsChecked,proto3" json:"certificate_chains_checked,omitempty"`
-	unknownFields            protoimpl.UnknownFields
-	sizeCache                protoimpl.SizeCache
+	// Number of records that carry no verified signature, so that none was
+	// checked: tree_size less signatures_checked.
+	UnsignedRecords uint64 `protobuf:"varint,5,opt,name=unsigned_records,json=unsignedRecords,proto3" json:"unsigned_records,omitempty"`
+	// Of the unsigned records, the refusals: of calls a consumer node
+	// refused before signing anything, and of messages whose header or
+	// signature failed the node's checks. A node writes no other record
+	// without a verified signature.
+	UnsignedRefusals uint64 `protobuf:"varint,6,opt,name=unsigned_refusals,json=unsignedRefusals,proto3" json:"unsigned_refusals,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *VerifyLogResponse) Reset() {
@@ -310,6 +338,20 @@ func (x *VerifyLogResponse) GetCertificateChainsChecked() bool {
 	return false
 }
 
+func (x *VerifyLogResponse) GetUnsignedRecords() uint64 {
+	if x != nil {
+		return x.UnsignedRecords
+	}
+	return 0
+}
+
+func (x *VerifyLogResponse) GetUnsignedRefusals() uint64 {
+	if x != nil {
+		return x.UnsignedRefusals
+	}
+	return 0
+}
+
 // SearchRecordsRequest selects records; a record must match every filter
 // that is set, and an empty request selects every record.
 type SearchRecordsRequest struct {
@@ -343,7 +385,8 @@ type SearchRecordsRequest struct {
 	FromIndex uint64 `protobuf:"varint,9,opt,name=from_index,json=fromIndex,proto3" json:"from_index,omitempty"`
 	// Maximum number of records returned: 0 means 100, more than 1000 means
 	// 1000. A response also ends early, with next_index set, before its
-	// records pass 2 MiB.
+	// records pass 2 MiB; its first record is always included, whatever its
+	// size (see TraceMessage).
 	Limit         uint32 `protobuf:"varint,10,opt,name=limit,proto3" json:"limit,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -529,24 +572,31 @@ var File_ketnoi_evidence_v1_evidence_service_proto protoreflect.FileDescriptor
 
 const file_ketnoi_evidence_v1_evidence_service_proto_rawDesc = "" +
 	"\n" +
-	")ketnoi/evidence/v1/evidence_service.proto\x12\x12ketnoi.evidence.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a!ketnoi/evidence/v1/evidence.proto\"4\n" +
+	")ketnoi/evidence/v1/evidence_service.proto\x12\x12ketnoi.evidence.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a!ketnoi/evidence/v1/evidence.proto\"S\n" +
 	"\x13TraceMessageRequest\x12\x1d\n" +
 	"\n" +
-	"message_id\x18\x01 \x01(\tR\tmessageId\"\x8c\x01\n" +
+	"message_id\x18\x01 \x01(\tR\tmessageId\x12\x1d\n" +
+	"\n" +
+	"from_index\x18\x02 \x01(\x04R\tfromIndex\"\xbf\x01\n" +
 	"\x14TraceMessageResponse\x12:\n" +
 	"\arecords\x18\x01 \x03(\v2 .ketnoi.evidence.v1.TracedRecordR\arecords\x12\x1b\n" +
 	"\ttree_size\x18\x02 \x01(\x04R\btreeSize\x12\x1b\n" +
-	"\ttree_root\x18\x03 \x01(\fR\btreeRoot\"\x87\x01\n" +
+	"\ttree_root\x18\x03 \x01(\fR\btreeRoot\x12\"\n" +
+	"\n" +
+	"next_index\x18\x04 \x01(\x04H\x00R\tnextIndex\x88\x01\x01B\r\n" +
+	"\v_next_index\"\x87\x01\n" +
 	"\fTracedRecord\x12\x14\n" +
 	"\x05index\x18\x01 \x01(\x04R\x05index\x122\n" +
 	"\x06record\x18\x02 \x01(\v2\x1a.ketnoi.evidence.v1.RecordR\x06record\x12-\n" +
 	"\x12signer_certificate\x18\x03 \x01(\fR\x11signerCertificate\"\x12\n" +
-	"\x10VerifyLogRequest\"\xba\x01\n" +
+	"\x10VerifyLogRequest\"\x92\x02\n" +
 	"\x11VerifyLogResponse\x12\x1b\n" +
 	"\ttree_size\x18\x01 \x01(\x04R\btreeSize\x12\x1b\n" +
 	"\ttree_root\x18\x02 \x01(\fR\btreeRoot\x12-\n" +
 	"\x12signatures_checked\x18\x03 \x01(\x04R\x11signaturesChecked\x12<\n" +
-	"\x1acertificate_chains_checked\x18\x04 \x01(\bR\x18certificateChainsChecked\"\xf9\x02\n" +
+	"\x1acertificate_chains_checked\x18\x04 \x01(\bR\x18certificateChainsChecked\x12)\n" +
+	"\x10unsigned_records\x18\x05 \x01(\x04R\x0funsignedRecords\x12+\n" +
+	"\x11unsigned_refusals\x18\x06 \x01(\x04R\x10unsignedRefusals\"\xf9\x02\n" +
 	"\x14SearchRecordsRequest\x12\x12\n" +
 	"\x04peer\x18\x01 \x01(\tR\x04peer\x12\x18\n" +
 	"\aservice\x18\x02 \x01(\tR\aservice\x12%\n" +
@@ -625,6 +675,7 @@ func file_ketnoi_evidence_v1_evidence_service_proto_init() {
 		return
 	}
 	file_ketnoi_evidence_v1_evidence_proto_init()
+	file_ketnoi_evidence_v1_evidence_service_proto_msgTypes[1].OneofWrappers = []any{}
 	file_ketnoi_evidence_v1_evidence_service_proto_msgTypes[5].OneofWrappers = []any{}
 	file_ketnoi_evidence_v1_evidence_service_proto_msgTypes[6].OneofWrappers = []any{}
 	type x struct{}

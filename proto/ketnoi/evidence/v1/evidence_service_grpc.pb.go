@@ -33,11 +33,16 @@ const (
 // endpoint, which listens on loopback only and without TLS. It serves the
 // whole log; records hold identifiers and digests, never payloads.
 type EvidenceServiceClient interface {
-	// TraceMessage returns every committed record of one exchange, in log
-	// order, with the signer certificate of each. It fails with
-	// INVALID_ARGUMENT for an empty message id or one longer than 1024 bytes
-	// (such ids are not indexed), and with NOT_FOUND when the log holds no
-	// record of the exchange.
+	// TraceMessage returns the committed records of one exchange, in log
+	// order, with the signer certificate of each, from from_index on. A
+	// response ends early, with next_index set, before its records pass
+	// 2 MiB; its first record is always included, whatever its size (a
+	// record holds a signed header of up to the node's max_message_bytes,
+	// at most 64 MiB, plus 64 KiB), so a client must accept responses of
+	// that size plus 2 MiB. It fails with INVALID_ARGUMENT for an empty
+	// message id or one longer than 1024 bytes (such ids are not indexed),
+	// and with NOT_FOUND when the log holds no record of the exchange from
+	// from_index on.
 	TraceMessage(ctx context.Context, in *TraceMessageRequest, opts ...grpc.CallOption) (*TraceMessageResponse, error)
 	// VerifyLog checks the whole log as of one snapshot: tree, record
 	// encodings, signatures and, with the node's trust bundle, that every
@@ -105,11 +110,16 @@ func (c *evidenceServiceClient) SearchRecords(ctx context.Context, in *SearchRec
 // endpoint, which listens on loopback only and without TLS. It serves the
 // whole log; records hold identifiers and digests, never payloads.
 type EvidenceServiceServer interface {
-	// TraceMessage returns every committed record of one exchange, in log
-	// order, with the signer certificate of each. It fails with
-	// INVALID_ARGUMENT for an empty message id or one longer than 1024 bytes
-	// (such ids are not indexed), and with NOT_FOUND when the log holds no
-	// record of the exchange.
+	// TraceMessage returns the committed records of one exchange, in log
+	// order, with the signer certificate of each, from from_index on. A
+	// response ends early, with next_index set, before its records pass
+	// 2 MiB; its first record is always included, whatever its size (a
+	// record holds a signed header of up to the node's max_message_bytes,
+	// at most 64 MiB, plus 64 KiB), so a client must accept responses of
+	// that size plus 2 MiB. It fails with INVALID_ARGUMENT for an empty
+	// message id or one longer than 1024 bytes (such ids are not indexed),
+	// and with NOT_FOUND when the log holds no record of the exchange from
+	// from_index on.
 	TraceMessage(context.Context, *TraceMessageRequest) (*TraceMessageResponse, error)
 	// VerifyLog checks the whole log as of one snapshot: tree, record
 	// encodings, signatures and, with the node's trust bundle, that every
