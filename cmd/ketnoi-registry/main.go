@@ -57,6 +57,11 @@ type config struct {
 	logFormat   string
 }
 
+// minConfigTTL is the shortest --config-ttl: the registry re-issues its
+// configuration every half TTL, and nodes stop serving at the first
+// registry outage longer than that.
+const minConfigTTL = time.Minute
+
 // usageError marks an error in the command line; it exits with code 2.
 type usageError = exit.UsageError
 
@@ -101,7 +106,8 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.StringVar(&cfg.bundle, "bundle", "", "trust bundle: instance CA certificates (PEM) `file`")
 	fs.StringVar(&cfg.signingCert, "signing-cert", "", "configuration signing certificate (PEM) `file`")
 	fs.StringVar(&cfg.signingKey, "signing-key", "", "configuration signing key (PEM PKCS#8) `file`")
-	fs.DurationVar(&cfg.configTTL, "config-ttl", 24*time.Hour, "validity of each published configuration")
+	fs.DurationVar(&cfg.configTTL, "config-ttl", registry.DefaultConfigTTL,
+		"validity of each published configuration, from 1m to 720h")
 	fs.Var(versionFlag{&cfg.resumeAbove}, "resume-above",
 		"after a restore from backup: publish the next configuration above this `version`, the newest one nodes hold")
 	fs.StringVar(&cfg.logLevel, "log-level", "info", "log `level`: debug, info, warn or error")
@@ -128,8 +134,8 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 		}
 		cfg.classes = append(cfg.classes, c)
 	}
-	if cfg.configTTL < time.Minute {
-		return cfg, usagef("--config-ttl %v: want at least 1m", cfg.configTTL)
+	if cfg.configTTL < minConfigTTL || cfg.configTTL > registry.MaxConfigTTL {
+		return cfg, usagef("--config-ttl %v: want at least 1m and at most 720h (30 days)", cfg.configTTL)
 	}
 	for _, f := range []struct{ name, value string }{
 		{"data", cfg.data},

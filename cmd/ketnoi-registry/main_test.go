@@ -146,7 +146,10 @@ func TestCommandLineErrors(t *testing.T) {
 		{"missing data", []string{"--svid-cert", "x"}, 2, "--data is required"},
 		{"bad trust domain", f.args("--trust-domain", "Bad Domain"), 2, `--trust-domain "Bad Domain"`},
 		{"empty class", f.args("--classes", "NN,,DANG"), 2, `--classes "NN,,DANG": empty class`},
-		{"short TTL", f.args("--config-ttl", "10s"), 2, "--config-ttl 10s: want at least 1m"},
+		{"short TTL", f.args("--config-ttl", "10s"), 2, "--config-ttl 10s: want at least 1m and at most 720h (30 days)"},
+		{"long TTL", f.args("--config-ttl", "1000000h"), 2,
+			"ketnoi-registry: --config-ttl 1000000h0m0s: want at least 1m and at most 720h (30 days)\n"},
+		{"TTL a second over a month", f.args("--config-ttl", "720h1s"), 2, "--config-ttl 720h0m1s: want at least 1m"},
 		{"stray argument", f.args("serve"), 2, `unexpected argument "serve"`},
 		{"negative resume-above", f.args("--resume-above", "-1"), 2,
 			`ketnoi-registry: invalid value "-1" for flag -resume-above: want a configuration version, ` +
@@ -294,4 +297,72 @@ func TestStateFileRefused(t *testing.T) {
 		!strings.HasPrefix(stderr.String(), want) || strings.Count(stderr.String(), "\n") != 1 {
 		t.Errorf("start on a truncated state file: exit %d, stderr %q; want 1 and one line %q...", code, stderr.String(), want)
 	}
+}
+
+// A state file holding registrations of another instance is refused at
+// start with one line naming both instances, instead of publishing them
+// under the wrong one.
+func TestStateOfAnotherInstanceRefused(t *testing.T) {
+	ca := pkitest.NewCA(t, "vn.ketnoi").PKI()
+	f := writeFiles(t, ca)
+	readyFile := filepath.Join(f.dir, "ready.json")
+	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+	defer cancel()
+
+	runCtx, stop := context.WithCancel(ctx)
+	exit := make(chan int, 1)
+	go func() { exit <- cli(runCtx, f.args("--ready-file", readyFile), io.Discard) }()
+	addrs, err := ready.Wait(ctx, readyFile)
+	if err != nil {
+		stop()
+		t.Fatalf("ready file: %v (exit %d)", err, <-exit)
+	}
+	err = addMember(ctx, ca, f, addrs["grpc"], "VN/NN/000.00.00.G22")
+	stop()
+	if code := <-exit; err != nil || code != 0 {
+		t.Fatalf("registering a member: %v, exit %d", err, code)
+	}
+
+	var stderr bytes.Buffer
+	code := cli(t.Context(), f.args("--instance", "XX"), &stderr)
+	want := "ketnoi-registry: registry: state file " + filepath.Join(f.dir, "registry.db") +
+		` holds registrations of instance "VN" (member VN/NN/000.00.00.G22), not of this registry's instance "XX": ` +
+		"start with --instance VN, or use another state file\n"
+	if code != 1 || stderr.String() != want {
+		t.Errorf("start with --instance XX: exit %d, stderr %q; want 1, %q", code, stderr.String(), want)
+	}
+}
+
+// addMember registers member m with the registry at addr as an operator.
+func addMember(ctx context.Context, ca *pki.CA, f files, addr, member string) error {
+	admin, err := ca.IssueSVID(spiffeid.RequireFromString("spiffe://vn.ketnoi/admin/alice"), time.Hour)
+	if err != nil {
+		return err
+	}
+	m, err := id.ParseMember(member)
+	if err != nil {
+		return err
+	}
+	signing, err := ca.IssueSigning(id.MemberURI(m), time.Hour)
+	if err != nil {
+		return err
+	}
+	cert, key := filepath.Join(f.dir, "alice.pem"), filepath.Join(f.dir, "alice-key.pem")
+	if err := admin.Write(cert, key); err != nil {
+		return err
+	}
+	identity, err := mtls.LoadFiles(cert, key, f.bundle, td)
+	if err != nil {
+		return err
+	}
+	conn, err := grpc.NewClient(addr,
+		grpc.WithTransportCredentials(mtls.ClientCredentials(identity, tlsconfig.AuthorizeID(id.Registry(td)))))
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	_, err = registryv1.NewAdminServiceClient(conn).AddMember(ctx, &registryv1.AddMemberRequest{
+		MemberId: member, Name: "member " + member, SigningCertificate: signing.Cert.Raw,
+	})
+	return err
 }

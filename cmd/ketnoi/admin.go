@@ -5,8 +5,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"os"
-	"strings"
 
 	"google.golang.org/grpc"
 
@@ -24,8 +22,16 @@ defaulting to $KETNOI_REGISTRY, $KETNOI_CERT, $KETNOI_KEY and $KETNOI_BUNDLE.
 
 const memberUsage = `usage:
   ketnoi member add --id INSTANCE/CLASS/CODE --name NAME --signing-cert FILE
+  ketnoi member set-name --id INSTANCE/CLASS/CODE --name NAME
+  ketnoi member remove --id INSTANCE/CLASS/CODE
   ketnoi member add-signing-cert --id INSTANCE/CLASS/CODE --signing-cert FILE
   ketnoi member remove-signing-cert --id INSTANCE/CLASS/CODE (--signing-cert FILE | --sha256 HEX)
+
+A name is at most 256 characters, without control characters. set-name to
+the name the member has already publishes nothing ("unchanged"). remove is
+refused while the member has nodes or subsystems, provides services or
+holds grants: revoke the grants, then remove the services, subsystems and
+nodes first.
 
 Nodes accept messages signed with any certificate their member lists. To
 rotate a signing key, add the new certificate, switch the member's nodes
@@ -36,6 +42,10 @@ certificate's SHA-256.
 
 const subsystemUsage = `usage:
   ketnoi subsystem add --id INSTANCE/CLASS/CODE/SUBSYSTEM
+  ketnoi subsystem remove --id INSTANCE/CLASS/CODE/SUBSYSTEM
+
+remove is refused while the subsystem provides services or holds grants:
+revoke the grants and remove the services first.
 ` + connectionUsage
 
 const nodeUsage = `usage:
@@ -99,6 +109,8 @@ func subcommand(
 func runMember(ctx context.Context, args []string, stdout io.Writer) error {
 	return subcommand(ctx, args, stdout, memberUsage, map[string]verb{
 		"add":                 memberAdd,
+		"set-name":            memberSetName,
+		"remove":              memberRemove,
 		"add-signing-cert":    memberAddSigningCert,
 		"remove-signing-cert": memberRemoveSigningCert,
 	})
@@ -106,7 +118,8 @@ func runMember(ctx context.Context, args []string, stdout io.Writer) error {
 
 func runSubsystem(ctx context.Context, args []string, stdout io.Writer) error {
 	return subcommand(ctx, args, stdout, subsystemUsage, map[string]verb{
-		"add": subsystemAdd,
+		"add":    subsystemAdd,
+		"remove": subsystemRemove,
 	})
 }
 
@@ -168,9 +181,12 @@ func memberAdd(ctx context.Context, args []string, stdout io.Writer) error {
 	if err := checkID("id", fs.Lookup("id").Value.String(), parseMember); err != nil {
 		return err
 	}
-	cert, err := os.ReadFile(*certFile)
+	if err := requireUTF8(fs, "name"); err != nil {
+		return err
+	}
+	cert, err := readInput("signing-cert", *certFile)
 	if err != nil {
-		return fmt.Errorf("read signing certificate: %w", err)
+		return err
 	}
 
 	return callRegistry(ctx, conn, func(ctx context.Context, cc *grpc.ClientConn) error {
@@ -184,7 +200,7 @@ func memberAdd(ctx context.Context, args []string, stdout io.Writer) error {
 		}
 		m := resp.GetMember()
 		fmt.Fprintf(stdout, "registered member %s (%s); configuration version %d\n",
-			m.GetId(), m.GetName(), resp.GetVersion())
+			shown(m.GetId()), shown(m.GetName()), resp.GetVersion())
 		return nil
 	})
 }
@@ -215,6 +231,9 @@ func (c idCommand) run(ctx context.Context, args []string, stdout io.Writer) err
 		if err := checkID("id", *idValue, c.parse); err != nil {
 			return err
 		}
+	}
+	if err := requireUTF8(fs, "id"); err != nil {
+		return err
 	}
 	return callRegistry(ctx, conn, func(ctx context.Context, cc *grpc.ClientConn) error {
 		line, err := c.call(ctx, registryv1.NewAdminServiceClient(cc), *idValue)
@@ -264,6 +283,9 @@ func (c nodeAddressCommand) run(ctx context.Context, args []string, stdout io.Wr
 	if err := checkID("id", *nodeID, parseSPIFFEID); err != nil {
 		return err
 	}
+	if err := requireUTF8(fs, "address"); err != nil {
+		return err
+	}
 	return callRegistry(ctx, conn, func(ctx context.Context, cc *grpc.ClientConn) error {
 		line, err := c.call(ctx, registryv1.NewAdminServiceClient(cc), *nodeID, *address)
 		if err != nil {
@@ -285,7 +307,7 @@ var nodeAdd = nodeAddressCommand{
 		}
 		n := resp.GetNode()
 		return fmt.Sprintf("registered node %s of %s at %s; configuration version %d",
-			n.GetSpiffeId(), n.GetMember(), n.GetAddress(), resp.GetVersion()), nil
+			shown(n.GetSpiffeId()), shown(n.GetMember()), shown(n.GetAddress()), resp.GetVersion()), nil
 	},
 }.run
 
@@ -327,6 +349,9 @@ func serviceAdd(ctx context.Context, args []string, stdout io.Writer) error {
 	if err := checkID("id", fs.Lookup("id").Value.String(), parseService); err != nil {
 		return err
 	}
+	if err := requireUTF8(fs, "description", "custodian"); err != nil {
+		return err
+	}
 	classification, err := parseClassification(*class)
 	if err != nil {
 		return err
@@ -365,9 +390,9 @@ func parseClassification(name string) (registryv1.Classification, error) {
 // refused: on the wire it is no set at all, which service update would
 // take as "keep the registered methods" without a word.
 func readDescriptorSet(file string) ([]byte, error) {
-	set, err := os.ReadFile(file)
+	set, err := readInput("descriptor-set", file)
 	if err != nil {
-		return nil, fmt.Errorf("read descriptor set: %w", err)
+		return nil, err
 	}
 	if len(set) == 0 {
 		return nil, usagef("--descriptor-set %s: the file is empty", file)
@@ -378,5 +403,5 @@ func readDescriptorSet(file string) ([]byte, error) {
 // serviceLine is what service add and service update print.
 func serviceLine(verb string, s *registryv1.Service, version uint64) string {
 	return fmt.Sprintf("%s service %s (%s, methods %s); configuration version %d",
-		verb, s.GetId(), classificationName(s.GetClassification()), strings.Join(methodNames(s), ", "), version)
+		verb, shown(s.GetId()), classificationName(s.GetClassification()), shownList(methodNames(s)), version)
 }

@@ -59,6 +59,16 @@ func registryBackup(ctx context.Context, args []string, stdout io.Writer) error 
 			return usagef("--out %s is not a regular file", *out)
 		}
 	}
+	// The copy is written beside FILE first: a missing directory would
+	// otherwise be reported under the temporary file's name.
+	if fi, err := os.Stat(filepath.Dir(*out)); err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return usagef("--out %s: directory %s does not exist", *out, filepath.Dir(*out))
+		}
+		return usagef("--out %s: %v", *out, err)
+	} else if !fi.IsDir() {
+		return usagef("--out %s: %s is not a directory", *out, filepath.Dir(*out))
+	}
 	if err := checkOut(*out); err != nil {
 		return err
 	}

@@ -22,7 +22,7 @@ func TestRegistryBackupRefusesHeldFile(t *testing.T) {
 	}
 
 	code, _, stderr := ketnoi(t, append([]string{"registry", "backup", "--out", state}, o.conn...)...)
-	want := "ketnoi registry: --out " + state + ": state file is in use by a running registry; " +
+	want := "ketnoi registry: --out " + state + ": file is in use by a running process (a registry or node holds it); " +
 		"a backup must not replace it: write the backup to another file\n"
 	if code != 1 || stderr != want {
 		t.Errorf("backup over the running registry's state file = %d, %q; want 1, %q", code, stderr, want)

@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"slices"
+	"unicode/utf8"
 
 	"google.golang.org/grpc"
 
@@ -69,6 +70,9 @@ func catalogueImport(ctx context.Context, args []string, stdout io.Writer) error
 	if (*csvFile == "") == (*embedded == "") {
 		return usagef("exactly one of --csv and --embedded is required")
 	}
+	if err := requireUTF8(fs, "list", "version", "title", "provenance", "key-column"); err != nil {
+		return err
+	}
 	if k, ok := embeddedKeys[*embedded]; ok && !flagSet(fs, "key-column") {
 		*key = k
 	}
@@ -92,12 +96,16 @@ func catalogueImport(ctx context.Context, args []string, stdout io.Writer) error
 		}
 		cl := resp.GetCodeList()
 		fmt.Fprintf(stdout, "imported %s version %s: %d entries, sha256 %s; configuration version %d\n",
-			cl.GetList(), cl.GetVersion(), cl.GetEntryCount(), hex.EncodeToString(cl.GetSha256()), resp.GetVersion())
+			shown(cl.GetList()), shown(cl.GetVersion()), cl.GetEntryCount(), hex.EncodeToString(cl.GetSha256()),
+			resp.GetVersion())
 		return nil
 	})
 }
 
-// readCodeList reads the CSV file, or the built-in data set, to import.
+// readCodeList reads the CSV file, or the built-in data set, to import. A
+// file that cannot be read, or is not a code list, is a wrong command
+// line (exit code 2), as are values that are not UTF-8, which no request
+// can carry.
 func readCodeList(file, embedded, key string) ([]string, []*cataloguev1.CodeEntry, error) {
 	name := file
 	var (
@@ -110,19 +118,43 @@ func readCodeList(file, embedded, key string) ([]string, []*cataloguev1.CodeEntr
 				embedded, dataset.AdminUnits2026, dataset.AdminUnits2025, dataset.Countries)
 		}
 		name = embedded
-		r, err = dataset.Open(embedded)
+		if r, err = dataset.Open(embedded); err != nil {
+			return nil, nil, err
+		}
 	} else {
-		r, err = os.Open(file)
-	}
-	if err != nil {
-		return nil, nil, err
+		if r, err = os.Open(file); err != nil {
+			return nil, nil, usagef("--csv: %v", err)
+		}
 	}
 	defer r.Close()
 	fields, entries, err := catalogue.ReadCSV(r, key)
 	if err != nil {
-		return nil, nil, fmt.Errorf("%s: %w", name, err)
+		return nil, nil, usagef("%s: %v", name, err)
+	}
+	if err := checkCodeListUTF8(fields, entries); err != nil {
+		return nil, nil, usagef("%s: %v", name, err)
 	}
 	return fields, entries, nil
+}
+
+// checkCodeListUTF8 names the first column or value that is not UTF-8.
+func checkCodeListUTF8(fields []string, entries []*cataloguev1.CodeEntry) error {
+	for i, f := range fields {
+		if !utf8.ValidString(f) {
+			return fmt.Errorf("column %d: its name is not valid UTF-8", i+1)
+		}
+	}
+	for _, e := range entries {
+		if !utf8.ValidString(e.GetCode()) {
+			return fmt.Errorf("code %s is not valid UTF-8", shown(e.GetCode()))
+		}
+		for _, f := range fields {
+			if v, ok := e.GetFields()[f]; ok && !utf8.ValidString(v) {
+				return fmt.Errorf("code %s, column %s: the value is not valid UTF-8", shown(e.GetCode()), f)
+			}
+		}
+	}
+	return nil
 }
 
 // catalogueList prints every version of every code list.
@@ -143,8 +175,8 @@ func catalogueList(ctx context.Context, args []string, stdout io.Writer) error {
 			fmt.Fprintln(stdout, "no code lists")
 		}
 		for _, v := range resp.GetVersions() {
-			fmt.Fprintf(stdout, "%s\t%s\t%d entries\tsha256 %s\t%s\n",
-				v.GetList(), v.GetVersion(), v.GetEntryCount(), hex.EncodeToString(v.GetSha256()), v.GetTitle())
+			fmt.Fprintf(stdout, "%s\t%s\t%d entries\tsha256 %s\t%s\n", shown(v.GetList()), shown(v.GetVersion()),
+				v.GetEntryCount(), hex.EncodeToString(v.GetSha256()), shown(v.GetTitle()))
 		}
 		return nil
 	})
@@ -162,6 +194,12 @@ func catalogueLookup(ctx context.Context, args []string, stdout io.Writer) error
 	}
 	if err := requireFlags(fs, "list", "version"); err != nil {
 		return err
+	}
+	if err := requireUTF8(fs, "list", "version"); err != nil {
+		return err
+	}
+	if !utf8.ValidString(code) {
+		return usagef("CODE is not valid UTF-8")
 	}
 
 	return callRegistry(ctx, conn, func(ctx context.Context, cc *grpc.ClientConn) error {
@@ -197,16 +235,17 @@ func parseWithOperand(fs *flag.FlagSet, args []string, stdout io.Writer, operand
 	return value, nil
 }
 
-// printEntry prints a code and its fields, one per line, in name order.
+// printEntry prints a code and its fields, one per line, in name order,
+// each as shown prints it.
 func printEntry(w io.Writer, e *cataloguev1.CodeEntry) {
-	fmt.Fprintln(w, e.GetCode())
+	fmt.Fprintln(w, shown(e.GetCode()))
 	names := make([]string, 0, len(e.GetFields()))
 	for name := range e.GetFields() {
 		names = append(names, name)
 	}
 	slices.Sort(names)
 	for _, name := range names {
-		fmt.Fprintf(w, "  %s: %s\n", name, e.GetFields()[name])
+		fmt.Fprintf(w, "  %s: %s\n", shown(name), shown(e.GetFields()[name]))
 	}
 }
 

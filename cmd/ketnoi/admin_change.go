@@ -7,7 +7,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"os"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"google.golang.org/grpc"
@@ -33,9 +32,9 @@ func memberAddSigningCert(ctx context.Context, args []string, stdout io.Writer) 
 	if err := checkID("id", *memberID, parseMember); err != nil {
 		return err
 	}
-	cert, err := os.ReadFile(*certFile)
+	cert, err := readInput("signing-cert", *certFile)
 	if err != nil {
-		return fmt.Errorf("read signing certificate: %w", err)
+		return err
 	}
 
 	return callRegistry(ctx, conn, func(ctx context.Context, cc *grpc.ClientConn) error {
@@ -47,7 +46,7 @@ func memberAddSigningCert(ctx context.Context, args []string, stdout io.Writer) 
 		certs := resp.GetMember().GetSigningCertificates()
 		added := sha256.Sum256(certs[len(certs)-1])
 		fmt.Fprintf(stdout, "added signing certificate sha256 %x to member %s (%d listed); configuration version %d\n",
-			added, resp.GetMember().GetId(), len(certs), resp.GetVersion())
+			added, shown(resp.GetMember().GetId()), len(certs), resp.GetVersion())
 		return nil
 	})
 }
@@ -83,7 +82,7 @@ func memberRemoveSigningCert(ctx context.Context, args []string, stdout io.Write
 			return err
 		}
 		fmt.Fprintf(stdout, "removed signing certificate sha256 %x of member %s (%d left); configuration version %d\n",
-			sum, resp.GetMember().GetId(), len(resp.GetMember().GetSigningCertificates()), resp.GetVersion())
+			sum, shown(resp.GetMember().GetId()), len(resp.GetMember().GetSigningCertificates()), resp.GetVersion())
 		return nil
 	})
 }
@@ -98,9 +97,9 @@ func certificateSum(file, sumHex string) ([]byte, error) {
 		}
 		return sum, nil
 	}
-	data, err := os.ReadFile(file)
+	data, err := readInput("signing-cert", file)
 	if err != nil {
-		return nil, fmt.Errorf("read signing certificate: %w", err)
+		return nil, err
 	}
 	certs, err := sign.ParseCertificates(data)
 	if err != nil {
@@ -119,12 +118,13 @@ var nodeSetAddress = nodeAddressCommand{
 		if err != nil {
 			return "", err
 		}
+		n := resp.GetNode()
 		if resp.GetUnchanged() {
 			return fmt.Sprintf("node %s is already at %s: unchanged; configuration version %d",
-				resp.GetNode().GetSpiffeId(), resp.GetNode().GetAddress(), resp.GetVersion()), nil
+				shown(n.GetSpiffeId()), shown(n.GetAddress()), resp.GetVersion()), nil
 		}
 		return fmt.Sprintf("node %s is now at %s; configuration version %d",
-			resp.GetNode().GetSpiffeId(), resp.GetNode().GetAddress(), resp.GetVersion()), nil
+			shown(n.GetSpiffeId()), shown(n.GetAddress()), resp.GetVersion()), nil
 	},
 }.run
 
@@ -138,7 +138,7 @@ var nodeRemove = idCommand{
 		if err != nil {
 			return "", err
 		}
-		return fmt.Sprintf("removed node %s; configuration version %d", id, resp.GetVersion()), nil
+		return fmt.Sprintf("removed node %s; configuration version %d", shown(id), resp.GetVersion()), nil
 	},
 }.run
 
@@ -164,6 +164,9 @@ func serviceUpdate(ctx context.Context, args []string, stdout io.Writer) error {
 	}
 	if *descFile == "" && *description == "" && *custodian == "" && *class == "" {
 		return usagef("nothing to change: give --descriptor-set, --description, --custodian or --classification")
+	}
+	if err := requireUTF8(fs, "description", "custodian"); err != nil {
+		return err
 	}
 	req := &registryv1.UpdateServiceRequest{ServiceId: *serviceID, Description: *description, Custodian: *custodian}
 	var err error
@@ -202,7 +205,7 @@ var serviceRemove = idCommand{
 		if err != nil {
 			return "", err
 		}
-		return fmt.Sprintf("removed service %s; configuration version %d", id, resp.GetVersion()), nil
+		return fmt.Sprintf("removed service %s; configuration version %d", shown(id), resp.GetVersion()), nil
 	},
 }.run
 
@@ -214,3 +217,68 @@ func methodNames(s *registryv1.Service) []string {
 	}
 	return names
 }
+
+// memberSetName changes a member's official name.
+func memberSetName(ctx context.Context, args []string, stdout io.Writer) error {
+	fs := flag.NewFlagSet("member set-name", flag.ContinueOnError)
+	memberID := fs.String("id", "", "member identifier, e.g. VN/NN/000.00.00.G22 (required)")
+	name := fs.String("name", "", "new official name of the member (required)")
+	conn := addRegistryFlags(fs)
+	if err := parseFlags(fs, args, stdout); err != nil {
+		return helpOrError(err)
+	}
+	if err := requireFlags(fs, "id", "name"); err != nil {
+		return err
+	}
+	if err := checkID("id", *memberID, parseMember); err != nil {
+		return err
+	}
+	if err := requireUTF8(fs, "name"); err != nil {
+		return err
+	}
+
+	return callRegistry(ctx, conn, func(ctx context.Context, cc *grpc.ClientConn) error {
+		resp, err := registryv1.NewAdminServiceClient(cc).UpdateMember(ctx,
+			&registryv1.UpdateMemberRequest{MemberId: *memberID, Name: *name})
+		if err != nil {
+			return err
+		}
+		m := resp.GetMember()
+		if resp.GetUnchanged() {
+			fmt.Fprintf(stdout, "member %s is already named %s: unchanged; configuration version %d\n",
+				shown(m.GetId()), shown(m.GetName()), resp.GetVersion())
+			return nil
+		}
+		fmt.Fprintf(stdout, "member %s is now named %s; configuration version %d\n",
+			shown(m.GetId()), shown(m.GetName()), resp.GetVersion())
+		return nil
+	})
+}
+
+// memberRemove removes a member nothing depends on any more.
+var memberRemove = idCommand{
+	name:    "member remove",
+	idUsage: "member identifier, e.g. VN/NN/000.00.00.G22",
+	parse:   parseMember,
+	call: func(ctx context.Context, admin registryv1.AdminServiceClient, id string) (string, error) {
+		resp, err := admin.RemoveMember(ctx, &registryv1.RemoveMemberRequest{MemberId: id})
+		if err != nil {
+			return "", err
+		}
+		return fmt.Sprintf("removed member %s; configuration version %d", id, resp.GetVersion()), nil
+	},
+}.run
+
+// subsystemRemove removes a subsystem no service or grant names.
+var subsystemRemove = idCommand{
+	name:    "subsystem remove",
+	idUsage: "subsystem identifier, e.g. VN/NN/000.00.00.G22/vanban",
+	parse:   parseSubsystem,
+	call: func(ctx context.Context, admin registryv1.AdminServiceClient, id string) (string, error) {
+		resp, err := admin.RemoveSubsystem(ctx, &registryv1.RemoveSubsystemRequest{SubsystemId: id})
+		if err != nil {
+			return "", err
+		}
+		return fmt.Sprintf("removed subsystem %s; configuration version %d", id, resp.GetVersion()), nil
+	},
+}.run

@@ -122,6 +122,13 @@ func TestChangeCommands(t *testing.T) {
 		{[]string{"grant", "revoke", "--id", "g-1"}, "revoked grant g-1; configuration version 14\n"},
 		{[]string{"service", "remove", "--id", dvhcSvc}, "removed service " + dvhcSvc + "; configuration version 15\n"},
 		{[]string{"node", "remove", "--id", node1}, "removed node " + node1 + "; configuration version 16\n"},
+		{[]string{"member", "set-name", "--id", g22, "--name", "Văn phòng Chính phủ"},
+			"member " + g22 + " is now named Văn phòng Chính phủ; configuration version 17\n"},
+		{[]string{"member", "set-name", "--id", g22, "--name", "Văn phòng Chính phủ"},
+			"member " + g22 + " is already named Văn phòng Chính phủ: unchanged; configuration version 17\n"},
+		{[]string{"subsystem", "remove", "--id", g22 + "/vanban"},
+			"removed subsystem " + g22 + "/vanban; configuration version 18\n"},
+		{[]string{"member", "remove", "--id", g22}, "removed member " + g22 + "; configuration version 19\n"},
 	}
 	for i, s := range steps {
 		if diff := cmp.Diff(s.want, o.ok(t, s.args...)); diff != "" {
@@ -140,7 +147,7 @@ func TestChangeCommands(t *testing.T) {
 	}
 
 	show := o.ok(t, "config", "show")
-	for _, want := range []string{"nodes (0)", "services (0)", "grants (0)", "signing certificates: 1\n"} {
+	for _, want := range []string{"members (1)", "nodes (0)", "services (0)", "grants (0)", "signing certificates: 1\n"} {
 		if !strings.Contains(show, want) {
 			t.Errorf("config show after the changes lacks %q:\n%s", want, show)
 		}
@@ -202,9 +209,42 @@ func TestChangeCommandErrors(t *testing.T) {
 		{"add certificate of another member", []string{"member", "add-signing-cert", "--id", g22,
 			"--signing-cert", o.signingCert(t, g09)}, 1,
 			"ketnoi member: signing_certificate: issued to member " + g09 + ", not " + g22 + " (InvalidArgument)\n"},
+		{"remove a member that has nodes", []string{"member", "remove", "--id", g22}, 1,
+			"ketnoi member: member " + g22 + " still has nodes " + node1 + "; subsystems " + g22 + "/vanban; " +
+				"grants g-1; revoke the grants and remove the services, subsystems and nodes first (FailedPrecondition)\n"},
+		{"remove a subsystem that provides a service", []string{"subsystem", "remove", "--id", g09 + "/dvhc"}, 1,
+			"ketnoi subsystem: subsystem " + g09 + "/dvhc still has services " + dvhcSvc +
+				"; revoke the grants and remove the services first (FailedPrecondition)\n"},
+		{"remove a malformed subsystem", []string{"subsystem", "remove", "--id", g22 + "/a/b"}, 2,
+			`ketnoi subsystem: --id: malformed identifier: subsystem "` + g22 + `/a/b": want INSTANCE/CLASS/CODE/SUBSYSTEM` + "\n"},
+		{"set-name without name", []string{"member", "set-name", "--id", g22}, 2, "ketnoi member: --name is required\n"},
+		{"set-name with a newline", []string{"member", "set-name", "--id", g22, "--name", "VPCP\nFAKE"}, 1,
+			"ketnoi member: name: contains control character U+000A (InvalidArgument)\n"},
+		{"set-name not UTF-8", []string{"member", "set-name", "--id", g22, "--name", "VP\xffCP"}, 2,
+			"ketnoi member: --name is not valid UTF-8\n"},
+		{"set-address not UTF-8", []string{"node", "set-address", "--id", node1, "--address", "h\xff:1"}, 2,
+			"ketnoi node: --address is not valid UTF-8\n"},
+		{"custodian injecting a heading", []string{"service", "update", "--id", dvhcSvc, "--custodian", "X\ngrants (9)"}, 1,
+			"ketnoi service: custodian: contains control character U+000A (InvalidArgument)\n"},
+		{"purpose with a newline", []string{"grant", "add", "--client", g22, "--service", dvhcSvc, "--purpose", "a\nb"}, 1,
+			"ketnoi grant: purposes[0]: must be printable ASCII, as gRPC metadata carries it (InvalidArgument)\n"},
+		{"purpose not UTF-8", []string{"grant", "add", "--client", g22, "--service", dvhcSvc, "--purpose", "\xff"}, 2,
+			"ketnoi grant: --purpose is not valid UTF-8\n"},
+		{"revoke a grant id not UTF-8", []string{"grant", "revoke", "--id", "g-\xff"}, 2,
+			"ketnoi grant: --id is not valid UTF-8\n"},
+		{"missing descriptor set", []string{"service", "update", "--id", dvhcSvc, "--descriptor-set",
+			filepath.Join(o.dir, "nope.binpb")}, 2,
+			"ketnoi service: --descriptor-set: open " + filepath.Join(o.dir, "nope.binpb") + ": no such file or directory\n"},
+		{"missing signing certificate", []string{"member", "add-signing-cert", "--id", g22, "--signing-cert",
+			filepath.Join(o.dir, "nope.pem")}, 2,
+			"ketnoi member: --signing-cert: open " + filepath.Join(o.dir, "nope.pem") + ": no such file or directory\n"},
 		{"backup without out", []string{"registry", "backup"}, 2, "ketnoi registry: --out is required\n"},
 		{"backup into a missing directory", []string{"registry", "backup", "--out",
-			filepath.Join(o.dir, "missing", "registry.db")}, 1, "ketnoi registry: backup: open "},
+			filepath.Join(o.dir, "missing", "registry.db")}, 2, "ketnoi registry: --out " +
+			filepath.Join(o.dir, "missing", "registry.db") + ": directory " + filepath.Join(o.dir, "missing") +
+			" does not exist\n"},
+		{"backup below a file", []string{"registry", "backup", "--out", filepath.Join(oldCert, "registry.db")}, 2,
+			"ketnoi registry: --out " + filepath.Join(oldCert, "registry.db") + ": " + oldCert + " is not a directory\n"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -70,6 +71,11 @@ func addRegistryFlags(fs *flag.FlagSet) *registryConn {
 		"operator X.509-SVID certificate (PEM) `file` (default $"+envCert+")")
 	fs.StringVar(&c.key, "key", env.key, "operator X.509-SVID key (PEM PKCS#8) `file` (default $"+envKey+")")
 	fs.StringVar(&c.bundle, "bundle", env.bundle, "trust bundle (PEM) `file` (default $"+envBundle+")")
+	// The usage names the variable as the default; the value it has now
+	// would print as a second "(default ...)".
+	for _, name := range []string{"registry", "cert", "key", "bundle"} {
+		fs.Lookup(name).DefValue = ""
+	}
 	return c
 }
 
@@ -86,24 +92,69 @@ func (c *registryConn) dial() (*grpc.ClientConn, error) {
 			return nil, usagef("--%s is required (or set %s)", f.flag, f.env)
 		}
 	}
+	if _, port, err := net.SplitHostPort(c.addr); err != nil || port == "" {
+		return nil, usagef("--registry %q: want the registry's host:port, such as 127.0.0.1:7443", c.addr)
+	}
 	td, err := spiffeid.TrustDomainFromString(c.trustDomain)
 	if err != nil {
 		return nil, usagef("--trust-domain %q: %v", c.trustDomain, err)
+	}
+	for _, f := range []struct{ flag, path string }{{"cert", c.cert}, {"key", c.key}, {"bundle", c.bundle}} {
+		if _, err := readInput(f.flag, f.path); err != nil {
+			return nil, err
+		}
 	}
 	identity, err := mtls.LoadFiles(c.cert, c.key, c.bundle, td)
 	if err != nil {
 		return nil, err
 	}
 	c.id, _ = identity.ID()
+	if err := c.checkTrustDomain(identity, td); err != nil {
+		return nil, err
+	}
 	creds := &alertCatcher{
 		TransportCredentials: credentials.NewTLS(mtls.ClientConfig(identity, tlsconfig.AuthorizeID(id.Registry(td)))),
 		alert:                &c.alert,
 	}
-	conn, err := grpc.NewClient(c.addr, grpc.WithTransportCredentials(creds))
+	conn, err := grpc.NewClient(c.addr, grpc.WithTransportCredentials(creds),
+		grpc.WithUnaryInterceptor(checkRequestUTF8))
 	if err != nil {
 		return nil, fmt.Errorf("registry %s: %w", c.addr, err)
 	}
 	return conn, nil
+}
+
+// checkTrustDomain refuses a --trust-domain that the bundle or the
+// operator's SVID does not belong to, before a handshake that would fail
+// with go-spiffe's words for it: the bundle file is loaded as td's, so the
+// registry's certificate, of another trust domain, finds no roots. A CA
+// certificate names its trust domain in a URI SAN, as ketnoi's development
+// CA does; when none does, the SVID's trust domain tells.
+func (c *registryConn) checkTrustDomain(identity mtls.Identity, td spiffeid.TrustDomain) error {
+	bundle, err := identity.Bundle.GetX509BundleForTrustDomain(td)
+	if err != nil {
+		return err
+	}
+	var named []string
+	for _, ca := range bundle.X509Authorities() {
+		for _, u := range ca.URIs {
+			if sid, err := spiffeid.FromURI(u); err == nil && sid.Path() == "" {
+				if sid.TrustDomain() == td {
+					return nil
+				}
+				named = append(named, sid.TrustDomain().Name())
+			}
+		}
+	}
+	if len(named) > 0 {
+		return usagef("--trust-domain %s: the bundle %s holds no roots for it, only for %s",
+			td.Name(), c.bundle, strings.Join(named, ", "))
+	}
+	if c.id.TrustDomain() != td {
+		return usagef("--trust-domain %s: the operator certificate %s is of trust domain %s",
+			td.Name(), c.cert, c.id.TrustDomain().Name())
+	}
+	return nil
 }
 
 // callRegistry connects to the registry and runs call within the command's
@@ -231,7 +282,8 @@ func rpcReason(err error) error {
 		return nil
 	}
 	if st, ok := status.FromError(err); ok {
-		return fmt.Errorf("%s (%s)", st.Message(), st.Code())
+		// The message may quote what an operator once sent.
+		return fmt.Errorf("%s (%s)", escaped(st.Message()), st.Code())
 	}
 	if errors.Is(err, context.DeadlineExceeded) {
 		return errors.New("the registry did not answer in time")

@@ -2,6 +2,13 @@ package main
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"errors"
+	"math/big"
 	"net"
 	"os"
 	"path/filepath"
@@ -9,9 +16,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"google.golang.org/grpc"
 
+	"github.com/ketnoi/ketnoi/internal/mtls"
 	"github.com/ketnoi/ketnoi/internal/pki/pkitest"
 	registryv1 "github.com/ketnoi/ketnoi/proto/ketnoi/registry/v1"
 )
@@ -105,4 +114,58 @@ func TestRegistryRefusesCertificate(t *testing.T) {
 			t.Errorf("a certificate the registry accepts was taken as refused (%s)", *alert)
 		}
 	})
+}
+
+// A --trust-domain that neither the bundle's CA certificates nor the
+// operator's SVID belong to is a wrong command line, said in those words
+// rather than go-spiffe's; a CA certificate that names no trust domain
+// leaves the SVID to tell.
+func TestCheckTrustDomain(t *testing.T) {
+	named := pkitest.NewCA(t, "vn.ketnoi")
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "CA without a SPIFFE ID"},
+		NotBefore: time.Now().Add(-time.Minute), NotAfter: time.Now().Add(time.Hour),
+		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	unnamed, err := x509.ParseCertificate(der)
+	if err != nil {
+		t.Fatal(err)
+	}
+	operator := spiffeid.RequireFromString("spiffe://vn.ketnoi/admin/alice")
+
+	for _, tc := range []struct {
+		name  string
+		roots []*x509.Certificate
+		td    string
+		want  string // "" for no error
+	}{
+		{"bundle of the trust domain", named.Bundle().X509Authorities(), "vn.ketnoi", ""},
+		{"bundle of another trust domain", named.Bundle().X509Authorities(), "other.td",
+			"--trust-domain other.td: the bundle bundle.pem holds no roots for it, only for vn.ketnoi"},
+		{"unnamed CA, the SVID's trust domain", []*x509.Certificate{unnamed}, "vn.ketnoi", ""},
+		{"unnamed CA, another trust domain", []*x509.Certificate{unnamed}, "other.td",
+			"--trust-domain other.td: the operator certificate alice.pem is of trust domain vn.ketnoi"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			td := spiffeid.RequireTrustDomainFromString(tc.td)
+			c := &registryConn{cert: "alice.pem", bundle: "bundle.pem", id: operator}
+			identity := mtls.Identity{Bundle: x509bundle.FromX509Authorities(td, tc.roots)}
+			err := c.checkTrustDomain(identity, td)
+			var ue usageError
+			switch {
+			case tc.want == "" && err != nil:
+				t.Errorf("checkTrustDomain = %v, want nil", err)
+			case tc.want != "" && (!errors.As(err, &ue) || err.Error() != tc.want):
+				t.Errorf("checkTrustDomain = %v, want the usage error %q", err, tc.want)
+			}
+		})
+	}
 }

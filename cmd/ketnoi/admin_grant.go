@@ -62,6 +62,9 @@ func grantAdd(ctx context.Context, args []string, stdout io.Writer) error {
 	if err := checkID("service", fs.Lookup("service").Value.String(), parseService); err != nil {
 		return err
 	}
+	if err := requireUTF8(fs, "method", "purpose"); err != nil {
+		return err
+	}
 	req := &registryv1.AddGrantRequest{
 		Client:   *client,
 		Service:  *service,
@@ -83,18 +86,19 @@ func grantAdd(ctx context.Context, args []string, stdout io.Writer) error {
 		}
 		g := resp.GetGrant()
 		fmt.Fprintf(stdout, "%s granted %s access to %s (methods: %s; purposes: %s); configuration version %d\n",
-			g.GetId(), g.GetClient(), g.GetService(),
+			shown(g.GetId()), shown(g.GetClient()), shown(g.GetService()),
 			listOr(g.GetMethods(), "all"), listOr(g.GetPurposes(), "any"), resp.GetVersion())
 		return nil
 	})
 }
 
-// listOr joins ss, or returns none when ss is empty.
+// listOr joins ss, each as shown prints it, or returns none when ss is
+// empty.
 func listOr(ss []string, none string) string {
 	if len(ss) == 0 {
 		return none
 	}
-	return strings.Join(ss, ", ")
+	return shownList(ss)
 }
 
 // grantRevoke removes a grant.
@@ -106,6 +110,6 @@ var grantRevoke = idCommand{
 		if err != nil {
 			return "", err
 		}
-		return fmt.Sprintf("revoked grant %s; configuration version %d", id, resp.GetVersion()), nil
+		return fmt.Sprintf("revoked grant %s; configuration version %d", shown(id), resp.GetVersion()), nil
 	},
 }.run

@@ -249,6 +249,10 @@ func TestRegistryCommandErrors(t *testing.T) {
 	}
 	closedAddr := closed.Addr().String()
 	closed.Close()
+	latin1 := filepath.Join(o.dir, "latin1.csv")
+	if err := os.WriteFile(latin1, []byte("code,name\n01,Ha Noi\n02,H\xe0 N\xf4i\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
 
 	tests := []struct {
 		name     string
@@ -287,6 +291,35 @@ func TestRegistryCommandErrors(t *testing.T) {
 			"--registry", o.addr, "--cert", nodeCert, "--key", nodeKey, "--bundle", o.bundle}, 1,
 			"ketnoi subsystem: spiffe://vn.ketnoi/node/NN/000.00.00.G22/node1 may not call " +
 				"ketnoi.registry.v1.AdminService: operators only (PermissionDenied)\n"},
+		{"registry without a port", []string{"subsystem", "add", "--id", "VN/NN/000.00.00.G22/x",
+			"--registry", "nohost", "--cert", nodeCert, "--key", nodeKey, "--bundle", o.bundle}, 2,
+			`ketnoi subsystem: --registry "nohost": want the registry's host:port, such as 127.0.0.1:7443` + "\n"},
+		{"other trust domain", append([]string{"config", "show", "--trust-domain", "other.td"}, o.conn...), 2,
+			"ketnoi config: --trust-domain other.td: the bundle " + o.bundle + " holds no roots for it, only for vn.ketnoi\n"},
+		{"missing certificate", []string{"config", "show", "--registry", o.addr, "--cert", o.dir + "/nope.pem",
+			"--key", nodeKey, "--bundle", o.bundle}, 2,
+			"ketnoi config: --cert: open " + o.dir + "/nope.pem: no such file or directory\n"},
+		{"missing CSV", append([]string{"catalogue", "import", "--list", "l", "--version", "1", "--title", "t",
+			"--provenance", "p", "--csv", o.dir + "/nope.csv"}, o.conn...), 2,
+			"ketnoi catalogue: --csv: open " + o.dir + "/nope.csv: no such file or directory\n"},
+		{"CSV not UTF-8", append([]string{"catalogue", "import", "--list", "l", "--version", "1", "--title", "t",
+			"--provenance", "p", "--csv", latin1}, o.conn...), 2,
+			"ketnoi catalogue: " + latin1 + ": code 02, column name: the value is not valid UTF-8\n"},
+		{"CSV without the key column", append([]string{"catalogue", "import", "--list", "l", "--version", "1",
+			"--title", "t", "--provenance", "p", "--csv", latin1, "--key-column", "id"}, o.conn...), 2,
+			"ketnoi catalogue: " + latin1 + ": "},
+		{"title not UTF-8", append([]string{"catalogue", "import", "--list", "l", "--version", "1", "--title", "\xfft",
+			"--provenance", "p", "--csv", latin1}, o.conn...), 2, "ketnoi catalogue: --title is not valid UTF-8\n"},
+		{"lookup code not UTF-8", append([]string{"catalogue", "lookup", "--list", "l", "--version", "1", "\xff"},
+			o.conn...), 2, "ketnoi catalogue: CODE is not valid UTF-8\n"},
+		{"name not UTF-8", append([]string{"member", "add", "--id", "VN/NN/000.00.00.G01", "--name", "B\xf4 N\xf4i",
+			"--signing-cert", g22}, o.conn...), 2, "ketnoi member: --name is not valid UTF-8\n"},
+		{"name too long", append([]string{"member", "add", "--id", "VN/NN/000.00.00.G01", "--name",
+			strings.Repeat("x", 5000), "--signing-cert", o.signingCert(t, "VN/NN/000.00.00.G01")}, o.conn...), 1,
+			"ketnoi member: name: has 5000 characters, more than 256 (InvalidArgument)\n"},
+		{"subsystem too deep", append([]string{"subsystem", "add", "--id", "VN/NN/000.00.00.G22/a/b"}, o.conn...), 2,
+			`ketnoi subsystem: --id: malformed identifier: subsystem "VN/NN/000.00.00.G22/a/b": ` +
+				"want INSTANCE/CLASS/CODE/SUBSYSTEM\n"},
 		{"registry down", []string{"subsystem", "add", "--id", "VN/NN/000.00.00.G22/x",
 			"--registry", closedAddr, "--cert", nodeCert, "--key", nodeKey, "--bundle", o.bundle}, 1,
 			"(Unavailable)\n"},
@@ -312,5 +345,29 @@ func TestConnectionFromEnvironment(t *testing.T) {
 	code, stdout, stderr := ketnoi(t, "catalogue", "list")
 	if code != 0 || stdout != "no code lists\n" {
 		t.Errorf("catalogue list with the environment: exit %d, stdout %q, stderr %q", code, stdout, stderr)
+	}
+}
+
+// The help of a connection flag names its variable as the default, once,
+// whether the variable is set or not.
+func TestConnectionFlagHelp(t *testing.T) {
+	t.Setenv(envBundle, "pki/bundle.pem")
+	t.Setenv(envRegistry, "127.0.0.1:7443")
+	code, stdout, stderr := ketnoi(t, "member", "add", "-h")
+	if code != 0 {
+		t.Fatalf("member add -h: exit %d, stderr %q", code, stderr)
+	}
+	for _, flag := range []string{"registry", "cert", "key", "bundle"} {
+		var help string
+		lines := strings.Split(stdout, "\n")
+		for i, l := range lines {
+			if strings.HasPrefix(strings.TrimSpace(l), "-"+flag+" ") && i+1 < len(lines) {
+				help = lines[i+1]
+			}
+		}
+		env := map[string]string{"registry": envRegistry, "cert": envCert, "key": envKey, "bundle": envBundle}[flag]
+		if strings.Count(help, "(default") != 1 || !strings.Contains(help, "(default $"+env+")") {
+			t.Errorf("help of --%s = %q, want one default, $%s", flag, help, env)
+		}
 	}
 }

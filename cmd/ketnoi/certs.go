@@ -10,6 +10,7 @@ import (
 	"net/url"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"time"
 
@@ -17,16 +18,21 @@ import (
 
 	"github.com/ketnoi/ketnoi/internal/id"
 	"github.com/ketnoi/ketnoi/internal/pki"
+	"github.com/ketnoi/ketnoi/internal/registry"
 )
 
 const certsUsage = `usage:
   ketnoi certs init --dir DIR [--trust-domain vn.ketnoi] [--ttl 8760h] [--force]
-  ketnoi certs svid --dir DIR --id SPIFFE_ID --name NAME [--ttl 720h]
+  ketnoi certs svid --dir DIR --id SPIFFE_ID --name NAME [--ttl 720h] [--classes DANG,NN,MTTQ] [--force]
   ketnoi certs signing --dir DIR (--member INSTANCE/CLASS/CODE | --registry) --name NAME [--ttl 17520h]
+                       [--classes DANG,NN,MTTQ] [--force]
 
 init creates a development CA in DIR: ca.pem, ca-key.pem and bundle.pem.
 svid and signing issue a certificate from the CA in DIR and write
-DIR/NAME.pem and DIR/NAME-key.pem. For development and tests only.
+DIR/NAME.pem and DIR/NAME-key.pem; they refuse to replace existing files,
+and an existing CA, unless given --force. A member class must be one of
+--classes, as ketnoi-registry is started with. For development and tests
+only.
 `
 
 // runCerts manages the development PKI: a CA, X.509-SVIDs and signing
@@ -131,6 +137,8 @@ func certsSVID(args []string, stdout io.Writer) error {
 	idFlag := fs.String("id", "", "SPIFFE ID, e.g. spiffe://vn.ketnoi/node/NN/000.00.00.G22/ss1 (required)")
 	name := fs.String("name", "", "file name stem: writes NAME.pem and NAME-key.pem (required)")
 	ttl := fs.Duration("ttl", 720*time.Hour, "validity of the SVID")
+	classes := addClassesFlag(fs)
+	force := fs.Bool("force", false, "replace NAME.pem and NAME-key.pem if they exist")
 	if err := parseFlags(fs, args, stdout); err != nil {
 		return helpOrError(err)
 	}
@@ -144,7 +152,11 @@ func certsSVID(args []string, stdout io.Writer) error {
 	if err != nil {
 		return usagef("--id %q: %v", *idFlag, err)
 	}
-	if err := checkWorkloadID(sid); err != nil {
+	accepted, err := classes.list()
+	if err != nil {
+		return err
+	}
+	if err := checkWorkloadID(sid, accepted); err != nil {
 		return usagef("--id: %v", err)
 	}
 
@@ -159,7 +171,7 @@ func certsSVID(args []string, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
-	return writeIssued(stdout, ca, iss, *dir, *name, "SVID "+sid.String())
+	return writeIssued(stdout, ca, iss, *dir, *name, "SVID "+sid.String(), *force)
 }
 
 func certsSigning(args []string, stdout io.Writer) error {
@@ -169,13 +181,19 @@ func certsSigning(args []string, stdout io.Writer) error {
 	registry := fs.Bool("registry", false, "issue the registry's configuration signing certificate")
 	name := fs.String("name", "", "file name stem: writes NAME.pem and NAME-key.pem (required)")
 	ttl := fs.Duration("ttl", 17520*time.Hour, "validity of the signing certificate (at most the CA's)")
+	classes := addClassesFlag(fs)
+	force := fs.Bool("force", false, "replace NAME.pem and NAME-key.pem if they exist")
 	if err := parseFlags(fs, args, stdout); err != nil {
 		return helpOrError(err)
 	}
 	if err := checkLeafFlags(*dir, *name, *ttl); err != nil {
 		return err
 	}
-	uri, err := signingURI(*member, *registry)
+	accepted, err := classes.list()
+	if err != nil {
+		return err
+	}
+	uri, err := signingURI(*member, *registry, accepted)
 	if err != nil {
 		return err
 	}
@@ -188,12 +206,43 @@ func certsSigning(args []string, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
-	return writeIssued(stdout, ca, iss, *dir, *name, "signing certificate "+uri.String())
+	return writeIssued(stdout, ca, iss, *dir, *name, "signing certificate "+uri.String(), *force)
+}
+
+// classesFlag is the --classes flag of svid and signing: the member
+// classes the registry accepts, so that a certificate for a member it
+// would refuse is not issued.
+type classesFlag struct{ value *string }
+
+// addClassesFlag defines --classes on fs, with the registry's default.
+func addClassesFlag(fs *flag.FlagSet) classesFlag {
+	return classesFlag{fs.String("classes", strings.Join(registry.DefaultClasses, ","),
+		"comma-separated member `classes` the registry accepts (its --classes)")}
+}
+
+// list returns the classes, refusing an empty one.
+func (c classesFlag) list() ([]string, error) {
+	var out []string
+	for class := range strings.SplitSeq(*c.value, ",") {
+		if class = strings.TrimSpace(class); class == "" {
+			return nil, usagef("--classes %q: empty class", *c.value)
+		}
+		out = append(out, class)
+	}
+	return out, nil
+}
+
+// checkClass refuses a member whose class is not among classes.
+func checkClass(m id.Member, classes []string) error {
+	if !slices.Contains(classes, m.Class) {
+		return fmt.Errorf("member class %q is not one of %s (see --classes)", m.Class, strings.Join(classes, ", "))
+	}
+	return nil
 }
 
 // signingURI returns the URI SAN chosen by exactly one of --member and
 // --registry.
-func signingURI(member string, registry bool) (*url.URL, error) {
+func signingURI(member string, registry bool, classes []string) (*url.URL, error) {
 	switch {
 	case member != "" && registry:
 		return nil, usagef("--member and --registry exclude each other")
@@ -209,6 +258,9 @@ func signingURI(member string, registry bool) (*url.URL, error) {
 	m, err := id.ParseMember(member)
 	if err != nil {
 		return nil, usagef("--member: %v", err)
+	}
+	if err := checkClass(m, classes); err != nil {
+		return nil, usagef("--member %s: %v", m, err)
 	}
 	return id.MemberURI(m), nil
 }
@@ -246,8 +298,9 @@ func checkLeafFlags(dir, name string, ttl time.Duration) error {
 const anyInstance = "VN"
 
 // checkWorkloadID checks that sid has the path of a ketnoi workload:
-// registry, node, operator or application.
-func checkWorkloadID(sid spiffeid.ID) error {
+// registry, node, operator or application, the member class of a node or
+// application among classes.
+func checkWorkloadID(sid spiffeid.ID, classes []string) error {
 	segs := strings.Split(strings.TrimPrefix(sid.Path(), "/"), "/")
 	switch segs[0] {
 	case "registry":
@@ -256,8 +309,11 @@ func checkWorkloadID(sid spiffeid.ID) error {
 		}
 		return nil
 	case "node":
-		_, _, err := id.ParseNode(sid, anyInstance)
-		return err
+		m, _, err := id.ParseNode(sid, anyInstance)
+		if err != nil {
+			return err
+		}
+		return checkClass(m, classes)
 	case "admin":
 		if len(segs) != 2 {
 			return errors.New("want spiffe://TD/admin/NAME")
@@ -268,19 +324,30 @@ func checkWorkloadID(sid spiffeid.ID) error {
 		if len(segs) != 4 {
 			return errors.New("want spiffe://TD/app/CLASS/CODE/SUBSYSTEM")
 		}
-		_, err := id.ParseSubsystem(strings.Join(append([]string{anyInstance}, segs[1:]...), "/"))
-		return err
+		c, err := id.ParseSubsystem(strings.Join(append([]string{anyInstance}, segs[1:]...), "/"))
+		if err != nil {
+			return err
+		}
+		return checkClass(c.Member, classes)
 	}
 	return errors.New("want a path of /registry, /node/CLASS/CODE/NAME, /admin/NAME " +
 		"or /app/CLASS/CODE/SUBSYSTEM")
 }
 
 // writeIssued writes DIR/NAME.pem and DIR/NAME-key.pem and prints one line
-// for each.
-func writeIssued(stdout io.Writer, ca *pki.CA, iss *pki.Issued, dir, name, what string) error {
+// for each. Existing files are replaced only with force: the key they hold
+// may be in use, and is lost once replaced.
+func writeIssued(stdout io.Writer, ca *pki.CA, iss *pki.Issued, dir, name, what string, force bool) error {
 	certFile := filepath.Join(dir, name+".pem")
 	keyFile := filepath.Join(dir, name+"-key.pem")
-	if err := iss.Write(certFile, keyFile); err != nil {
+	write := iss.WriteNew
+	if force {
+		write = iss.Write
+	}
+	if err := write(certFile, keyFile); err != nil {
+		if errors.Is(err, pki.ErrFileExists) {
+			return fmt.Errorf("%w (use --force to replace %s and %s)", err, certFile, keyFile)
+		}
 		return err
 	}
 	expires := formatExpiry(iss.Cert, ca.Cert)

@@ -242,6 +242,16 @@ func TestCertsBadInput(t *testing.T) {
 		{"signing both", signing("--registry", "--member", "VN/NN/000.00.00.G22"), "exclude each other"},
 		{"signing neither", signing(), "one of --member or --registry"},
 		{"signing bad member", signing("--member", "VN/NN"), "--member"},
+		{"signing member of an unknown class", signing("--member", "VN/XX/1"),
+			`--member VN/XX/1: member class "XX" is not one of DANG, NN, MTTQ (see --classes)`},
+		{"signing member of a class left out", signing("--member", "VN/NN/000.00.00.G22", "--classes", "DANG"),
+			`member class "NN" is not one of DANG (see --classes)`},
+		{"signing empty class", signing("--member", "VN/NN/000.00.00.G22", "--classes", "NN,"),
+			`--classes "NN,": empty class`},
+		{"svid node of an unknown class", svid("spiffe://vn.ketnoi/node/XX/000.00.00.G22/ss1", "x"),
+			`--id: member class "XX" is not one of DANG, NN, MTTQ (see --classes)`},
+		{"svid app of an unknown class", svid("spiffe://vn.ketnoi/app/XX/000.00.00.G22/vanban", "x"),
+			`--id: member class "XX" is not one of`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -321,4 +331,57 @@ func dirListing(t *testing.T, dir string) []string {
 		names = append(names, e.Name())
 	}
 	return names
+}
+
+// svid and signing refuse to replace the files of an earlier certificate,
+// whose key may be in use, unless given --force; other classes than the
+// default ones are accepted when --classes names them.
+func TestCertsRefuseOverwrite(t *testing.T) {
+	dir := initCA(t)
+	const node = "spiffe://vn.ketnoi/node/NN/000.00.00.G22/ss1"
+	certFile, keyFile := filepath.Join(dir, "ss1.pem"), filepath.Join(dir, "ss1-key.pem")
+	for _, args := range [][]string{
+		{"svid", "--dir", dir, "--id", node, "--name", "ss1"},
+		{"signing", "--dir", dir, "--member", "VN/NN/000.00.00.G22", "--name", "ss1"},
+	} {
+		t.Run(args[0], func(t *testing.T) {
+			if err := os.Remove(certFile); err != nil && !errors.Is(err, os.ErrNotExist) {
+				t.Fatal(err)
+			}
+			if err := os.Remove(keyFile); err != nil && !errors.Is(err, os.ErrNotExist) {
+				t.Fatal(err)
+			}
+			if _, err := certs(t, args...); err != nil {
+				t.Fatalf("first issue: %v", err)
+			}
+			key, err := os.ReadFile(keyFile)
+			if err != nil {
+				t.Fatal(err)
+			}
+
+			var stdout, stderr bytes.Buffer
+			code := run(t.Context(), append([]string{"certs"}, args...), &stdout, &stderr)
+			want := "ketnoi certs: " + certFile + ": file already exists (use --force to replace " +
+				certFile + " and " + keyFile + ")\n"
+			if code != 1 || stderr.String() != want || stdout.Len() != 0 {
+				t.Errorf("second issue: exit %d, stdout %q, stderr %q; want 1, nothing, %q",
+					code, stdout.String(), stderr.String(), want)
+			}
+			if again, _ := os.ReadFile(keyFile); !bytes.Equal(again, key) {
+				t.Error("the refused issue replaced the key")
+			}
+
+			if _, err := certs(t, append(args, "--force")...); err != nil {
+				t.Fatalf("issue with --force: %v", err)
+			}
+			if again, _ := os.ReadFile(keyFile); bytes.Equal(again, key) {
+				t.Error("issue with --force kept the old key")
+			}
+		})
+	}
+
+	if _, err := certs(t, "signing", "--dir", dir, "--member", "VN/XX/000.00.00.G22", "--name", "xx",
+		"--classes", "NN,XX"); err != nil {
+		t.Errorf("signing for a class --classes names: %v", err)
+	}
 }

@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"strings"
 	"time"
 
 	"google.golang.org/grpc"
@@ -64,15 +63,18 @@ func configShow(ctx context.Context, args []string, stdout io.Writer) error {
 	})
 }
 
+// printConfig lists what cfg holds. Every value from the configuration is
+// printed as shown prints it, so that a value holding a newline or a
+// terminal escape cannot print a row or a heading of its own.
 func printConfig(w io.Writer, cfg *registryv1.GlobalConfiguration) {
 	fmt.Fprintf(w, "global configuration version %d (signature verified), instance %s, trust domain %s\n",
-		cfg.GetVersion(), cfg.GetInstance(), cfg.GetTrustDomain())
+		cfg.GetVersion(), shown(cfg.GetInstance()), shown(cfg.GetTrustDomain()))
 	fmt.Fprintf(w, "issued %s, expires %s\n",
 		cfg.GetIssuedAt().AsTime().UTC().Format(time.RFC3339), cfg.GetExpiresAt().AsTime().UTC().Format(time.RFC3339))
 	fmt.Fprintf(w, "\nmembers (%d)\n", len(cfg.GetMembers()))
 	for _, m := range cfg.GetMembers() {
-		fmt.Fprintf(w, "  %-24s %s; subsystems: %s; signing certificates: %d\n", m.GetId(), m.GetName(),
-			orNone(strings.Join(m.GetSubsystems(), ", ")), len(m.GetSigningCertificates()))
+		fmt.Fprintf(w, "  %-24s %s; subsystems: %s; signing certificates: %d\n",
+			shown(m.GetId()), shown(m.GetName()), orWord(m.GetSubsystems(), "none"), len(m.GetSigningCertificates()))
 		// The digest is what "member remove-signing-cert --sha256" takes.
 		for _, der := range m.GetSigningCertificates() {
 			expires := "does not parse"
@@ -84,16 +86,12 @@ func printConfig(w io.Writer, cfg *registryv1.GlobalConfiguration) {
 	}
 	fmt.Fprintf(w, "\nnodes (%d)\n", len(cfg.GetNodes()))
 	for _, n := range cfg.GetNodes() {
-		fmt.Fprintf(w, "  %s at %s\n", n.GetSpiffeId(), n.GetAddress())
+		fmt.Fprintf(w, "  %s at %s\n", shown(n.GetSpiffeId()), shown(n.GetAddress()))
 	}
 	fmt.Fprintf(w, "\nservices (%d)\n", len(cfg.GetServices()))
 	for _, s := range cfg.GetServices() {
-		var methods []string
-		for _, m := range s.GetMethods() {
-			methods = append(methods, m.GetName())
-		}
-		fmt.Fprintf(w, "  %s [%s] methods: %s; custodian: %s\n", s.GetId(), classificationName(s.GetClassification()),
-			strings.Join(methods, ", "), s.GetCustodian())
+		fmt.Fprintf(w, "  %s [%s] methods: %s; custodian: %s\n", shown(s.GetId()),
+			classificationName(s.GetClassification()), shownList(methodNames(s)), shown(s.GetCustodian()))
 	}
 	fmt.Fprintf(w, "\ngrants (%d)\n", len(cfg.GetGrants()))
 	for _, g := range cfg.GetGrants() {
@@ -101,26 +99,21 @@ func printConfig(w io.Writer, cfg *registryv1.GlobalConfiguration) {
 		if g.GetExpiresAt() != nil {
 			expires = ", until " + g.GetExpiresAt().AsTime().UTC().Format(time.RFC3339)
 		}
-		fmt.Fprintf(w, "  %-6s %s -> %s; methods: %s; purposes: %s%s\n", g.GetId(), g.GetClient(), g.GetService(),
-			orWord(g.GetMethods(), "all"), orWord(g.GetPurposes(), "any"), expires)
+		fmt.Fprintf(w, "  %-6s %s -> %s; methods: %s; purposes: %s%s\n", shown(g.GetId()), shown(g.GetClient()),
+			shown(g.GetService()), orWord(g.GetMethods(), "all"), orWord(g.GetPurposes(), "any"), expires)
 	}
 	fmt.Fprintf(w, "\ncode lists (%d)\n", len(cfg.GetCodeLists()))
 	for _, l := range cfg.GetCodeLists() {
-		fmt.Fprintf(w, "  %s %s: %d entries, sha256 %x\n", l.GetList(), l.GetVersion(), l.GetEntryCount(), l.GetSha256())
+		fmt.Fprintf(w, "  %s %s: %d entries, sha256 %x\n",
+			shown(l.GetList()), shown(l.GetVersion()), l.GetEntryCount(), l.GetSha256())
 	}
 }
 
-// orWord joins s, or returns word for an empty list (no restriction).
+// orWord joins s, each value as shown prints it, or returns word for an
+// empty list (no restriction).
 func orWord(s []string, word string) string {
 	if len(s) == 0 {
 		return word
 	}
-	return strings.Join(s, ", ")
-}
-
-func orNone(s string) string {
-	if s == "" {
-		return "none"
-	}
-	return s
+	return shownList(s)
 }

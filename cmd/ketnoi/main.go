@@ -24,8 +24,8 @@ type command struct {
 
 var commands = []command{
 	{"certs", "create a development CA and issue SVIDs and signing certificates", runCerts},
-	{"member", "register members and rotate their signing certificates", runMember},
-	{"subsystem", "register subsystems in the registry", runSubsystem},
+	{"member", "register, rename or remove members and rotate their signing certificates", runMember},
+	{"subsystem", "register or remove subsystems", runSubsystem},
 	{"node", "register, move or remove security-server nodes", runNode},
 	{"service", "register, update or remove services", runService},
 	{"grant", "allow or revoke a client's access to a service", runGrant},

@@ -141,23 +141,31 @@ func ParseClient(s string) (Client, error) {
 	c := Client{Member: m}
 	if len(parts) == 4 {
 		if !validLowerName(parts[3]) {
-			return Client{}, malformed("client", s, "subsystem must be 1-64 of a-z 0-9 _ - starting with a letter or digit")
+			return Client{}, malformed("client", s, subsystemGrammar)
 		}
 		c.Subsystem = parts[3]
 	}
 	return c, nil
 }
 
-// ParseSubsystem parses a client that must name a subsystem.
+// subsystemGrammar says what a subsystem name is made of.
+const subsystemGrammar = "subsystem must be 1-64 of a-z 0-9 _ - starting with a letter or digit"
+
+// ParseSubsystem parses "INSTANCE/CLASS/CODE/SUBSYSTEM", a client that
+// must name a subsystem. Its errors call the identifier a subsystem.
 func ParseSubsystem(s string) (Client, error) {
-	c, err := ParseClient(s)
+	parts := strings.Split(s, "/")
+	if len(parts) != 4 {
+		return Client{}, malformed("subsystem", s, "want INSTANCE/CLASS/CODE/SUBSYSTEM")
+	}
+	m, err := parseMemberParts("subsystem", s, parts[:3])
 	if err != nil {
 		return Client{}, err
 	}
-	if c.Subsystem == "" {
-		return Client{}, malformed("subsystem", s, "want INSTANCE/CLASS/CODE/SUBSYSTEM")
+	if !validLowerName(parts[3]) {
+		return Client{}, malformed("subsystem", s, subsystemGrammar)
 	}
-	return c, nil
+	return Client{Member: m, Subsystem: parts[3]}, nil
 }
 
 // ParseService parses "INSTANCE/CLASS/CODE/SUBSYSTEM/grpc.service.Name".

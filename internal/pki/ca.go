@@ -29,6 +29,10 @@ var (
 	// ErrExists is returned by [CA.Save] when the directory already holds
 	// CA files. Use [CA.SaveOverwrite] to replace them on purpose.
 	ErrExists = errors.New("CA files already exist")
+	// ErrFileExists is returned, wrapped with the file's name, by
+	// [Issued.WriteNew] when the certificate or key file already exists.
+	// Use [Issued.Write] to replace them on purpose.
+	ErrFileExists = errors.New("file already exists")
 	// ErrNotCA is returned by [LoadCA] when the files do not hold a usable
 	// CA: a certificate that is not a CA, lacks certSign, has no SPIFFE
 	// trust domain URI, or does not match the key.

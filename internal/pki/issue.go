@@ -7,12 +7,20 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"io/fs"
 	"math/big"
 	"net/url"
+	"os"
+	"strings"
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
+
+	"github.com/ketnoi/ketnoi/internal/id"
 )
+
+// ketnoiURIPrefix starts the URI SAN of every ketnoi signing certificate.
+const ketnoiURIPrefix = "urn:ketnoi:"
 
 // backdate is how far NotBefore lies in the past, so that a peer whose
 // clock is slightly behind still accepts a certificate issued just now.
@@ -50,13 +58,19 @@ func (ca *CA) IssueSVID(id spiffeid.ID, ttl time.Duration) (*Issued, error) {
 // IssueSigning issues a signing certificate whose only URI SAN is uri, such
 // as id.MemberURI(m) or id.RegistrySigningURI, valid for ttl but never past
 // the CA's own expiry. uri must be absolute and must not be a SPIFFE ID, so
-// that signing and transport identities stay apart.
+// that signing and transport identities stay apart; a ketnoi URI must be
+// the registry's or name a well-formed member, since the registry and the
+// nodes accept nothing else.
 func (ca *CA) IssueSigning(uri *url.URL, ttl time.Duration) (*Issued, error) {
 	switch {
 	case uri == nil || !uri.IsAbs():
 		return nil, fmt.Errorf("issue signing certificate: URI %v is not absolute", uri)
 	case uri.Scheme == "spiffe":
 		return nil, fmt.Errorf("issue signing certificate: %s is a SPIFFE ID; use an SVID for transport", uri)
+	case strings.HasPrefix(uri.String(), ketnoiURIPrefix) && uri.String() != id.RegistrySigningURI:
+		if _, err := id.MemberFromURI(uri); err != nil {
+			return nil, fmt.Errorf("issue signing certificate: %w", err)
+		}
 	}
 	tmpl := &x509.Certificate{
 		KeyUsage: x509.KeyUsageDigitalSignature | x509.KeyUsageContentCommitment,
@@ -127,6 +141,22 @@ func (i *Issued) CertPEM() []byte { return encodeCerts(i.Cert) }
 
 // KeyPEM returns the private key as a PEM PRIVATE KEY (PKCS#8) block.
 func (i *Issued) KeyPEM() ([]byte, error) { return encodeKey(i.Key) }
+
+// WriteNew writes the certificate and key as [Issued.Write] does, but only
+// when neither file exists: it fails with [ErrFileExists] otherwise, and
+// writes nothing, so that a key in use is never lost by mistake.
+func (i *Issued) WriteNew(certFile, keyFile string) error {
+	for _, path := range []string{certFile, keyFile} {
+		_, err := os.Lstat(path)
+		if err == nil {
+			return fmt.Errorf("%s: %w", path, ErrFileExists)
+		}
+		if !errors.Is(err, fs.ErrNotExist) {
+			return fmt.Errorf("write %s: %w", path, err)
+		}
+	}
+	return i.Write(certFile, keyFile)
+}
 
 // Write writes the certificate to certFile (0644) and the key to keyFile
 // (0600), replacing existing files. Each file is replaced atomically; when

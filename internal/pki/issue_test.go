@@ -301,6 +301,8 @@ func TestIssueSigningRejects(t *testing.T) {
 		{"nil", nil, "not absolute"},
 		{"relative", &url.URL{Path: "member/VN"}, "not absolute"},
 		{"SPIFFE ID", registry.URL(), "is a SPIFFE ID"},
+		{"malformed member", &url.URL{Scheme: "urn", Opaque: "ketnoi:member:VN/NN"}, `member "VN/NN": want INSTANCE/CLASS/CODE`},
+		{"unknown ketnoi URI", &url.URL{Scheme: "urn", Opaque: "ketnoi:node:x"}, "want urn:ketnoi:member:INSTANCE/CLASS/CODE"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -309,5 +311,48 @@ func TestIssueSigningRejects(t *testing.T) {
 				t.Errorf("IssueSigning error = %v, want one containing %q", err, tt.want)
 			}
 		})
+	}
+}
+
+// WriteNew writes an issued pair only where neither file exists, so that
+// issuing under a name in use never loses the key it holds.
+func TestIssuedWriteNew(t *testing.T) {
+	ca := newCA(t, td)
+	iss, err := ca.IssueSVID(registry, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	certFile, keyFile := filepath.Join(dir, "r.pem"), filepath.Join(dir, "r-key.pem")
+	if err := iss.WriteNew(certFile, keyFile); err != nil {
+		t.Fatalf("WriteNew into an empty directory: %v", err)
+	}
+	first, err := os.ReadFile(keyFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	other, err := ca.IssueSVID(registry, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	refused := func(existing string) {
+		t.Helper()
+		err := other.WriteNew(certFile, keyFile)
+		if !errors.Is(err, pki.ErrFileExists) || !strings.HasPrefix(err.Error(), existing+": ") {
+			t.Errorf("WriteNew over %s = %v, want ErrFileExists naming it", existing, err)
+		}
+		if key, _ := os.ReadFile(keyFile); string(key) != string(first) {
+			t.Errorf("refused WriteNew replaced the key")
+		}
+	}
+	refused(certFile)
+	// With the key alone left, WriteNew still refuses, and writes nothing.
+	if err := os.Remove(certFile); err != nil {
+		t.Fatal(err)
+	}
+	refused(keyFile)
+	if _, err := os.Stat(certFile); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("refused WriteNew wrote the certificate: %v", err)
 	}
 }

@@ -10,21 +10,29 @@ import (
 
 // Node addresses are published to every node, which dials them: the host
 // must be an IP address or a DNS name and the port a number, or the
-// request is refused with the reason.
-func TestCheckAddress(t *testing.T) {
+// request is refused with the reason. Accepted addresses come out in one
+// form, so that two spellings of one endpoint compare equal.
+func TestNormAddress(t *testing.T) {
 	long := strings.Repeat("a", 63)
-	for _, addr := range []string{
-		"127.0.0.1:8443",
-		"[::1]:8443",
-		"[2001:db8::7]:1",
-		"node1.g22.example:65535",
-		"node-1.G22.example.:9443",
-		"localhost:8443",
-		"10-0-0-1.example:8443",
-		long + "." + long + "." + long + "." + strings.Repeat("b", 61) + ":8443", // 253 characters
+	longName := long + "." + long + "." + long + "." + strings.Repeat("b", 61) + ":8443" // 253 characters
+	for addr, want := range map[string]string{
+		"127.0.0.1:8443":              "127.0.0.1:8443",
+		"127.0.0.1:027845":            "127.0.0.1:27845",
+		"[::1]:8443":                  "[::1]:8443",
+		"[0:0:0:0:0:0:0:1]:08443":     "[::1]:8443",
+		"[2001:DB8:0::7]:1":           "[2001:db8::7]:1",
+		"[::ffff:127.0.0.1]:8443":     "127.0.0.1:8443",
+		"node1.g22.example:65535":     "node1.g22.example:65535",
+		"BNV.Example.VN:8443":         "bnv.example.vn:8443",
+		"node-1.G22.example.:9443":    "node-1.g22.example.:9443",
+		"localhost:8443":              "localhost:8443",
+		"10-0-0-1.example:8443":       "10-0-0-1.example:8443",
+		longName:                      longName,
+		"Node1.G22.Example:000000443": "node1.g22.example:443",
 	} {
-		if err := checkAddress("address", addr); err != nil {
-			t.Errorf("checkAddress(%q) = %v, want nil", addr, err)
+		got, err := normAddress("address", addr)
+		if err != nil || got != want {
+			t.Errorf("normAddress(%q) = %q, %v; want %q", addr, got, err, want)
 		}
 	}
 
@@ -46,9 +54,9 @@ func TestCheckAddress(t *testing.T) {
 		{"example: 1", `port must be a number from 1 to 65535`},
 		{"example:", `port must be a number from 1 to 65535`},
 	} {
-		err := checkAddress("address", tc.addr)
+		_, err := normAddress("address", tc.addr)
 		if st := status.Convert(err); err == nil || st.Code() != codes.InvalidArgument || !strings.Contains(st.Message(), tc.want) {
-			t.Errorf("checkAddress(%q) = %v, want InvalidArgument with %q", tc.addr, err, tc.want)
+			t.Errorf("normAddress(%q) = %v, want InvalidArgument with %q", tc.addr, err, tc.want)
 		}
 	}
 }

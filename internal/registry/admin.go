@@ -66,7 +66,7 @@ func (s *adminServer) AddMember(
 	if err != nil {
 		return nil, err
 	}
-	name, err := required("name", req.GetName())
+	name, err := text("name", req.GetName(), maxNameRunes)
 	if err != nil {
 		return nil, err
 	}
@@ -129,10 +129,11 @@ func (s *adminServer) AddNode(
 	if err != nil {
 		return nil, err
 	}
-	if err := checkAddress("address", req.GetAddress()); err != nil {
+	addr, err := normAddress("address", req.GetAddress())
+	if err != nil {
 		return nil, err
 	}
-	node := &registryv1.Node{SpiffeId: sid.String(), Member: m.String(), Address: req.GetAddress()}
+	node := &registryv1.Node{SpiffeId: sid.String(), Member: m.String(), Address: addr}
 
 	version, err := s.r.change(func(tx *bolt.Tx, _ time.Time) error {
 		if _, err := loadMember(tx, m); err != nil {
@@ -141,6 +142,9 @@ func (s *adminServer) AddNode(
 		b := tx.Bucket(bucketNodes)
 		if b.Get([]byte(node.SpiffeId)) != nil {
 			return status.Errorf(codes.AlreadyExists, "node %s is already registered", sid)
+		}
+		if err := checkAddressFree(tx, sid, addr); err != nil {
+			return err
 		}
 		if err := forgetRemoved(tx, sid); err != nil {
 			return err

@@ -57,11 +57,11 @@ func codeListMeta(req *registryv1.ImportCodeListRequest) (*cataloguev1.CodeListV
 	if !catalogue.ValidVersion(req.GetVersion()) {
 		return nil, invalidf("version", "%q is not a version label (1-32 of A-Z a-z 0-9 . _ -)", req.GetVersion())
 	}
-	title, err := required("title", req.GetTitle())
+	title, err := text("title", req.GetTitle(), maxNameRunes)
 	if err != nil {
 		return nil, err
 	}
-	provenance, err := required("provenance", req.GetProvenance())
+	provenance, err := text("provenance", req.GetProvenance(), maxDescriptionRunes)
 	if err != nil {
 		return nil, err
 	}
@@ -72,6 +72,9 @@ func codeListMeta(req *registryv1.ImportCodeListRequest) (*cataloguev1.CodeListV
 	for i, f := range fields {
 		if f == "" {
 			return nil, invalidf("fields", "field %d has no name", i+1)
+		}
+		if reason := textFault(f, maxFieldNameRunes); reason != "" {
+			return nil, invalidf(fmt.Sprintf("fields[%d]", i), "%s", reason)
 		}
 		if slices.Contains(fields[:i], f) {
 			return nil, invalidf("fields", "field %q appears more than once", f)
@@ -100,14 +103,20 @@ func checkEntries(entries []*cataloguev1.CodeEntry, fields []string) ([]*catalog
 		if len(e.GetCode()) > maxCodeLen {
 			return nil, invalidf(fmt.Sprintf("entries[%d].code", i), "longer than %d bytes", maxCodeLen)
 		}
+		if reason := textFault(e.GetCode(), maxCodeLen); reason != "" {
+			return nil, invalidf(fmt.Sprintf("entries[%d].code", i), "%s", reason)
+		}
 		if j, ok := first[e.GetCode()]; ok {
 			return nil, status.Errorf(codes.AlreadyExists,
 				"entries[%d].code: code %q already appears at entries[%d]", i, e.GetCode(), j)
 		}
 		first[e.GetCode()] = i
-		for name := range e.GetFields() {
+		for name, value := range e.GetFields() {
 			if !slices.Contains(fields, name) {
 				return nil, invalidf(fmt.Sprintf("entries[%d].fields", i), "field %q is not among fields", name)
+			}
+			if reason := textFault(value, maxValueRunes); reason != "" {
+				return nil, invalidf(fmt.Sprintf("entries[%d].fields[%q]", i, name), "%s", reason)
 			}
 		}
 	}

@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
+	bolt "go.etcd.io/bbolt"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
@@ -235,7 +236,7 @@ func TestUnchangedUpdates(t *testing.T) {
 
 // Members of a class dropped from the configured classes are named in one
 // warning at start; nothing new can be registered for them, but what they
-// have can be changed and retired.
+// have can be changed and retired, down to the member itself.
 func TestDroppedClass(t *testing.T) {
 	f := newFixture(t)
 	ctx := testContext(t)
@@ -322,6 +323,18 @@ func TestDroppedClass(t *testing.T) {
 		}},
 		{"RemoveNode", func() error {
 			_, err := admin.RemoveNode(ctx, &registryv1.RemoveNodeRequest{SpiffeId: nodeID})
+			return err
+		}},
+		{"UpdateMember", func() error {
+			_, err := admin.UpdateMember(ctx, &registryv1.UpdateMemberRequest{MemberId: memberG22, Name: "VPCP"})
+			return err
+		}},
+		{"RemoveSubsystem", func() error {
+			_, err := admin.RemoveSubsystem(ctx, &registryv1.RemoveSubsystemRequest{SubsystemId: memberG22 + "/vanban"})
+			return err
+		}},
+		{"RemoveMember", func() error {
+			_, err := admin.RemoveMember(ctx, &registryv1.RemoveMemberRequest{MemberId: memberG22})
 			return err
 		}},
 	} {
@@ -650,6 +663,18 @@ func TestChangesAreForOperatorsOnly(t *testing.T) {
 			_, err := node.AddSigningCertificate(ctx, &registryv1.AddSigningCertificateRequest{MemberId: memberG22})
 			return err
 		},
+		"UpdateMember": func() error {
+			_, err := node.UpdateMember(ctx, &registryv1.UpdateMemberRequest{MemberId: memberG22, Name: "x"})
+			return err
+		},
+		"RemoveMember": func() error {
+			_, err := node.RemoveMember(ctx, &registryv1.RemoveMemberRequest{MemberId: memberG22})
+			return err
+		},
+		"RemoveSubsystem": func() error {
+			_, err := node.RemoveSubsystem(ctx, &registryv1.RemoveSubsystemRequest{SubsystemId: memberG22 + "/vanban"})
+			return err
+		},
 		"Backup": func() error {
 			stream, err := node.Backup(ctx, &registryv1.BackupRequest{})
 			if err != nil {
@@ -665,5 +690,64 @@ func TestChangesAreForOperatorsOnly(t *testing.T) {
 		if st.Code() != codes.PermissionDenied || st.Message() != want {
 			t.Errorf("%s by a node: %v %q, want PermissionDenied %q", name, st.Code(), st.Message(), want)
 		}
+	}
+}
+
+// Node addresses are stored in one form, so that another spelling of the
+// address a node has is no change, and no two nodes share an address,
+// also one stored before addresses were normalised.
+func TestNodeAddresses(t *testing.T) {
+	f := newFixture(t)
+	ctx := testContext(t)
+	admin := f.admin(t)
+	f.populate(t, ctx, admin)
+	const (
+		bnv  = "spiffe://vn.ketnoi/node/NN/000.00.00.G09/bnv"
+		bnv2 = "spiffe://vn.ketnoi/node/NN/000.00.00.G09/bnv2"
+	)
+
+	added, err := admin.AddNode(ctx, &registryv1.AddNodeRequest{SpiffeId: bnv, Address: "BNV.Example.VN:08443"})
+	if err != nil {
+		t.Fatalf("AddNode: %v", err)
+	}
+	if got := added.GetNode().GetAddress(); got != "bnv.example.vn:8443" {
+		t.Errorf("stored address = %q, want bnv.example.vn:8443", got)
+	}
+	before := f.published(t).GetVersion()
+	for _, same := range []string{"bnv.example.vn:8443", "Bnv.EXAMPLE.vn:0008443"} {
+		resp, err := admin.UpdateNode(ctx, &registryv1.UpdateNodeRequest{SpiffeId: bnv, Address: same})
+		if err != nil || !resp.GetUnchanged() || resp.GetVersion() != before {
+			t.Errorf("UpdateNode to %q = %v, %v; want unchanged at version %d", same, resp, err, before)
+		}
+	}
+	moved, err := admin.UpdateNode(ctx, &registryv1.UpdateNodeRequest{SpiffeId: nodeID, Address: "127.0.0.1:027845"})
+	if err != nil || moved.GetNode().GetAddress() != "127.0.0.1:27845" {
+		t.Errorf("UpdateNode to 127.0.0.1:027845 = %v, %v; want 127.0.0.1:27845 stored", moved, err)
+	}
+
+	taken := func(what string, err error, addr, holder string) {
+		t.Helper()
+		want := "address " + addr + " is the address of node " + holder + " already; two nodes cannot share an address"
+		if st := status.Convert(err); st.Code() != codes.FailedPrecondition || st.Message() != want {
+			t.Errorf("%s: %v %q, want FailedPrecondition %q", what, st.Code(), st.Message(), want)
+		}
+	}
+	_, err = admin.AddNode(ctx, &registryv1.AddNodeRequest{SpiffeId: bnv2, Address: "bnv.EXAMPLE.vn:8443"})
+	taken("AddNode at another node's address", err, "bnv.example.vn:8443", bnv)
+	_, err = admin.UpdateNode(ctx, &registryv1.UpdateNodeRequest{SpiffeId: bnv, Address: "127.0.0.1:27845"})
+	taken("UpdateNode to another node's address", err, "127.0.0.1:27845", nodeID)
+
+	// An address stored as typed, before normalising, still counts.
+	err = f.reg.db.Update(func(tx *bolt.Tx) error {
+		n := &registryv1.Node{SpiffeId: bnv, Member: memberG09, Address: "BNV.Example.VN:08443"}
+		return putProto(tx.Bucket(bucketNodes), []byte(bnv), n)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = admin.AddNode(ctx, &registryv1.AddNodeRequest{SpiffeId: bnv2, Address: "bnv.example.vn:8443"})
+	taken("AddNode at an address stored as typed", err, "bnv.example.vn:8443", bnv)
+	if v := f.published(t).GetVersion(); v != before+1 {
+		t.Errorf("version after refused address changes = %d, want %d", v, before+1)
 	}
 }

@@ -34,11 +34,11 @@ func (s *adminServer) AddGrant(
 	if err != nil {
 		return nil, err
 	}
-	methods, err := sortedSet("methods", req.GetMethods())
+	methods, err := sortedSet("methods", req.GetMethods(), methodFault)
 	if err != nil {
 		return nil, err
 	}
-	purposes, err := sortedSet("purposes", req.GetPurposes())
+	purposes, err := sortedSet("purposes", req.GetPurposes(), purposeFault)
 	if err != nil {
 		return nil, err
 	}

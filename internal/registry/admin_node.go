@@ -30,8 +30,9 @@ func loadNode(tx *bolt.Tx, sid spiffeid.ID) (*registryv1.Node, error) {
 // UpdateNode moves a registered node to a new federation address. Peers
 // key their connections by SPIFFE ID and address, so with the new
 // configuration they dial the new address and close the old connection.
-// The address the node already has is no change: it succeeds and
-// publishes nothing.
+// The address the node already has, in any spelling normAddress takes
+// to the same form, is no change: it succeeds and publishes nothing. An
+// address another node has is refused.
 func (s *adminServer) UpdateNode(
 	ctx context.Context,
 	req *registryv1.UpdateNodeRequest,
@@ -40,7 +41,8 @@ func (s *adminServer) UpdateNode(
 	if err != nil {
 		return nil, err
 	}
-	if err := checkAddress("address", req.GetAddress()); err != nil {
+	addr, err := normAddress("address", req.GetAddress())
+	if err != nil {
 		return nil, err
 	}
 
@@ -50,10 +52,13 @@ func (s *adminServer) UpdateNode(
 		if node, err = loadNode(tx, sid); err != nil {
 			return err
 		}
-		if node.Address == req.GetAddress() {
+		if node.Address == addr {
 			return errUnchanged
 		}
-		node.Address = req.GetAddress()
+		if err := checkAddressFree(tx, sid, addr); err != nil {
+			return err
+		}
+		node.Address = addr
 		return putProto(tx.Bucket(bucketNodes), []byte(node.SpiffeId), node)
 	})
 	if err != nil {
@@ -63,6 +68,33 @@ func (s *adminServer) UpdateNode(
 		s.r.logChange(ctx, "move node "+node.SpiffeId+" to "+node.Address, version)
 	}
 	return &registryv1.UpdateNodeResponse{Node: node, Version: version, Unchanged: !changed}, nil
+}
+
+// checkAddressFree refuses addr, a normalised address, when a node other
+// than sid is registered at it: peers key connections by address too, and
+// calls meant for one node would reach the other, which refuses them.
+// Addresses stored before they were normalised are compared in their
+// normalised form.
+func checkAddressFree(tx *bolt.Tx, sid spiffeid.ID, addr string) error {
+	nodes, err := loadAll(tx.Bucket(bucketNodes), newNode)
+	if err != nil {
+		return err
+	}
+	for _, n := range nodes {
+		if n.GetSpiffeId() == sid.String() {
+			continue
+		}
+		other := n.GetAddress()
+		if norm, err := normAddress("address", other); err == nil {
+			other = norm
+		}
+		if other == addr {
+			return status.Errorf(codes.FailedPrecondition,
+				"address %s is the address of node %s already; two nodes cannot share an address",
+				addr, n.GetSpiffeId())
+		}
+	}
+	return nil
 }
 
 // RemoveNode removes a registered node. Peers refuse it at the handshake

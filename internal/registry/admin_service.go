@@ -27,11 +27,11 @@ func (s *adminServer) AddService(
 	if err != nil {
 		return nil, err
 	}
-	description, err := required("description", req.GetDescription())
+	description, err := text("description", req.GetDescription(), maxDescriptionRunes)
 	if err != nil {
 		return nil, err
 	}
-	custodian, err := required("custodian", req.GetCustodian())
+	custodian, err := text("custodian", req.GetCustodian(), maxNameRunes)
 	if err != nil {
 		return nil, err
 	}
@@ -153,12 +153,12 @@ func serviceEdit(req *registryv1.UpdateServiceRequest, name string) (*serviceCha
 		e.set = req.GetFileDescriptorSet()
 	}
 	if req.GetDescription() != "" {
-		if e.description, err = required("description", req.GetDescription()); err != nil {
+		if e.description, err = text("description", req.GetDescription(), maxDescriptionRunes); err != nil {
 			return nil, err
 		}
 	}
 	if req.GetCustodian() != "" {
-		if e.custodian, err = required("custodian", req.GetCustodian()); err != nil {
+		if e.custodian, err = text("custodian", req.GetCustodian(), maxNameRunes); err != nil {
 			return nil, err
 		}
 	}

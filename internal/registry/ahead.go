@@ -4,7 +4,6 @@ import (
 	"context"
 	"log/slog"
 	"strconv"
-	"sync"
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
@@ -13,67 +12,14 @@ import (
 	"github.com/ketnoi/ketnoi/internal/logging"
 )
 
-// aheadWarnEvery is the least time between two warnings about one peer
-// holding a newer configuration than the registry: a node opens its watch
-// again within seconds whenever the stream breaks, and one line per peer
-// and period is enough to be seen.
-const aheadWarnEvery = 10 * time.Minute
-
-// maxAheadPeers bounds the peers aheadWarnings remembers one by one, on
-// top of dropping entries older than aheadWarnEvery once per period. Past
-// it, other peers share one entry, so they are still warned about, only
-// less often.
-const maxAheadPeers = 4096
-
-// aheadWarnings rate-limits, per peer, the warning that a watcher holds a
-// configuration version above the registry's. Its zero value is ready.
-type aheadWarnings struct {
-	mu     sync.Mutex
-	last   map[spiffeid.ID]time.Time // when each peer was last warned about
-	pruned time.Time                 // when old entries were last dropped
-}
-
-// due reports whether a warning about peer is due at now, and if so
-// records it. Only node IDs are remembered one by one: nodes are the
-// callers that watch, and there are no more of them than the CA issued.
-// Operators, and nodes past maxAheadPeers, share the zero ID.
-func (a *aheadWarnings) due(peer spiffeid.ID, isNode bool, now time.Time) bool {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	if a.last == nil {
-		a.last = make(map[spiffeid.ID]time.Time)
-	}
-	if !isNode {
-		peer = spiffeid.ID{}
-	}
-	if now.Sub(a.pruned) >= aheadWarnEvery {
-		// An entry older than the period holds no warning back any more,
-		// so dropping it changes nothing.
-		for p, t := range a.last {
-			if now.Sub(t) >= aheadWarnEvery {
-				delete(a.last, p)
-			}
-		}
-		a.pruned = now
-	}
-	if _, ok := a.last[peer]; !ok && len(a.last) >= maxAheadPeers {
-		peer = spiffeid.ID{}
-	}
-	if t, ok := a.last[peer]; ok && now.Sub(t) < aheadWarnEvery {
-		return false
-	}
-	a.last[peer] = now
-	return true
-}
-
-// warnAhead logs, at most once per peer and aheadWarnEvery, that the peer
+// warnAhead logs, at most once per peer and peerWarnEvery, that the peer
 // watches with a configuration version above the registry's own. Nodes
 // ignore a configuration not above the one they hold, so until the
 // registry's version passes theirs none of its changes, revocations
 // included, reach them: the registry was restored from a backup, or its
 // state file replaced, and started without --resume-above.
 func (r *Registry) warnAhead(ctx context.Context, peer spiffeid.ID, known, version uint64) {
-	if !r.ahead.due(peer, r.isNode(peer), time.Now()) {
+	if due, _ := r.ahead.due(peer, r.isNode(peer), time.Now()); !due {
 		return
 	}
 	r.log.WarnContext(ctx, "a watcher holds a newer configuration than the registry: changes do not reach it",

@@ -102,50 +102,55 @@ func TestWatchWarnsWhenWatcherIsAhead(t *testing.T) {
 	}
 }
 
-// Warnings are due once per peer and period, and the peers remembered stay
-// bounded: entries older than the period are dropped once per period, and
-// past the bound new peers share one entry.
-func TestAheadWarningsRateLimit(t *testing.T) {
-	var a aheadWarnings
+// Warnings are due once per peer and period, each standing for the
+// occasions passed over since the previous one, and the peers remembered
+// stay bounded: entries that hold nothing back are dropped once per
+// period, and past the bound new peers share one entry.
+func TestPeerWarningsRateLimit(t *testing.T) {
+	var w peerWarnings
 	t0 := time.Now()
 	node := func(i int) spiffeid.ID {
 		return spiffeid.RequireFromString(fmt.Sprintf("spiffe://vn.ketnoi/node/NN/000.00.00.G22/n%d", i))
 	}
-
-	if !a.due(node(0), true, t0) {
-		t.Error("first warning about a node is not due")
-	}
-	if a.due(node(0), true, t0.Add(aheadWarnEvery-time.Second)) {
-		t.Error("second warning within the period is due")
-	}
-	t1 := t0.Add(aheadWarnEvery)
-	if !a.due(node(0), true, t1) {
-		t.Error("warning after the period is not due")
-	}
-	if !a.due(spiffeid.RequireFromString(adminID), false, t1) ||
-		a.due(spiffeid.RequireFromString("spiffe://vn.ketnoi/admin/bob"), false, t1) {
-		t.Error("operators do not share one entry")
+	due := func(t *testing.T, peer spiffeid.ID, isNode bool, now time.Time, want bool, wantN int) {
+		t.Helper()
+		if got, n := w.due(peer, isNode, now); got != want || n != wantN {
+			t.Errorf("due(%s at %v) = %t, %d; want %t, %d", peer, now.Sub(t0), got, n, want, wantN)
+		}
 	}
 
-	for i := 1; len(a.last) < maxAheadPeers; i++ {
-		if !a.due(node(i), true, t1) {
+	due(t, node(0), true, t0, true, 1)
+	due(t, node(0), true, t0.Add(time.Second), false, 0)
+	due(t, node(0), true, t0.Add(peerWarnEvery-time.Second), false, 0)
+	t1 := t0.Add(peerWarnEvery)
+	due(t, node(0), true, t1, true, 3) // it and the two passed over
+	due(t, spiffeid.RequireFromString(adminID), false, t1, true, 1)
+	due(t, spiffeid.RequireFromString("spiffe://vn.ketnoi/admin/bob"), false, t1, false, 0) // the operators' entry
+
+	for i := 1; len(w.peers) < maxWarnPeers; i++ {
+		if ok, _ := w.due(node(i), true, t1); !ok {
 			t.Fatalf("first warning about node %d is not due", i)
 		}
 	}
 	// Full of entries within the period: a new node shares the operators'
 	// entry, warned about at t1.
-	if a.due(node(-1), true, t1.Add(time.Minute)) {
-		t.Error("new node past the bound is due while the shared entry is not")
+	due(t, node(-1), true, t1.Add(time.Minute), false, 0)
+	if len(w.peers) > maxWarnPeers {
+		t.Errorf("%d peers remembered, bound %d", len(w.peers), maxWarnPeers)
 	}
-	if len(a.last) > maxAheadPeers {
-		t.Errorf("%d peers remembered, bound %d", len(a.last), maxAheadPeers)
+	// A period later the entries with nothing passed over go; the shared
+	// one, which passed over bob and node -1, stays to count them.
+	t2 := t1.Add(peerWarnEvery + time.Minute)
+	due(t, node(-2), true, t2, true, 1)
+	if len(w.peers) != 2 {
+		t.Errorf("%d peers remembered a period later, want the new one and the shared one", len(w.peers))
 	}
-	// A period later the old entries go.
-	if !a.due(node(-2), true, t1.Add(aheadWarnEvery+time.Minute)) {
-		t.Error("new node after the period is not due")
-	}
-	if len(a.last) != 1 {
-		t.Errorf("%d peers remembered a period later, want the new one alone", len(a.last))
+	due(t, spiffeid.RequireFromString(adminID), false, t2, true, 3)
+	// Two periods after its last warning an entry goes anyway.
+	due(t, node(-2), true, t2.Add(time.Second), false, 0)
+	due(t, node(-3), true, t2.Add(2*peerWarnEvery), true, 1)
+	if _, ok := w.peers[node(-2)]; ok {
+		t.Error("an entry two periods old is still remembered")
 	}
 }
 

@@ -25,6 +25,12 @@ var DefaultClasses = []string{"DANG", "NN", "MTTQ"}
 // configured otherwise.
 const DefaultConfigTTL = 24 * time.Hour
 
+// MaxConfigTTL bounds ConfigTTL: a node cut off from the registry goes on
+// applying the grants, nodes and signing certificates removed since its
+// last update for up to the TTL, and a month is longer than any
+// revocation should wait.
+const MaxConfigTTL = 30 * 24 * time.Hour
+
 // MaxResumeAbove is the highest ResumeAbove accepted: it leaves 2^32
 // configuration versions to publish, each change and each re-issue using
 // one, which lasts longer than any registry runs. A higher value is a
@@ -47,7 +53,7 @@ type Config struct {
 	// Classes are the accepted member classes; empty means DefaultClasses.
 	Classes []string
 	// ConfigTTL is the validity of each published configuration; zero means
-	// DefaultConfigTTL.
+	// DefaultConfigTTL. It may be at most MaxConfigTTL.
 	ConfigTTL time.Duration
 	// ResumeAbove, when above the stored configuration version, makes the
 	// registry publish its state at start as version ResumeAbove+1. A
@@ -92,6 +98,9 @@ func (c Config) withDefaults() (Config, error) {
 	}
 	if c.ConfigTTL < 0 {
 		return c, fmt.Errorf("configuration TTL %v is negative", c.ConfigTTL)
+	}
+	if c.ConfigTTL > MaxConfigTTL {
+		return c, fmt.Errorf("configuration TTL %v is longer than %v", c.ConfigTTL, MaxConfigTTL)
 	}
 	if c.ResumeAbove > MaxResumeAbove {
 		return c, fmt.Errorf("resume above %d: it leaves fewer than 2^32 configuration versions to publish; "+

@@ -4,6 +4,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
@@ -28,6 +29,8 @@ func TestOpenRejectsBadConfig(t *testing.T) {
 		{"no trust domain", func(c *Config) { c.TrustDomain = spiffeid.TrustDomain{} }, "trust domain is not set"},
 		{"bad class", func(c *Config) { c.Classes = []string{"NN", "x y"} }, `member class "x y"`},
 		{"negative TTL", func(c *Config) { c.ConfigTTL = -1 }, "configuration TTL"},
+		{"TTL over a month", func(c *Config) { c.ConfigTTL = MaxConfigTTL + time.Second },
+			"configuration TTL 720h0m1s is longer than 720h0m0s"},
 		{"no anchors", func(c *Config) { c.TrustAnchors = nil }, "no trust anchors"},
 		{"no signer", func(c *Config) { c.Signer = nil }, "configuration signer is not set"},
 		{"member signer", func(c *Config) { c.Signer = ca.Signer(t, memberG22) }, "signing certificate: want the single URI SAN urn:ketnoi:registry"},

@@ -33,7 +33,8 @@ type Registry struct {
 	current atomic.Pointer[published]
 	hub     *hub
 	health  *health.Server
-	ahead   aheadWarnings // watchers holding a newer configuration
+	ahead   peerWarnings // watchers holding a newer configuration
+	removed peerWarnings // removed nodes that still call
 	// floor is the newest configuration version nodes are known to hold:
 	// ResumeAbove, or the newest a registered node reported (raiseFloor).
 	// A registry restored from a backup publishes above it, so that its
@@ -51,7 +52,9 @@ type Registry struct {
 // Open opens (or creates) the registry state file at path and publishes a
 // new configuration version unless the stored one is still current. It
 // fails with an error wrapping ErrLocked while another process holds the
-// file, and with one calling the file damaged when bbolt cannot read it.
+// file, with one calling the file damaged when bbolt cannot read it, and
+// with one naming both when the file holds registrations of another
+// instance or trust domain than cfg's.
 func Open(path string, cfg Config) (*Registry, error) {
 	cfg, err := cfg.withDefaults()
 	if err != nil {
@@ -65,6 +68,10 @@ func Open(path string, cfg Config) (*Registry, error) {
 	}
 	db, err := openDB(path)
 	if err != nil {
+		return nil, fmt.Errorf("registry: %w", err)
+	}
+	if err := checkSettings(db, path, cfg); err != nil {
+		db.Close()
 		return nil, fmt.Errorf("registry: %w", err)
 	}
 	r := &Registry{
@@ -122,10 +129,14 @@ func (r *Registry) Configuration() *registryv1.SignedConfiguration {
 // Shutdown reports the registry as not serving and ends every watch stream,
 // so that a graceful stop of the gRPC server need not wait for them. Call it
 // before grpc.Server.GracefulStop; changes are still accepted until Close.
+// The watches it ends are logged as one line, not one failed call each.
 func (r *Registry) Shutdown() {
 	r.shutdown.Do(func() {
 		r.health.Shutdown()
-		r.hub.close()
+		if n := r.hub.close(); n > 0 {
+			r.log.Info("registry shutting down: configuration watches ended",
+				slog.Int(logging.KeyCount, n))
+		}
 	})
 }
 

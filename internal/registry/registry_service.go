@@ -65,6 +65,8 @@ func (s *registryServer) WatchConfiguration(
 		case <-ctx.Done():
 			return status.FromContextError(ctx.Err()).Err()
 		case <-s.r.hub.closed:
+			// Shutdown logs one line for all the watches it ends.
+			quietCall(ctx)
 			return status.Error(codes.Unavailable, "registry is shutting down")
 		}
 	}

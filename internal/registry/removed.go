@@ -2,12 +2,17 @@ package registry
 
 import (
 	"context"
+	"log/slog"
+	"strings"
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	bolt "go.etcd.io/bbolt"
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+
+	"github.com/ketnoi/ketnoi/internal/logging"
 )
 
 // A node's SVID outlives its registration: it stays valid until it expires,
@@ -29,6 +34,7 @@ func forgetRemoved(tx *bolt.Tx, sid spiffeid.ID) error {
 
 // refuseRemoved returns a PermissionDenied status when peer is a node that
 // RemoveNode removed and AddNode has not added again, and nil otherwise.
+// A refusal is logged by warnRemoved instead of the call log.
 func (r *Registry) refuseRemoved(ctx context.Context, peer spiffeid.ID) error {
 	var at string
 	err := r.db.View(func(tx *bolt.Tx) error {
@@ -41,6 +47,28 @@ func (r *Registry) refuseRemoved(ctx context.Context, peer spiffeid.ID) error {
 	if at == "" {
 		return nil
 	}
+	r.warnRemoved(ctx, peer, at)
 	return status.Errorf(codes.PermissionDenied,
 		"node %s was removed from the registry at %s; it is refused until an operator adds it again", peer, at)
+}
+
+// warnRemoved logs, at most once per node and peerWarnEvery, that a
+// removed node still calls the registry, with the count of refused calls
+// the line stands for, and keeps the call out of the call log. A removed
+// node that keeps running retries its watch every few seconds, forever:
+// one line per refusal would be hundreds an hour.
+func (r *Registry) warnRemoved(ctx context.Context, peer spiffeid.ID, at string) {
+	quietCall(ctx)
+	due, n := r.removed.due(peer, true, time.Now())
+	if !due {
+		return
+	}
+	method, _ := grpc.Method(ctx)
+	r.log.WarnContext(ctx, "a removed node still calls the registry; it is refused",
+		slog.String(logging.KeyPeer, peer.String()),
+		slog.String(logging.KeyMethod, strings.TrimPrefix(method, "/")),
+		slog.String(logging.KeyDetail, "removed at "+at),
+		slog.Int(logging.KeyCount, n),
+		slog.Duration(logging.KeyPeriod, peerWarnEvery),
+		slog.String(logging.KeyRemedy, "stop the node, or add it again with ketnoi node add"))
 }

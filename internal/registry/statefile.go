@@ -6,16 +6,19 @@ import (
 	"os"
 	"time"
 
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	bolt "go.etcd.io/bbolt"
 	bolterrors "go.etcd.io/bbolt/errors"
 
 	"github.com/ketnoi/ketnoi/internal/boltfile"
+	"github.com/ketnoi/ketnoi/internal/id"
 )
 
-// ErrLocked is returned, wrapped, by StateVersion and CheckNotInUse while
-// a process holds the file open with bbolt, as a running registry holds
-// its state file: stop the registry first, or use another file.
-var ErrLocked = errors.New("state file is in use by a running registry")
+// ErrLocked is returned, wrapped, by Open, StateVersion and CheckNotInUse
+// while a process holds the file open with bbolt, as a running registry
+// holds its state file and a running node its evidence log: stop that
+// process first, or use another file.
+var ErrLocked = errors.New("file is in use by a running process (a registry or node holds it)")
 
 // inUseTimeout is how long CheckNotInUse waits for a file's lock. A
 // running registry holds its lock for as long as it runs, so a short wait
@@ -90,6 +93,33 @@ func checkPages(db *bolt.DB, path string) error {
 		}
 		if first != nil {
 			return fmt.Errorf("state file %s is damaged: %w", path, first)
+		}
+		return nil
+	})
+}
+
+// checkSettings refuses a state file that holds registrations of another
+// instance or trust domain than cfg's. Such a registry would publish its
+// members under the wrong instance, refuse every change to them ("is not
+// this registry's instance") and let no node of theirs in: the settings
+// are wrong for the file, or the file for the settings.
+func checkSettings(db *bolt.DB, path string, cfg Config) error {
+	return db.View(func(tx *bolt.Tx) error {
+		if k, _ := tx.Bucket(bucketMembers).Cursor().First(); k != nil {
+			m, err := id.ParseMember(string(k))
+			if err == nil && m.Instance != cfg.Instance {
+				return fmt.Errorf("state file %s holds registrations of instance %q (member %s), "+
+					"not of this registry's instance %q: start with --instance %s, or use another state file",
+					path, m.Instance, m, cfg.Instance, m.Instance)
+			}
+		}
+		if k, _ := tx.Bucket(bucketNodes).Cursor().First(); k != nil {
+			sid, err := spiffeid.FromString(string(k))
+			if err == nil && sid.TrustDomain() != cfg.TrustDomain {
+				return fmt.Errorf("state file %s holds nodes of trust domain %q (node %s), "+
+					"not of this registry's trust domain %q: start with --trust-domain %s, or use another state file",
+					path, sid.TrustDomain().Name(), sid, cfg.TrustDomain.Name(), sid.TrustDomain().Name())
+			}
 		}
 		return nil
 	})

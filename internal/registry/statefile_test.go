@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	bolt "go.etcd.io/bbolt"
 )
 
@@ -186,4 +187,42 @@ func TestCheckNotInUse(t *testing.T) {
 			t.Errorf("CheckNotInUse(%s) of a file nobody holds = %v, want nil", path, err)
 		}
 	}
+}
+
+// A state file holding registrations of another instance or trust domain
+// than the registry's settings is refused at start, naming both, before
+// anything is published; the right settings open it.
+func TestOpenRefusesOtherInstance(t *testing.T) {
+	f := newFixture(t)
+	ctx := testContext(t)
+	f.populate(t, ctx, f.admin(t))
+	f.close()
+	before, err := StateVersion(f.path)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	other := f.cfg
+	other.Instance = "XX"
+	_, err = Open(f.path, other)
+	want := "registry: state file " + f.path + ` holds registrations of instance "VN" (member ` + memberG09 +
+		`), not of this registry's instance "XX": start with --instance VN, or use another state file`
+	if err == nil || err.Error() != want {
+		t.Errorf("Open with instance XX = %v, want %q", err, want)
+	}
+
+	other = f.cfg
+	other.TrustDomain = spiffeid.RequireTrustDomainFromString("other.ketnoi")
+	_, err = Open(f.path, other)
+	want = "registry: state file " + f.path + ` holds nodes of trust domain "vn.ketnoi" (node ` + nodeID +
+		`), not of this registry's trust domain "other.ketnoi": start with --trust-domain vn.ketnoi, ` +
+		"or use another state file"
+	if err == nil || err.Error() != want {
+		t.Errorf("Open with trust domain other.ketnoi = %v, want %q", err, want)
+	}
+
+	if v, err := StateVersion(f.path); err != nil || v != before {
+		t.Errorf("state version after refused starts = %d, %v; want %d", v, err, before)
+	}
+	f.start(t)
 }

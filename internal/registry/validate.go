@@ -70,7 +70,8 @@ func (r *Registry) checkMember(field string, m id.Member, sc scope) error {
 // warnDroppedClasses logs one warning naming the registered members whose
 // class is not among the configured classes, as after a start with fewer
 // --classes: they stay in the configuration and can be changed and
-// retired, but nothing can be added to them.
+// removed, down to the member itself, but nothing can be added to them,
+// not even a node that was removed.
 func (r *Registry) warnDroppedClasses() error {
 	var dropped []string
 	err := r.db.View(func(tx *bolt.Tx) error {
@@ -85,8 +86,8 @@ func (r *Registry) warnDroppedClasses() error {
 	if err != nil || len(dropped) == 0 {
 		return err
 	}
-	r.log.Warn("members of classes no longer accepted are registered: they can be changed and retired, "+
-		"but no subsystem, node, service or grant can be added for them",
+	r.log.Warn("members of classes no longer accepted are registered: they can be changed and removed, "+
+		"but no subsystem, node (also one removed before), service or grant can be added for them",
 		slog.String(logging.KeyMembers, strings.Join(dropped, ",")),
 		slog.String(logging.KeyClasses, strings.Join(r.cfg.Classes, ",")))
 	return nil
@@ -141,41 +142,41 @@ func (r *Registry) parseNode(field, s string, sc scope) (spiffeid.ID, id.Member,
 	return sid, m, r.checkMember(field, m, sc)
 }
 
-// required returns s without surrounding space, or an error when nothing is
-// left.
-func required(field, s string) (string, error) {
-	s = strings.TrimSpace(s)
-	if s == "" {
-		return "", invalidf(field, "must not be empty")
-	}
-	return s, nil
-}
-
-// checkAddress checks a host:port endpoint that other nodes dial: the host
-// an IP address or a DNS name, the port a number. Anything else would be
-// published to every node and fail only when one dials it.
-func checkAddress(field, addr string) error {
+// normAddress checks a host:port endpoint that other nodes dial, the host
+// an IP address or a DNS name and the port a number, and returns it in one
+// form: a DNS name in lower case, an IP address as Go formats it, the port
+// in decimal without leading zeros, joined by net.JoinHostPort (which
+// brackets IPv6). Anything else would be published to every node and fail
+// only when one dials it; and two spellings of one endpoint must compare
+// equal, so that moving a node to where it is changes nothing and two
+// nodes cannot be registered at one address.
+func normAddress(field, addr string) (string, error) {
 	host, port, err := net.SplitHostPort(addr)
 	if err != nil {
-		return invalidf(field, "%q is not host:port: %v", addr, err)
+		return "", invalidf(field, "%q is not host:port: %v", addr, err)
 	}
 	if host == "" {
-		return invalidf(field, "%q has no host", addr)
+		return "", invalidf(field, "%q has no host", addr)
 	}
 	ip := net.ParseIP(host)
 	if ip != nil && ip.IsUnspecified() {
 		// What a node listens on, not where other nodes can reach it.
-		return invalidf(field, "%q is an unspecified address; register the host name or address other nodes dial", addr)
+		return "", invalidf(field,
+			"%q is an unspecified address; register the host name or address other nodes dial", addr)
 	}
 	if ip == nil {
 		if reason := checkDNSName(host); reason != "" {
-			return invalidf(field, "%q: host %q is neither an IP address nor a DNS name: %s", addr, host, reason)
+			return "", invalidf(field, "%q: host %q is neither an IP address nor a DNS name: %s", addr, host, reason)
 		}
+		host = strings.ToLower(host)
+	} else {
+		host = ip.String()
 	}
-	if n, err := strconv.ParseUint(port, 10, 16); err != nil || n == 0 {
-		return invalidf(field, "%q: port must be a number from 1 to 65535", addr)
+	n, err := strconv.ParseUint(port, 10, 16)
+	if err != nil || n == 0 {
+		return "", invalidf(field, "%q: port must be a number from 1 to 65535", addr)
 	}
-	return nil
+	return net.JoinHostPort(host, strconv.FormatUint(n, 10)), nil
 }
 
 // checkDNSName returns why name is not a DNS host name (RFC 1123: labels
@@ -242,13 +243,13 @@ func (r *Registry) signingCertificate(m id.Member, data []byte, now time.Time) (
 	return leaf, nil
 }
 
-// sortedSet returns the distinct values of ss in order, failing on an empty
-// value.
-func sortedSet(field string, ss []string) ([]string, error) {
+// sortedSet returns the distinct values of ss in order, failing, with the
+// value's index, on one that fault finds wrong.
+func sortedSet(field string, ss []string, fault func(string) string) ([]string, error) {
 	out := make([]string, 0, len(ss))
-	for _, s := range ss {
-		if strings.TrimSpace(s) == "" {
-			return nil, invalidf(field, "empty value")
+	for i, s := range ss {
+		if reason := fault(s); reason != "" {
+			return nil, invalidf(fmt.Sprintf("%s[%d]", field, i), "%s", reason)
 		}
 		out = append(out, s)
 	}

@@ -140,6 +140,19 @@ func badCases(t *testing.T, f *fixture) []badCase {
 		{"member other instance", addMember("LA/NN/000.00.00.G01", "x", certG01), inv,
 			`member_id: instance "LA" is not this registry's instance "VN"`},
 		{"member no name", addMember(g01, "  ", certG01), inv, "name: must not be empty"},
+		{"member name injecting a row", addMember(g01, "Line1\nFAKE  VN/NN/000.00.00.G99  Injected\x1b[31m", certG01), inv,
+			"name: contains control character U+000A"},
+		{"member name with an escape", addMember(g01, "VPCP\x1b[31m", certG01), inv,
+			"name: contains control character U+001B"},
+		{"member name with DEL", addMember(g01, "VPCP\x7f", certG01), inv, "name: contains control character U+007F"},
+		{"member name with a C1 control", addMember(g01, "VPCP\u009b31m", certG01), inv,
+			"name: contains control character U+009B"},
+		{"member name with a line separator", addMember(g01, "VPCP\u2028FAKE", certG01), inv,
+			"name: contains line or paragraph separator U+2028"},
+		{"member name reversed", addMember(g01, "VPCP\u202eFAKE", certG01), inv,
+			"name: contains bidirectional formatting character U+202E"},
+		{"member name too long", addMember(g01, strings.Repeat("Bộ", 2500), certG01), inv,
+			"name: has 5000 characters, more than 256"},
 		{"member no certificate", addMember(g01, "x", nil), inv, "signing_certificate: must not be empty"},
 		{"member garbage certificate", addMember(g01, "x", []byte("garbage")), inv, "signing_certificate: no certificate found"},
 		{"member certificate of another CA", addMember(g01, "x", other.Signer(t, g01).Certificate().Raw), inv,
@@ -189,6 +202,12 @@ func badCases(t *testing.T, f *fixture) []badCase {
 		{"service no custodian", addService(serviceReq(t, func(r *registryv1.AddServiceRequest) {
 			r.Custodian = ""
 		})), inv, "custodian: must not be empty"},
+		{"service custodian injecting a heading", addService(serviceReq(t, func(r *registryv1.AddServiceRequest) {
+			r.Custodian = "X\ngrants (9)"
+		})), inv, "custodian: contains control character U+000A"},
+		{"service description too long", addService(serviceReq(t, func(r *registryv1.AddServiceRequest) {
+			r.Description = strings.Repeat("d", 1025)
+		})), inv, "description: has 1025 characters, more than 1024"},
 		{"service unknown classification", addService(serviceReq(t, func(r *registryv1.AddServiceRequest) {
 			r.Classification = 9
 		})), inv, "classification: unknown value 9"},
@@ -230,7 +249,25 @@ func badCases(t *testing.T, f *fixture) []badCase {
 		}), inv, `methods: service ` + serviceDVHC + ` has no method "Nope"`},
 		{"grant empty purpose", addGrant(&registryv1.AddGrantRequest{
 			Client: memberG22, Service: serviceDVHC, Purposes: []string{""},
-		}), inv, "purposes: empty value"},
+		}), inv, "purposes[0]: must not be empty"},
+		{"grant purpose with a newline", addGrant(&registryv1.AddGrantRequest{
+			Client: memberG22, Service: serviceDVHC, Purposes: []string{"HS-01", "a\nb"},
+		}), inv, "purposes[1]: must be printable ASCII, as gRPC metadata carries it"},
+		{"grant purpose not ASCII", addGrant(&registryv1.AddGrantRequest{
+			Client: memberG22, Service: serviceDVHC, Purposes: []string{"hồ sơ"},
+		}), inv, "purposes[0]: must be printable ASCII"},
+		{"grant purpose with surrounding space", addGrant(&registryv1.AddGrantRequest{
+			Client: memberG22, Service: serviceDVHC, Purposes: []string{"HS-01 "},
+		}), inv, "purposes[0]: starts or ends with a space"},
+		{"grant purpose too long", addGrant(&registryv1.AddGrantRequest{
+			Client: memberG22, Service: serviceDVHC, Purposes: []string{strings.Repeat("p", 129)},
+		}), inv, "purposes[0]: has 129 bytes, more than 128"},
+		{"grant method with a newline", addGrant(&registryv1.AddGrantRequest{
+			Client: memberG22, Service: serviceDVHC, Methods: []string{"GetUnit\nFAKE"},
+		}), inv, "methods[0]: is not a method name"},
+		{"grant method too long", addGrant(&registryv1.AddGrantRequest{
+			Client: memberG22, Service: serviceDVHC, Methods: []string{strings.Repeat("M", 5000)},
+		}), inv, "methods[0]: has 5000 bytes, more than 128"},
 		{"grant expired", addGrant(&registryv1.AddGrantRequest{
 			Client: memberG22, Service: serviceDVHC, ExpiresAt: past,
 		}), inv, "expires_at: "},
@@ -250,6 +287,19 @@ func badCases(t *testing.T, f *fixture) []badCase {
 			"title: must not be empty"},
 		{"list no provenance", importList(withList(func(r *registryv1.ImportCodeListRequest) { r.Provenance = "" })), inv,
 			"provenance: must not be empty"},
+		{"list title with a tab", importList(withList(func(r *registryv1.ImportCodeListRequest) { r.Title = "a\tb" })), inv,
+			"title: contains control character U+0009"},
+		{"list field name with a newline", importList(withList(func(r *registryv1.ImportCodeListRequest) {
+			r.Fields = []string{"name", "x\ny"}
+		})), inv, "fields[1]: contains control character U+000A"},
+		{"list code with an escape", importList(withList(func(r *registryv1.ImportCodeListRequest) {
+			r.Version = "2"
+			r.Entries[1].Code = "02\x1b[2J"
+		})), inv, "entries[1].code: contains control character U+001B"},
+		{"list value with a newline", importList(withList(func(r *registryv1.ImportCodeListRequest) {
+			r.Version = "2"
+			r.Entries[1].Fields["name"] = "two\nthree"
+		})), inv, `entries[1].fields["name"]: contains control character U+000A`},
 		{"list no fields", importList(withList(func(r *registryv1.ImportCodeListRequest) { r.Fields = nil })), inv,
 			"fields: must not be empty"},
 		{"list repeated field", importList(withList(func(r *registryv1.ImportCodeListRequest) {

@@ -52,8 +52,8 @@ func (h *hub) publish(p *published) {
 	}
 }
 
-// close ends every watch.
-func (h *hub) close() {
+// close ends every watch and returns how many were open.
+func (h *hub) close() int {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	select {
@@ -61,4 +61,5 @@ func (h *hub) close() {
 	default:
 		close(h.closed)
 	}
+	return len(h.watchers)
 }

@@ -142,6 +142,218 @@ func (x *AddMemberResponse) GetVersion() uint64 {
 	return 0
 }
 
+// UpdateMemberRequest names a member and its new name.
+type UpdateMemberRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Member identifier, "VN/NN/000.00.00.G22".
+	MemberId string `protobuf:"bytes,1,opt,name=member_id,json=memberId,proto3" json:"member_id,omitempty"`
+	// New official name.
+	Name          string `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UpdateMemberRequest) Reset() {
+	*x = UpdateMemberRequest{}
+	mi := &file_ketnoi_registry_v1_admin_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UpdateMemberRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UpdateMemberRequest) ProtoMessage() {}
+
+func (x *UpdateMemberRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_ketnoi_registry_v1_admin_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UpdateMemberRequest.ProtoReflect.Descriptor instead.
+func (*UpdateMemberRequest) Descriptor() ([]byte, []int) {
+	return file_ketnoi_registry_v1_admin_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *UpdateMemberRequest) GetMemberId() string {
+	if x != nil {
+		return x.MemberId
+	}
+	return ""
+}
+
+func (x *UpdateMemberRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+// UpdateMemberResponse returns the stored member.
+type UpdateMemberResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The member as stored.
+	Member *Member `protobuf:"bytes,1,opt,name=member,proto3" json:"member,omitempty"`
+	// Configuration version that includes the change.
+	Version uint64 `protobuf:"varint,2,opt,name=version,proto3" json:"version,omitempty"`
+	// True when the member already had the name: nothing was stored, no
+	// version was published, and version is the current one.
+	Unchanged     bool `protobuf:"varint,3,opt,name=unchanged,proto3" json:"unchanged,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UpdateMemberResponse) Reset() {
+	*x = UpdateMemberResponse{}
+	mi := &file_ketnoi_registry_v1_admin_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UpdateMemberResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UpdateMemberResponse) ProtoMessage() {}
+
+func (x *UpdateMemberResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_ketnoi_registry_v1_admin_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UpdateMemberResponse.ProtoReflect.Descriptor instead.
+func (*UpdateMemberResponse) Descriptor() ([]byte, []int) {
+	return file_ketnoi_registry_v1_admin_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *UpdateMemberResponse) GetMember() *Member {
+	if x != nil {
+		return x.Member
+	}
+	return nil
+}
+
+func (x *UpdateMemberResponse) GetVersion() uint64 {
+	if x != nil {
+		return x.Version
+	}
+	return 0
+}
+
+func (x *UpdateMemberResponse) GetUnchanged() bool {
+	if x != nil {
+		return x.Unchanged
+	}
+	return false
+}
+
+// RemoveMemberRequest names a member.
+type RemoveMemberRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Member identifier, "VN/NN/000.00.00.G22".
+	MemberId      string `protobuf:"bytes,1,opt,name=member_id,json=memberId,proto3" json:"member_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RemoveMemberRequest) Reset() {
+	*x = RemoveMemberRequest{}
+	mi := &file_ketnoi_registry_v1_admin_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RemoveMemberRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RemoveMemberRequest) ProtoMessage() {}
+
+func (x *RemoveMemberRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_ketnoi_registry_v1_admin_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RemoveMemberRequest.ProtoReflect.Descriptor instead.
+func (*RemoveMemberRequest) Descriptor() ([]byte, []int) {
+	return file_ketnoi_registry_v1_admin_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *RemoveMemberRequest) GetMemberId() string {
+	if x != nil {
+		return x.MemberId
+	}
+	return ""
+}
+
+// RemoveMemberResponse confirms the removal.
+type RemoveMemberResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Configuration version without the member.
+	Version       uint64 `protobuf:"varint,1,opt,name=version,proto3" json:"version,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RemoveMemberResponse) Reset() {
+	*x = RemoveMemberResponse{}
+	mi := &file_ketnoi_registry_v1_admin_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RemoveMemberResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RemoveMemberResponse) ProtoMessage() {}
+
+func (x *RemoveMemberResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_ketnoi_registry_v1_admin_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RemoveMemberResponse.ProtoReflect.Descriptor instead.
+func (*RemoveMemberResponse) Descriptor() ([]byte, []int) {
+	return file_ketnoi_registry_v1_admin_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *RemoveMemberResponse) GetVersion() uint64 {
+	if x != nil {
+		return x.Version
+	}
+	return 0
+}
+
 // AddSigningCertificateRequest names a member and its further certificate.
 type AddSigningCertificateRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -155,7 +367,7 @@ type AddSigningCertificateRequest struct {
 
 func (x *AddSigningCertificateRequest) Reset() {
 	*x = AddSigningCertificateRequest{}
-	mi := &file_ketnoi_registry_v1_admin_proto_msgTypes[2]
+	mi := &file_ketnoi_registry_v1_admin_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -167,7 +379,7 @@ func (x *AddSigningCertificateRequest) String() string {
 func (*AddSigningCertificateRequest) ProtoMessage() {}
 
 func (x *AddSigningCertificateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ketnoi_registry_v1_admin_proto_msgTypes[2]
+	mi := &file_ketnoi_registry_v1_admin_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -180,7 +392,7 @@ func (x *AddSigningCertificateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddSigningCertificateRequest.ProtoReflect.Descriptor instead.
 func (*AddSigningCertificateRequest) Descriptor() ([]byte, []int) {
-	return file_ketnoi_registry_v1_admin_proto_rawDescGZIP(), []int{2}
+	return file_ketnoi_registry_v1_admin_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *AddSigningCertificateRequest) GetMemberId() string {
@@ -210,7 +422,7 @@ type AddSigningCertificateResponse struct {
 
 func (x *AddSigningCertificateResponse) Reset() {
 	*x = AddSigningCertificateResponse{}
-	mi := &file_ketnoi_registry_v1_admin_proto_msgTypes[3]
+	mi := &file_ketnoi_registry_v1_admin_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -222,7 +434,7 @@ func (x *AddSigningCertificateResponse) String() string {
 func (*AddSigningCertificateResponse) ProtoMessage() {}
 
 func (x *AddSigningCertificateResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ketnoi_registry_v1_admin_proto_msgTypes[3]
+	mi := &file_ketnoi_registry_v1_admin_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -235,7 +447,7 @@ func (x *AddSigningCertificateResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddSigningCertificateResponse.ProtoReflect.Descriptor instead.
 func (*AddSigningCertificateResponse) Descriptor() ([]byte, []int) {
-	return file_ketnoi_registry_v1_admin_proto_rawDescGZIP(), []int{3}
+	return file_ketnoi_registry_v1_admin_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *AddSigningCertificateResponse) GetMember() *Member {
@@ -265,7 +477,7 @@ type RemoveSigningCertificateRequest struct {
 
 func (x *RemoveSigningCertificateRequest) Reset() {
 	*x = RemoveSigningCertificateRequest{}
-	mi := &file_ketnoi_registry_v1_admin_proto_msgTypes[4]
+	mi := &file_ketnoi_registry_v1_admin_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -277,7 +489,7 @@ func (x *RemoveSigningCertificateRequest) String() string {
 func (*RemoveSigningCertificateRequest) ProtoMessage() {}
 
 func (x *RemoveSigningCertificateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ketnoi_registry_v1_admin_proto_msgTypes[4]
+	mi := &file_ketnoi_registry_v1_admin_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -290,7 +502,7 @@ func (x *RemoveSigningCertificateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveSigningCertificateRequest.ProtoReflect.Descriptor instead.
 func (*RemoveSigningCertificateRequest) Descriptor() ([]byte, []int) {
-	return file_ketnoi_registry_v1_admin_proto_rawDescGZIP(), []int{4}
+	return file_ketnoi_registry_v1_admin_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *RemoveSigningCertificateRequest) GetMemberId() string {
@@ -321,7 +533,7 @@ type RemoveSigningCertificateResponse struct {
 
 func (x *RemoveSigningCertificateResponse) Reset() {
 	*x = RemoveSigningCertificateResponse{}
-	mi := &file_ketnoi_registry_v1_admin_proto_msgTypes[5]
+	mi := &file_ketnoi_registry_v1_admin_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -333,7 +545,7 @@ func (x *RemoveSigningCertificateResponse) String() string {
 func (*RemoveSigningCertificateResponse) ProtoMessage() {}
 
 func (x *RemoveSigningCertificateResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ketnoi_registry_v1_admin_proto_msgTypes[5]
+	mi := &file_ketnoi_registry_v1_admin_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -346,7 +558,7 @@ func (x *RemoveSigningCertificateResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveSigningCertificateResponse.ProtoReflect.Descriptor instead.
 func (*RemoveSigningCertificateResponse) Descriptor() ([]byte, []int) {
-	return file_ketnoi_registry_v1_admin_proto_rawDescGZIP(), []int{5}
+	return file_ketnoi_registry_v1_admin_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *RemoveSigningCertificateResponse) GetMember() *Member {
@@ -374,7 +586,7 @@ type AddSubsystemRequest struct {
 
 func (x *AddSubsystemRequest) Reset() {
 	*x = AddSubsystemRequest{}
-	mi := &file_ketnoi_registry_v1_admin_proto_msgTypes[6]
+	mi := &file_ketnoi_registry_v1_admin_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -386,7 +598,7 @@ func (x *AddSubsystemRequest) String() string {
 func (*AddSubsystemRequest) ProtoMessage() {}
 
 func (x *AddSubsystemRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ketnoi_registry_v1_admin_proto_msgTypes[6]
+	mi := &file_ketnoi_registry_v1_admin_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -399,7 +611,7 @@ func (x *AddSubsystemRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddSubsystemRequest.ProtoReflect.Descriptor instead.
 func (*AddSubsystemRequest) Descriptor() ([]byte, []int) {
-	return file_ketnoi_registry_v1_admin_proto_rawDescGZIP(), []int{6}
+	return file_ketnoi_registry_v1_admin_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *AddSubsystemRequest) GetSubsystemId() string {
@@ -420,7 +632,7 @@ type AddSubsystemResponse struct {
 
 func (x *AddSubsystemResponse) Reset() {
 	*x = AddSubsystemResponse{}
-	mi := &file_ketnoi_registry_v1_admin_proto_msgTypes[7]
+	mi := &file_ketnoi_registry_v1_admin_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -432,7 +644,7 @@ func (x *AddSubsystemResponse) String() string {
 func (*AddSubsystemResponse) ProtoMessage() {}
 
 func (x *AddSubsystemResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ketnoi_registry_v1_admin_proto_msgTypes[7]
+	mi := &file_ketnoi_registry_v1_admin_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -445,10 +657,102 @@ func (x *AddSubsystemResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddSubsystemResponse.ProtoReflect.Descriptor instead.
 func (*AddSubsystemResponse) Descriptor() ([]byte, []int) {
-	return file_ketnoi_registry_v1_admin_proto_rawDescGZIP(), []int{7}
+	return file_ketnoi_registry_v1_admin_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *AddSubsystemResponse) GetVersion() uint64 {
+	if x != nil {
+		return x.Version
+	}
+	return 0
+}
+
+// RemoveSubsystemRequest names a subsystem.
+type RemoveSubsystemRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Subsystem identifier, "VN/NN/000.00.00.G22/vanban".
+	SubsystemId   string `protobuf:"bytes,1,opt,name=subsystem_id,json=subsystemId,proto3" json:"subsystem_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RemoveSubsystemRequest) Reset() {
+	*x = RemoveSubsystemRequest{}
+	mi := &file_ketnoi_registry_v1_admin_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RemoveSubsystemRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RemoveSubsystemRequest) ProtoMessage() {}
+
+func (x *RemoveSubsystemRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_ketnoi_registry_v1_admin_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RemoveSubsystemRequest.ProtoReflect.Descriptor instead.
+func (*RemoveSubsystemRequest) Descriptor() ([]byte, []int) {
+	return file_ketnoi_registry_v1_admin_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *RemoveSubsystemRequest) GetSubsystemId() string {
+	if x != nil {
+		return x.SubsystemId
+	}
+	return ""
+}
+
+// RemoveSubsystemResponse confirms the removal.
+type RemoveSubsystemResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Configuration version without the subsystem.
+	Version       uint64 `protobuf:"varint,1,opt,name=version,proto3" json:"version,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RemoveSubsystemResponse) Reset() {
+	*x = RemoveSubsystemResponse{}
+	mi := &file_ketnoi_registry_v1_admin_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RemoveSubsystemResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RemoveSubsystemResponse) ProtoMessage() {}
+
+func (x *RemoveSubsystemResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_ketnoi_registry_v1_admin_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RemoveSubsystemResponse.ProtoReflect.Descriptor instead.
+func (*RemoveSubsystemResponse) Descriptor() ([]byte, []int) {
+	return file_ketnoi_registry_v1_admin_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *RemoveSubsystemResponse) GetVersion() uint64 {
 	if x != nil {
 		return x.Version
 	}
@@ -468,7 +772,7 @@ type AddNodeRequest struct {
 
 func (x *AddNodeRequest) Reset() {
 	*x = AddNodeRequest{}
-	mi := &file_ketnoi_registry_v1_admin_proto_msgTypes[8]
+	mi := &file_ketnoi_registry_v1_admin_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -480,7 +784,7 @@ func (x *AddNodeRequest) String() string {
 func (*AddNodeRequest) ProtoMessage() {}
 
 func (x *AddNodeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ketnoi_registry_v1_admin_proto_msgTypes[8]
+	mi := &file_ketnoi_registry_v1_admin_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -493,7 +797,7 @@ func (x *AddNodeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddNodeRequest.ProtoReflect.Descriptor instead.
 func (*AddNodeRequest) Descriptor() ([]byte, []int) {
-	return file_ketnoi_registry_v1_admin_proto_rawDescGZIP(), []int{8}
+	return file_ketnoi_registry_v1_admin_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *AddNodeRequest) GetSpiffeId() string {
@@ -523,7 +827,7 @@ type AddNodeResponse struct {
 
 func (x *AddNodeResponse) Reset() {
 	*x = AddNodeResponse{}
-	mi := &file_ketnoi_registry_v1_admin_proto_msgTypes[9]
+	mi := &file_ketnoi_registry_v1_admin_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -535,7 +839,7 @@ func (x *AddNodeResponse) String() string {
 func (*AddNodeResponse) ProtoMessage() {}
 
 func (x *AddNodeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ketnoi_registry_v1_admin_proto_msgTypes[9]
+	mi := &file_ketnoi_registry_v1_admin_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -548,7 +852,7 @@ func (x *AddNodeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddNodeResponse.ProtoReflect.Descriptor instead.
 func (*AddNodeResponse) Descriptor() ([]byte, []int) {
-	return file_ketnoi_registry_v1_admin_proto_rawDescGZIP(), []int{9}
+	return file_ketnoi_registry_v1_admin_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *AddNodeResponse) GetNode() *Node {
@@ -578,7 +882,7 @@ type UpdateNodeRequest struct {
 
 func (x *UpdateNodeRequest) Reset() {
 	*x = UpdateNodeRequest{}
-	mi := &file_ketnoi_registry_v1_admin_proto_msgTypes[10]
+	mi := &file_ketnoi_registry_v1_admin_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -590,7 +894,7 @@ func (x *UpdateNodeRequest) String() string {
 func (*UpdateNodeRequest) ProtoMessage() {}
 
 func (x *UpdateNodeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ketnoi_registry_v1_admin_proto_msgTypes[10]
+	mi := &file_ketnoi_registry_v1_admin_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -603,7 +907,7 @@ func (x *UpdateNodeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateNodeRequest.ProtoReflect.Descriptor instead.
 func (*UpdateNodeRequest) Descriptor() ([]byte, []int) {
-	return file_ketnoi_registry_v1_admin_proto_rawDescGZIP(), []int{10}
+	return file_ketnoi_registry_v1_admin_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *UpdateNodeRequest) GetSpiffeId() string {
@@ -636,7 +940,7 @@ type UpdateNodeResponse struct {
 
 func (x *UpdateNodeResponse) Reset() {
 	*x = UpdateNodeResponse{}
-	mi := &file_ketnoi_registry_v1_admin_proto_msgTypes[11]
+	mi := &file_ketnoi_registry_v1_admin_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -648,7 +952,7 @@ func (x *UpdateNodeResponse) String() string {
 func (*UpdateNodeResponse) ProtoMessage() {}
 
 func (x *UpdateNodeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ketnoi_registry_v1_admin_proto_msgTypes[11]
+	mi := &file_ketnoi_registry_v1_admin_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -661,7 +965,7 @@ func (x *UpdateNodeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateNodeResponse.ProtoReflect.Descriptor instead.
 func (*UpdateNodeResponse) Descriptor() ([]byte, []int) {
-	return file_ketnoi_registry_v1_admin_proto_rawDescGZIP(), []int{11}
+	return file_ketnoi_registry_v1_admin_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *UpdateNodeResponse) GetNode() *Node {
@@ -696,7 +1000,7 @@ type RemoveNodeRequest struct {
 
 func (x *RemoveNodeRequest) Reset() {
 	*x = RemoveNodeRequest{}
-	mi := &file_ketnoi_registry_v1_admin_proto_msgTypes[12]
+	mi := &file_ketnoi_registry_v1_admin_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -708,7 +1012,7 @@ func (x *RemoveNodeRequest) String() string {
 func (*RemoveNodeRequest) ProtoMessage() {}
 
 func (x *RemoveNodeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ketnoi_registry_v1_admin_proto_msgTypes[12]
+	mi := &file_ketnoi_registry_v1_admin_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -721,7 +1025,7 @@ func (x *RemoveNodeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveNodeRequest.ProtoReflect.Descriptor instead.
 func (*RemoveNodeRequest) Descriptor() ([]byte, []int) {
-	return file_ketnoi_registry_v1_admin_proto_rawDescGZIP(), []int{12}
+	return file_ketnoi_registry_v1_admin_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *RemoveNodeRequest) GetSpiffeId() string {
@@ -742,7 +1046,7 @@ type RemoveNodeResponse struct {
 
 func (x *RemoveNodeResponse) Reset() {
 	*x = RemoveNodeResponse{}
-	mi := &file_ketnoi_registry_v1_admin_proto_msgTypes[13]
+	mi := &file_ketnoi_registry_v1_admin_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -754,7 +1058,7 @@ func (x *RemoveNodeResponse) String() string {
 func (*RemoveNodeResponse) ProtoMessage() {}
 
 func (x *RemoveNodeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ketnoi_registry_v1_admin_proto_msgTypes[13]
+	mi := &file_ketnoi_registry_v1_admin_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -767,7 +1071,7 @@ func (x *RemoveNodeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveNodeResponse.ProtoReflect.Descriptor instead.
 func (*RemoveNodeResponse) Descriptor() ([]byte, []int) {
-	return file_ketnoi_registry_v1_admin_proto_rawDescGZIP(), []int{13}
+	return file_ketnoi_registry_v1_admin_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *RemoveNodeResponse) GetVersion() uint64 {
@@ -796,7 +1100,7 @@ type AddServiceRequest struct {
 
 func (x *AddServiceRequest) Reset() {
 	*x = AddServiceRequest{}
-	mi := &file_ketnoi_registry_v1_admin_proto_msgTypes[14]
+	mi := &file_ketnoi_registry_v1_admin_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -808,7 +1112,7 @@ func (x *AddServiceRequest) String() string {
 func (*AddServiceRequest) ProtoMessage() {}
 
 func (x *AddServiceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ketnoi_registry_v1_admin_proto_msgTypes[14]
+	mi := &file_ketnoi_registry_v1_admin_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -821,7 +1125,7 @@ func (x *AddServiceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddServiceRequest.ProtoReflect.Descriptor instead.
 func (*AddServiceRequest) Descriptor() ([]byte, []int) {
-	return file_ketnoi_registry_v1_admin_proto_rawDescGZIP(), []int{14}
+	return file_ketnoi_registry_v1_admin_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *AddServiceRequest) GetServiceId() string {
@@ -872,7 +1176,7 @@ type AddServiceResponse struct {
 
 func (x *AddServiceResponse) Reset() {
 	*x = AddServiceResponse{}
-	mi := &file_ketnoi_registry_v1_admin_proto_msgTypes[15]
+	mi := &file_ketnoi_registry_v1_admin_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -884,7 +1188,7 @@ func (x *AddServiceResponse) String() string {
 func (*AddServiceResponse) ProtoMessage() {}
 
 func (x *AddServiceResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ketnoi_registry_v1_admin_proto_msgTypes[15]
+	mi := &file_ketnoi_registry_v1_admin_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -897,7 +1201,7 @@ func (x *AddServiceResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddServiceResponse.ProtoReflect.Descriptor instead.
 func (*AddServiceResponse) Descriptor() ([]byte, []int) {
-	return file_ketnoi_registry_v1_admin_proto_rawDescGZIP(), []int{15}
+	return file_ketnoi_registry_v1_admin_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *AddServiceResponse) GetService() *Service {
@@ -935,7 +1239,7 @@ type UpdateServiceRequest struct {
 
 func (x *UpdateServiceRequest) Reset() {
 	*x = UpdateServiceRequest{}
-	mi := &file_ketnoi_registry_v1_admin_proto_msgTypes[16]
+	mi := &file_ketnoi_registry_v1_admin_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -947,7 +1251,7 @@ func (x *UpdateServiceRequest) String() string {
 func (*UpdateServiceRequest) ProtoMessage() {}
 
 func (x *UpdateServiceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ketnoi_registry_v1_admin_proto_msgTypes[16]
+	mi := &file_ketnoi_registry_v1_admin_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -960,7 +1264,7 @@ func (x *UpdateServiceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateServiceRequest.ProtoReflect.Descriptor instead.
 func (*UpdateServiceRequest) Descriptor() ([]byte, []int) {
-	return file_ketnoi_registry_v1_admin_proto_rawDescGZIP(), []int{16}
+	return file_ketnoi_registry_v1_admin_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *UpdateServiceRequest) GetServiceId() string {
@@ -1015,7 +1319,7 @@ type UpdateServiceResponse struct {
 
 func (x *UpdateServiceResponse) Reset() {
 	*x = UpdateServiceResponse{}
-	mi := &file_ketnoi_registry_v1_admin_proto_msgTypes[17]
+	mi := &file_ketnoi_registry_v1_admin_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1027,7 +1331,7 @@ func (x *UpdateServiceResponse) String() string {
 func (*UpdateServiceResponse) ProtoMessage() {}
 
 func (x *UpdateServiceResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ketnoi_registry_v1_admin_proto_msgTypes[17]
+	mi := &file_ketnoi_registry_v1_admin_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1040,7 +1344,7 @@ func (x *UpdateServiceResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateServiceResponse.ProtoReflect.Descriptor instead.
 func (*UpdateServiceResponse) Descriptor() ([]byte, []int) {
-	return file_ketnoi_registry_v1_admin_proto_rawDescGZIP(), []int{17}
+	return file_ketnoi_registry_v1_admin_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *UpdateServiceResponse) GetService() *Service {
@@ -1075,7 +1379,7 @@ type RemoveServiceRequest struct {
 
 func (x *RemoveServiceRequest) Reset() {
 	*x = RemoveServiceRequest{}
-	mi := &file_ketnoi_registry_v1_admin_proto_msgTypes[18]
+	mi := &file_ketnoi_registry_v1_admin_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1087,7 +1391,7 @@ func (x *RemoveServiceRequest) String() string {
 func (*RemoveServiceRequest) ProtoMessage() {}
 
 func (x *RemoveServiceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ketnoi_registry_v1_admin_proto_msgTypes[18]
+	mi := &file_ketnoi_registry_v1_admin_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1100,7 +1404,7 @@ func (x *RemoveServiceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveServiceRequest.ProtoReflect.Descriptor instead.
 func (*RemoveServiceRequest) Descriptor() ([]byte, []int) {
-	return file_ketnoi_registry_v1_admin_proto_rawDescGZIP(), []int{18}
+	return file_ketnoi_registry_v1_admin_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *RemoveServiceRequest) GetServiceId() string {
@@ -1121,7 +1425,7 @@ type RemoveServiceResponse struct {
 
 func (x *RemoveServiceResponse) Reset() {
 	*x = RemoveServiceResponse{}
-	mi := &file_ketnoi_registry_v1_admin_proto_msgTypes[19]
+	mi := &file_ketnoi_registry_v1_admin_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1133,7 +1437,7 @@ func (x *RemoveServiceResponse) String() string {
 func (*RemoveServiceResponse) ProtoMessage() {}
 
 func (x *RemoveServiceResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ketnoi_registry_v1_admin_proto_msgTypes[19]
+	mi := &file_ketnoi_registry_v1_admin_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1146,7 +1450,7 @@ func (x *RemoveServiceResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveServiceResponse.ProtoReflect.Descriptor instead.
 func (*RemoveServiceResponse) Descriptor() ([]byte, []int) {
-	return file_ketnoi_registry_v1_admin_proto_rawDescGZIP(), []int{19}
+	return file_ketnoi_registry_v1_admin_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *RemoveServiceResponse) GetVersion() uint64 {
@@ -1175,7 +1479,7 @@ type AddGrantRequest struct {
 
 func (x *AddGrantRequest) Reset() {
 	*x = AddGrantRequest{}
-	mi := &file_ketnoi_registry_v1_admin_proto_msgTypes[20]
+	mi := &file_ketnoi_registry_v1_admin_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1187,7 +1491,7 @@ func (x *AddGrantRequest) String() string {
 func (*AddGrantRequest) ProtoMessage() {}
 
 func (x *AddGrantRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ketnoi_registry_v1_admin_proto_msgTypes[20]
+	mi := &file_ketnoi_registry_v1_admin_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1200,7 +1504,7 @@ func (x *AddGrantRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddGrantRequest.ProtoReflect.Descriptor instead.
 func (*AddGrantRequest) Descriptor() ([]byte, []int) {
-	return file_ketnoi_registry_v1_admin_proto_rawDescGZIP(), []int{20}
+	return file_ketnoi_registry_v1_admin_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *AddGrantRequest) GetClient() string {
@@ -1251,7 +1555,7 @@ type AddGrantResponse struct {
 
 func (x *AddGrantResponse) Reset() {
 	*x = AddGrantResponse{}
-	mi := &file_ketnoi_registry_v1_admin_proto_msgTypes[21]
+	mi := &file_ketnoi_registry_v1_admin_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1263,7 +1567,7 @@ func (x *AddGrantResponse) String() string {
 func (*AddGrantResponse) ProtoMessage() {}
 
 func (x *AddGrantResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ketnoi_registry_v1_admin_proto_msgTypes[21]
+	mi := &file_ketnoi_registry_v1_admin_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1276,7 +1580,7 @@ func (x *AddGrantResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddGrantResponse.ProtoReflect.Descriptor instead.
 func (*AddGrantResponse) Descriptor() ([]byte, []int) {
-	return file_ketnoi_registry_v1_admin_proto_rawDescGZIP(), []int{21}
+	return file_ketnoi_registry_v1_admin_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *AddGrantResponse) GetGrant() *Grant {
@@ -1304,7 +1608,7 @@ type RevokeGrantRequest struct {
 
 func (x *RevokeGrantRequest) Reset() {
 	*x = RevokeGrantRequest{}
-	mi := &file_ketnoi_registry_v1_admin_proto_msgTypes[22]
+	mi := &file_ketnoi_registry_v1_admin_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1316,7 +1620,7 @@ func (x *RevokeGrantRequest) String() string {
 func (*RevokeGrantRequest) ProtoMessage() {}
 
 func (x *RevokeGrantRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ketnoi_registry_v1_admin_proto_msgTypes[22]
+	mi := &file_ketnoi_registry_v1_admin_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1329,7 +1633,7 @@ func (x *RevokeGrantRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeGrantRequest.ProtoReflect.Descriptor instead.
 func (*RevokeGrantRequest) Descriptor() ([]byte, []int) {
-	return file_ketnoi_registry_v1_admin_proto_rawDescGZIP(), []int{22}
+	return file_ketnoi_registry_v1_admin_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *RevokeGrantRequest) GetGrantId() string {
@@ -1350,7 +1654,7 @@ type RevokeGrantResponse struct {
 
 func (x *RevokeGrantResponse) Reset() {
 	*x = RevokeGrantResponse{}
-	mi := &file_ketnoi_registry_v1_admin_proto_msgTypes[23]
+	mi := &file_ketnoi_registry_v1_admin_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1362,7 +1666,7 @@ func (x *RevokeGrantResponse) String() string {
 func (*RevokeGrantResponse) ProtoMessage() {}
 
 func (x *RevokeGrantResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ketnoi_registry_v1_admin_proto_msgTypes[23]
+	mi := &file_ketnoi_registry_v1_admin_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1375,7 +1679,7 @@ func (x *RevokeGrantResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeGrantResponse.ProtoReflect.Descriptor instead.
 func (*RevokeGrantResponse) Descriptor() ([]byte, []int) {
-	return file_ketnoi_registry_v1_admin_proto_rawDescGZIP(), []int{23}
+	return file_ketnoi_registry_v1_admin_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *RevokeGrantResponse) GetVersion() uint64 {
@@ -1406,7 +1710,7 @@ type ImportCodeListRequest struct {
 
 func (x *ImportCodeListRequest) Reset() {
 	*x = ImportCodeListRequest{}
-	mi := &file_ketnoi_registry_v1_admin_proto_msgTypes[24]
+	mi := &file_ketnoi_registry_v1_admin_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1418,7 +1722,7 @@ func (x *ImportCodeListRequest) String() string {
 func (*ImportCodeListRequest) ProtoMessage() {}
 
 func (x *ImportCodeListRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ketnoi_registry_v1_admin_proto_msgTypes[24]
+	mi := &file_ketnoi_registry_v1_admin_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1431,7 +1735,7 @@ func (x *ImportCodeListRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ImportCodeListRequest.ProtoReflect.Descriptor instead.
 func (*ImportCodeListRequest) Descriptor() ([]byte, []int) {
-	return file_ketnoi_registry_v1_admin_proto_rawDescGZIP(), []int{24}
+	return file_ketnoi_registry_v1_admin_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *ImportCodeListRequest) GetList() string {
@@ -1489,7 +1793,7 @@ type ImportCodeListResponse struct {
 
 func (x *ImportCodeListResponse) Reset() {
 	*x = ImportCodeListResponse{}
-	mi := &file_ketnoi_registry_v1_admin_proto_msgTypes[25]
+	mi := &file_ketnoi_registry_v1_admin_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1501,7 +1805,7 @@ func (x *ImportCodeListResponse) String() string {
 func (*ImportCodeListResponse) ProtoMessage() {}
 
 func (x *ImportCodeListResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ketnoi_registry_v1_admin_proto_msgTypes[25]
+	mi := &file_ketnoi_registry_v1_admin_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1514,7 +1818,7 @@ func (x *ImportCodeListResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ImportCodeListResponse.ProtoReflect.Descriptor instead.
 func (*ImportCodeListResponse) Descriptor() ([]byte, []int) {
-	return file_ketnoi_registry_v1_admin_proto_rawDescGZIP(), []int{25}
+	return file_ketnoi_registry_v1_admin_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *ImportCodeListResponse) GetCodeList() *v1.CodeListVersion {
@@ -1540,7 +1844,7 @@ type BackupRequest struct {
 
 func (x *BackupRequest) Reset() {
 	*x = BackupRequest{}
-	mi := &file_ketnoi_registry_v1_admin_proto_msgTypes[26]
+	mi := &file_ketnoi_registry_v1_admin_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1552,7 +1856,7 @@ func (x *BackupRequest) String() string {
 func (*BackupRequest) ProtoMessage() {}
 
 func (x *BackupRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ketnoi_registry_v1_admin_proto_msgTypes[26]
+	mi := &file_ketnoi_registry_v1_admin_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1565,7 +1869,7 @@ func (x *BackupRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BackupRequest.ProtoReflect.Descriptor instead.
 func (*BackupRequest) Descriptor() ([]byte, []int) {
-	return file_ketnoi_registry_v1_admin_proto_rawDescGZIP(), []int{26}
+	return file_ketnoi_registry_v1_admin_proto_rawDescGZIP(), []int{32}
 }
 
 // BackupResponse carries one piece of the copy, in order.
@@ -1583,7 +1887,7 @@ type BackupResponse struct {
 
 func (x *BackupResponse) Reset() {
 	*x = BackupResponse{}
-	mi := &file_ketnoi_registry_v1_admin_proto_msgTypes[27]
+	mi := &file_ketnoi_registry_v1_admin_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1595,7 +1899,7 @@ func (x *BackupResponse) String() string {
 func (*BackupResponse) ProtoMessage() {}
 
 func (x *BackupResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ketnoi_registry_v1_admin_proto_msgTypes[27]
+	mi := &file_ketnoi_registry_v1_admin_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1608,7 +1912,7 @@ func (x *BackupResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BackupResponse.ProtoReflect.Descriptor instead.
 func (*BackupResponse) Descriptor() ([]byte, []int) {
-	return file_ketnoi_registry_v1_admin_proto_rawDescGZIP(), []int{27}
+	return file_ketnoi_registry_v1_admin_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *BackupResponse) GetTotalBytes() int64 {
@@ -1643,7 +1947,18 @@ const file_ketnoi_registry_v1_admin_proto_rawDesc = "" +
 	"\x13signing_certificate\x18\x03 \x01(\fR\x12signingCertificate\"a\n" +
 	"\x11AddMemberResponse\x122\n" +
 	"\x06member\x18\x01 \x01(\v2\x1a.ketnoi.registry.v1.MemberR\x06member\x12\x18\n" +
-	"\aversion\x18\x02 \x01(\x04R\aversion\"l\n" +
+	"\aversion\x18\x02 \x01(\x04R\aversion\"F\n" +
+	"\x13UpdateMemberRequest\x12\x1b\n" +
+	"\tmember_id\x18\x01 \x01(\tR\bmemberId\x12\x12\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\"\x82\x01\n" +
+	"\x14UpdateMemberResponse\x122\n" +
+	"\x06member\x18\x01 \x01(\v2\x1a.ketnoi.registry.v1.MemberR\x06member\x12\x18\n" +
+	"\aversion\x18\x02 \x01(\x04R\aversion\x12\x1c\n" +
+	"\tunchanged\x18\x03 \x01(\bR\tunchanged\"2\n" +
+	"\x13RemoveMemberRequest\x12\x1b\n" +
+	"\tmember_id\x18\x01 \x01(\tR\bmemberId\"0\n" +
+	"\x14RemoveMemberResponse\x12\x18\n" +
+	"\aversion\x18\x01 \x01(\x04R\aversion\"l\n" +
 	"\x1cAddSigningCertificateRequest\x12\x1b\n" +
 	"\tmember_id\x18\x01 \x01(\tR\bmemberId\x12/\n" +
 	"\x13signing_certificate\x18\x02 \x01(\fR\x12signingCertificate\"m\n" +
@@ -1659,6 +1974,10 @@ const file_ketnoi_registry_v1_admin_proto_rawDesc = "" +
 	"\x13AddSubsystemRequest\x12!\n" +
 	"\fsubsystem_id\x18\x01 \x01(\tR\vsubsystemId\"0\n" +
 	"\x14AddSubsystemResponse\x12\x18\n" +
+	"\aversion\x18\x01 \x01(\x04R\aversion\";\n" +
+	"\x16RemoveSubsystemRequest\x12!\n" +
+	"\fsubsystem_id\x18\x01 \x01(\tR\vsubsystemId\"3\n" +
+	"\x17RemoveSubsystemResponse\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\x04R\aversion\"G\n" +
 	"\x0eAddNodeRequest\x12\x1b\n" +
 	"\tspiffe_id\x18\x01 \x01(\tR\bspiffeId\x12\x18\n" +
@@ -1734,11 +2053,13 @@ const file_ketnoi_registry_v1_admin_proto_rawDesc = "" +
 	"\vtotal_bytes\x18\x01 \x01(\x03R\n" +
 	"totalBytes\x12\x18\n" +
 	"\aversion\x18\x02 \x01(\x04R\aversion\x12\x12\n" +
-	"\x04data\x18\x03 \x01(\fR\x04data2\xfb\n" +
-	"\n" +
+	"\x04data\x18\x03 \x01(\fR\x04data2\xad\r\n" +
 	"\fAdminService\x12X\n" +
 	"\tAddMember\x12$.ketnoi.registry.v1.AddMemberRequest\x1a%.ketnoi.registry.v1.AddMemberResponse\x12a\n" +
-	"\fAddSubsystem\x12'.ketnoi.registry.v1.AddSubsystemRequest\x1a(.ketnoi.registry.v1.AddSubsystemResponse\x12|\n" +
+	"\fUpdateMember\x12'.ketnoi.registry.v1.UpdateMemberRequest\x1a(.ketnoi.registry.v1.UpdateMemberResponse\x12a\n" +
+	"\fRemoveMember\x12'.ketnoi.registry.v1.RemoveMemberRequest\x1a(.ketnoi.registry.v1.RemoveMemberResponse\x12a\n" +
+	"\fAddSubsystem\x12'.ketnoi.registry.v1.AddSubsystemRequest\x1a(.ketnoi.registry.v1.AddSubsystemResponse\x12j\n" +
+	"\x0fRemoveSubsystem\x12*.ketnoi.registry.v1.RemoveSubsystemRequest\x1a+.ketnoi.registry.v1.RemoveSubsystemResponse\x12|\n" +
 	"\x15AddSigningCertificate\x120.ketnoi.registry.v1.AddSigningCertificateRequest\x1a1.ketnoi.registry.v1.AddSigningCertificateResponse\x12\x85\x01\n" +
 	"\x18RemoveSigningCertificate\x123.ketnoi.registry.v1.RemoveSigningCertificateRequest\x1a4.ketnoi.registry.v1.RemoveSigningCertificateResponse\x12R\n" +
 	"\aAddNode\x12\".ketnoi.registry.v1.AddNodeRequest\x1a#.ketnoi.registry.v1.AddNodeResponse\x12[\n" +
@@ -1767,92 +2088,105 @@ func file_ketnoi_registry_v1_admin_proto_rawDescGZIP() []byte {
 	return file_ketnoi_registry_v1_admin_proto_rawDescData
 }
 
-var file_ketnoi_registry_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 28)
+var file_ketnoi_registry_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 34)
 var file_ketnoi_registry_v1_admin_proto_goTypes = []any{
 	(*AddMemberRequest)(nil),                 // 0: ketnoi.registry.v1.AddMemberRequest
 	(*AddMemberResponse)(nil),                // 1: ketnoi.registry.v1.AddMemberResponse
-	(*AddSigningCertificateRequest)(nil),     // 2: ketnoi.registry.v1.AddSigningCertificateRequest
-	(*AddSigningCertificateResponse)(nil),    // 3: ketnoi.registry.v1.AddSigningCertificateResponse
-	(*RemoveSigningCertificateRequest)(nil),  // 4: ketnoi.registry.v1.RemoveSigningCertificateRequest
-	(*RemoveSigningCertificateResponse)(nil), // 5: ketnoi.registry.v1.RemoveSigningCertificateResponse
-	(*AddSubsystemRequest)(nil),              // 6: ketnoi.registry.v1.AddSubsystemRequest
-	(*AddSubsystemResponse)(nil),             // 7: ketnoi.registry.v1.AddSubsystemResponse
-	(*AddNodeRequest)(nil),                   // 8: ketnoi.registry.v1.AddNodeRequest
-	(*AddNodeResponse)(nil),                  // 9: ketnoi.registry.v1.AddNodeResponse
-	(*UpdateNodeRequest)(nil),                // 10: ketnoi.registry.v1.UpdateNodeRequest
-	(*UpdateNodeResponse)(nil),               // 11: ketnoi.registry.v1.UpdateNodeResponse
-	(*RemoveNodeRequest)(nil),                // 12: ketnoi.registry.v1.RemoveNodeRequest
-	(*RemoveNodeResponse)(nil),               // 13: ketnoi.registry.v1.RemoveNodeResponse
-	(*AddServiceRequest)(nil),                // 14: ketnoi.registry.v1.AddServiceRequest
-	(*AddServiceResponse)(nil),               // 15: ketnoi.registry.v1.AddServiceResponse
-	(*UpdateServiceRequest)(nil),             // 16: ketnoi.registry.v1.UpdateServiceRequest
-	(*UpdateServiceResponse)(nil),            // 17: ketnoi.registry.v1.UpdateServiceResponse
-	(*RemoveServiceRequest)(nil),             // 18: ketnoi.registry.v1.RemoveServiceRequest
-	(*RemoveServiceResponse)(nil),            // 19: ketnoi.registry.v1.RemoveServiceResponse
-	(*AddGrantRequest)(nil),                  // 20: ketnoi.registry.v1.AddGrantRequest
-	(*AddGrantResponse)(nil),                 // 21: ketnoi.registry.v1.AddGrantResponse
-	(*RevokeGrantRequest)(nil),               // 22: ketnoi.registry.v1.RevokeGrantRequest
-	(*RevokeGrantResponse)(nil),              // 23: ketnoi.registry.v1.RevokeGrantResponse
-	(*ImportCodeListRequest)(nil),            // 24: ketnoi.registry.v1.ImportCodeListRequest
-	(*ImportCodeListResponse)(nil),           // 25: ketnoi.registry.v1.ImportCodeListResponse
-	(*BackupRequest)(nil),                    // 26: ketnoi.registry.v1.BackupRequest
-	(*BackupResponse)(nil),                   // 27: ketnoi.registry.v1.BackupResponse
-	(*Member)(nil),                           // 28: ketnoi.registry.v1.Member
-	(*Node)(nil),                             // 29: ketnoi.registry.v1.Node
-	(Classification)(0),                      // 30: ketnoi.registry.v1.Classification
-	(*Service)(nil),                          // 31: ketnoi.registry.v1.Service
-	(*timestamppb.Timestamp)(nil),            // 32: google.protobuf.Timestamp
-	(*Grant)(nil),                            // 33: ketnoi.registry.v1.Grant
-	(*v1.CodeEntry)(nil),                     // 34: ketnoi.catalogue.v1.CodeEntry
-	(*v1.CodeListVersion)(nil),               // 35: ketnoi.catalogue.v1.CodeListVersion
+	(*UpdateMemberRequest)(nil),              // 2: ketnoi.registry.v1.UpdateMemberRequest
+	(*UpdateMemberResponse)(nil),             // 3: ketnoi.registry.v1.UpdateMemberResponse
+	(*RemoveMemberRequest)(nil),              // 4: ketnoi.registry.v1.RemoveMemberRequest
+	(*RemoveMemberResponse)(nil),             // 5: ketnoi.registry.v1.RemoveMemberResponse
+	(*AddSigningCertificateRequest)(nil),     // 6: ketnoi.registry.v1.AddSigningCertificateRequest
+	(*AddSigningCertificateResponse)(nil),    // 7: ketnoi.registry.v1.AddSigningCertificateResponse
+	(*RemoveSigningCertificateRequest)(nil),  // 8: ketnoi.registry.v1.RemoveSigningCertificateRequest
+	(*RemoveSigningCertificateResponse)(nil), // 9: ketnoi.registry.v1.RemoveSigningCertificateResponse
+	(*AddSubsystemRequest)(nil),              // 10: ketnoi.registry.v1.AddSubsystemRequest
+	(*AddSubsystemResponse)(nil),             // 11: ketnoi.registry.v1.AddSubsystemResponse
+	(*RemoveSubsystemRequest)(nil),           // 12: ketnoi.registry.v1.RemoveSubsystemRequest
+	(*RemoveSubsystemResponse)(nil),          // 13: ketnoi.registry.v1.RemoveSubsystemResponse
+	(*AddNodeRequest)(nil),                   // 14: ketnoi.registry.v1.AddNodeRequest
+	(*AddNodeResponse)(nil),                  // 15: ketnoi.registry.v1.AddNodeResponse
+	(*UpdateNodeRequest)(nil),                // 16: ketnoi.registry.v1.UpdateNodeRequest
+	(*UpdateNodeResponse)(nil),               // 17: ketnoi.registry.v1.UpdateNodeResponse
+	(*RemoveNodeRequest)(nil),                // 18: ketnoi.registry.v1.RemoveNodeRequest
+	(*RemoveNodeResponse)(nil),               // 19: ketnoi.registry.v1.RemoveNodeResponse
+	(*AddServiceRequest)(nil),                // 20: ketnoi.registry.v1.AddServiceRequest
+	(*AddServiceResponse)(nil),               // 21: ketnoi.registry.v1.AddServiceResponse
+	(*UpdateServiceRequest)(nil),             // 22: ketnoi.registry.v1.UpdateServiceRequest
+	(*UpdateServiceResponse)(nil),            // 23: ketnoi.registry.v1.UpdateServiceResponse
+	(*RemoveServiceRequest)(nil),             // 24: ketnoi.registry.v1.RemoveServiceRequest
+	(*RemoveServiceResponse)(nil),            // 25: ketnoi.registry.v1.RemoveServiceResponse
+	(*AddGrantRequest)(nil),                  // 26: ketnoi.registry.v1.AddGrantRequest
+	(*AddGrantResponse)(nil),                 // 27: ketnoi.registry.v1.AddGrantResponse
+	(*RevokeGrantRequest)(nil),               // 28: ketnoi.registry.v1.RevokeGrantRequest
+	(*RevokeGrantResponse)(nil),              // 29: ketnoi.registry.v1.RevokeGrantResponse
+	(*ImportCodeListRequest)(nil),            // 30: ketnoi.registry.v1.ImportCodeListRequest
+	(*ImportCodeListResponse)(nil),           // 31: ketnoi.registry.v1.ImportCodeListResponse
+	(*BackupRequest)(nil),                    // 32: ketnoi.registry.v1.BackupRequest
+	(*BackupResponse)(nil),                   // 33: ketnoi.registry.v1.BackupResponse
+	(*Member)(nil),                           // 34: ketnoi.registry.v1.Member
+	(*Node)(nil),                             // 35: ketnoi.registry.v1.Node
+	(Classification)(0),                      // 36: ketnoi.registry.v1.Classification
+	(*Service)(nil),                          // 37: ketnoi.registry.v1.Service
+	(*timestamppb.Timestamp)(nil),            // 38: google.protobuf.Timestamp
+	(*Grant)(nil),                            // 39: ketnoi.registry.v1.Grant
+	(*v1.CodeEntry)(nil),                     // 40: ketnoi.catalogue.v1.CodeEntry
+	(*v1.CodeListVersion)(nil),               // 41: ketnoi.catalogue.v1.CodeListVersion
 }
 var file_ketnoi_registry_v1_admin_proto_depIdxs = []int32{
-	28, // 0: ketnoi.registry.v1.AddMemberResponse.member:type_name -> ketnoi.registry.v1.Member
-	28, // 1: ketnoi.registry.v1.AddSigningCertificateResponse.member:type_name -> ketnoi.registry.v1.Member
-	28, // 2: ketnoi.registry.v1.RemoveSigningCertificateResponse.member:type_name -> ketnoi.registry.v1.Member
-	29, // 3: ketnoi.registry.v1.AddNodeResponse.node:type_name -> ketnoi.registry.v1.Node
-	29, // 4: ketnoi.registry.v1.UpdateNodeResponse.node:type_name -> ketnoi.registry.v1.Node
-	30, // 5: ketnoi.registry.v1.AddServiceRequest.classification:type_name -> ketnoi.registry.v1.Classification
-	31, // 6: ketnoi.registry.v1.AddServiceResponse.service:type_name -> ketnoi.registry.v1.Service
-	30, // 7: ketnoi.registry.v1.UpdateServiceRequest.classification:type_name -> ketnoi.registry.v1.Classification
-	31, // 8: ketnoi.registry.v1.UpdateServiceResponse.service:type_name -> ketnoi.registry.v1.Service
-	32, // 9: ketnoi.registry.v1.AddGrantRequest.expires_at:type_name -> google.protobuf.Timestamp
-	33, // 10: ketnoi.registry.v1.AddGrantResponse.grant:type_name -> ketnoi.registry.v1.Grant
-	34, // 11: ketnoi.registry.v1.ImportCodeListRequest.entries:type_name -> ketnoi.catalogue.v1.CodeEntry
-	35, // 12: ketnoi.registry.v1.ImportCodeListResponse.code_list:type_name -> ketnoi.catalogue.v1.CodeListVersion
-	0,  // 13: ketnoi.registry.v1.AdminService.AddMember:input_type -> ketnoi.registry.v1.AddMemberRequest
-	6,  // 14: ketnoi.registry.v1.AdminService.AddSubsystem:input_type -> ketnoi.registry.v1.AddSubsystemRequest
-	2,  // 15: ketnoi.registry.v1.AdminService.AddSigningCertificate:input_type -> ketnoi.registry.v1.AddSigningCertificateRequest
-	4,  // 16: ketnoi.registry.v1.AdminService.RemoveSigningCertificate:input_type -> ketnoi.registry.v1.RemoveSigningCertificateRequest
-	8,  // 17: ketnoi.registry.v1.AdminService.AddNode:input_type -> ketnoi.registry.v1.AddNodeRequest
-	10, // 18: ketnoi.registry.v1.AdminService.UpdateNode:input_type -> ketnoi.registry.v1.UpdateNodeRequest
-	12, // 19: ketnoi.registry.v1.AdminService.RemoveNode:input_type -> ketnoi.registry.v1.RemoveNodeRequest
-	14, // 20: ketnoi.registry.v1.AdminService.AddService:input_type -> ketnoi.registry.v1.AddServiceRequest
-	16, // 21: ketnoi.registry.v1.AdminService.UpdateService:input_type -> ketnoi.registry.v1.UpdateServiceRequest
-	18, // 22: ketnoi.registry.v1.AdminService.RemoveService:input_type -> ketnoi.registry.v1.RemoveServiceRequest
-	20, // 23: ketnoi.registry.v1.AdminService.AddGrant:input_type -> ketnoi.registry.v1.AddGrantRequest
-	22, // 24: ketnoi.registry.v1.AdminService.RevokeGrant:input_type -> ketnoi.registry.v1.RevokeGrantRequest
-	24, // 25: ketnoi.registry.v1.AdminService.ImportCodeList:input_type -> ketnoi.registry.v1.ImportCodeListRequest
-	26, // 26: ketnoi.registry.v1.AdminService.Backup:input_type -> ketnoi.registry.v1.BackupRequest
-	1,  // 27: ketnoi.registry.v1.AdminService.AddMember:output_type -> ketnoi.registry.v1.AddMemberResponse
-	7,  // 28: ketnoi.registry.v1.AdminService.AddSubsystem:output_type -> ketnoi.registry.v1.AddSubsystemResponse
-	3,  // 29: ketnoi.registry.v1.AdminService.AddSigningCertificate:output_type -> ketnoi.registry.v1.AddSigningCertificateResponse
-	5,  // 30: ketnoi.registry.v1.AdminService.RemoveSigningCertificate:output_type -> ketnoi.registry.v1.RemoveSigningCertificateResponse
-	9,  // 31: ketnoi.registry.v1.AdminService.AddNode:output_type -> ketnoi.registry.v1.AddNodeResponse
-	11, // 32: ketnoi.registry.v1.AdminService.UpdateNode:output_type -> ketnoi.registry.v1.UpdateNodeResponse
-	13, // 33: ketnoi.registry.v1.AdminService.RemoveNode:output_type -> ketnoi.registry.v1.RemoveNodeResponse
-	15, // 34: ketnoi.registry.v1.AdminService.AddService:output_type -> ketnoi.registry.v1.AddServiceResponse
-	17, // 35: ketnoi.registry.v1.AdminService.UpdateService:output_type -> ketnoi.registry.v1.UpdateServiceResponse
-	19, // 36: ketnoi.registry.v1.AdminService.RemoveService:output_type -> ketnoi.registry.v1.RemoveServiceResponse
-	21, // 37: ketnoi.registry.v1.AdminService.AddGrant:output_type -> ketnoi.registry.v1.AddGrantResponse
-	23, // 38: ketnoi.registry.v1.AdminService.RevokeGrant:output_type -> ketnoi.registry.v1.RevokeGrantResponse
-	25, // 39: ketnoi.registry.v1.AdminService.ImportCodeList:output_type -> ketnoi.registry.v1.ImportCodeListResponse
-	27, // 40: ketnoi.registry.v1.AdminService.Backup:output_type -> ketnoi.registry.v1.BackupResponse
-	27, // [27:41] is the sub-list for method output_type
-	13, // [13:27] is the sub-list for method input_type
-	13, // [13:13] is the sub-list for extension type_name
-	13, // [13:13] is the sub-list for extension extendee
-	0,  // [0:13] is the sub-list for field type_name
+	34, // 0: ketnoi.registry.v1.AddMemberResponse.member:type_name -> ketnoi.registry.v1.Member
+	34, // 1: ketnoi.registry.v1.UpdateMemberResponse.member:type_name -> ketnoi.registry.v1.Member
+	34, // 2: ketnoi.registry.v1.AddSigningCertificateResponse.member:type_name -> ketnoi.registry.v1.Member
+	34, // 3: ketnoi.registry.v1.RemoveSigningCertificateResponse.member:type_name -> ketnoi.registry.v1.Member
+	35, // 4: ketnoi.registry.v1.AddNodeResponse.node:type_name -> ketnoi.registry.v1.Node
+	35, // 5: ketnoi.registry.v1.UpdateNodeResponse.node:type_name -> ketnoi.registry.v1.Node
+	36, // 6: ketnoi.registry.v1.AddServiceRequest.classification:type_name -> ketnoi.registry.v1.Classification
+	37, // 7: ketnoi.registry.v1.AddServiceResponse.service:type_name -> ketnoi.registry.v1.Service
+	36, // 8: ketnoi.registry.v1.UpdateServiceRequest.classification:type_name -> ketnoi.registry.v1.Classification
+	37, // 9: ketnoi.registry.v1.UpdateServiceResponse.service:type_name -> ketnoi.registry.v1.Service
+	38, // 10: ketnoi.registry.v1.AddGrantRequest.expires_at:type_name -> google.protobuf.Timestamp
+	39, // 11: ketnoi.registry.v1.AddGrantResponse.grant:type_name -> ketnoi.registry.v1.Grant
+	40, // 12: ketnoi.registry.v1.ImportCodeListRequest.entries:type_name -> ketnoi.catalogue.v1.CodeEntry
+	41, // 13: ketnoi.registry.v1.ImportCodeListResponse.code_list:type_name -> ketnoi.catalogue.v1.CodeListVersion
+	0,  // 14: ketnoi.registry.v1.AdminService.AddMember:input_type -> ketnoi.registry.v1.AddMemberRequest
+	2,  // 15: ketnoi.registry.v1.AdminService.UpdateMember:input_type -> ketnoi.registry.v1.UpdateMemberRequest
+	4,  // 16: ketnoi.registry.v1.AdminService.RemoveMember:input_type -> ketnoi.registry.v1.RemoveMemberRequest
+	10, // 17: ketnoi.registry.v1.AdminService.AddSubsystem:input_type -> ketnoi.registry.v1.AddSubsystemRequest
+	12, // 18: ketnoi.registry.v1.AdminService.RemoveSubsystem:input_type -> ketnoi.registry.v1.RemoveSubsystemRequest
+	6,  // 19: ketnoi.registry.v1.AdminService.AddSigningCertificate:input_type -> ketnoi.registry.v1.AddSigningCertificateRequest
+	8,  // 20: ketnoi.registry.v1.AdminService.RemoveSigningCertificate:input_type -> ketnoi.registry.v1.RemoveSigningCertificateRequest
+	14, // 21: ketnoi.registry.v1.AdminService.AddNode:input_type -> ketnoi.registry.v1.AddNodeRequest
+	16, // 22: ketnoi.registry.v1.AdminService.UpdateNode:input_type -> ketnoi.registry.v1.UpdateNodeRequest
+	18, // 23: ketnoi.registry.v1.AdminService.RemoveNode:input_type -> ketnoi.registry.v1.RemoveNodeRequest
+	20, // 24: ketnoi.registry.v1.AdminService.AddService:input_type -> ketnoi.registry.v1.AddServiceRequest
+	22, // 25: ketnoi.registry.v1.AdminService.UpdateService:input_type -> ketnoi.registry.v1.UpdateServiceRequest
+	24, // 26: ketnoi.registry.v1.AdminService.RemoveService:input_type -> ketnoi.registry.v1.RemoveServiceRequest
+	26, // 27: ketnoi.registry.v1.AdminService.AddGrant:input_type -> ketnoi.registry.v1.AddGrantRequest
+	28, // 28: ketnoi.registry.v1.AdminService.RevokeGrant:input_type -> ketnoi.registry.v1.RevokeGrantRequest
+	30, // 29: ketnoi.registry.v1.AdminService.ImportCodeList:input_type -> ketnoi.registry.v1.ImportCodeListRequest
+	32, // 30: ketnoi.registry.v1.AdminService.Backup:input_type -> ketnoi.registry.v1.BackupRequest
+	1,  // 31: ketnoi.registry.v1.AdminService.AddMember:output_type -> ketnoi.registry.v1.AddMemberResponse
+	3,  // 32: ketnoi.registry.v1.AdminService.UpdateMember:output_type -> ketnoi.registry.v1.UpdateMemberResponse
+	5,  // 33: ketnoi.registry.v1.AdminService.RemoveMember:output_type -> ketnoi.registry.v1.RemoveMemberResponse
+	11, // 34: ketnoi.registry.v1.AdminService.AddSubsystem:output_type -> ketnoi.registry.v1.AddSubsystemResponse
+	13, // 35: ketnoi.registry.v1.AdminService.RemoveSubsystem:output_type -> ketnoi.registry.v1.RemoveSubsystemResponse
+	7,  // 36: ketnoi.registry.v1.AdminService.AddSigningCertificate:output_type -> ketnoi.registry.v1.AddSigningCertificateResponse
+	9,  // 37: ketnoi.registry.v1.AdminService.RemoveSigningCertificate:output_type -> ketnoi.registry.v1.RemoveSigningCertificateResponse
+	15, // 38: ketnoi.registry.v1.AdminService.AddNode:output_type -> ketnoi.registry.v1.AddNodeResponse
+	17, // 39: ketnoi.registry.v1.AdminService.UpdateNode:output_type -> ketnoi.registry.v1.UpdateNodeResponse
+	19, // 40: ketnoi.registry.v1.AdminService.RemoveNode:output_type -> ketnoi.registry.v1.RemoveNodeResponse
+	21, // 41: ketnoi.registry.v1.AdminService.AddService:output_type -> ketnoi.registry.v1.AddServiceResponse
+	23, // 42: ketnoi.registry.v1.AdminService.UpdateService:output_type -> ketnoi.registry.v1.UpdateServiceResponse
+	25, // 43: ketnoi.registry.v1.AdminService.RemoveService:output_type -> ketnoi.registry.v1.RemoveServiceResponse
+	27, // 44: ketnoi.registry.v1.AdminService.AddGrant:output_type -> ketnoi.registry.v1.AddGrantResponse
+	29, // 45: ketnoi.registry.v1.AdminService.RevokeGrant:output_type -> ketnoi.registry.v1.RevokeGrantResponse
+	31, // 46: ketnoi.registry.v1.AdminService.ImportCodeList:output_type -> ketnoi.registry.v1.ImportCodeListResponse
+	33, // 47: ketnoi.registry.v1.AdminService.Backup:output_type -> ketnoi.registry.v1.BackupResponse
+	31, // [31:48] is the sub-list for method output_type
+	14, // [14:31] is the sub-list for method input_type
+	14, // [14:14] is the sub-list for extension type_name
+	14, // [14:14] is the sub-list for extension extendee
+	0,  // [0:14] is the sub-list for field type_name
 }
 
 func init() { file_ketnoi_registry_v1_admin_proto_init() }
@@ -1867,7 +2201,7 @@ func file_ketnoi_registry_v1_admin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_ketnoi_registry_v1_admin_proto_rawDesc), len(file_ketnoi_registry_v1_admin_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   28,
+			NumMessages:   34,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

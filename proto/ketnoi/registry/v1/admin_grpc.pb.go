@@ -20,7 +20,10 @@ const _ = grpc.SupportPackageIsVersion9
 
 const (
 	AdminService_AddMember_FullMethodName                = "/ketnoi.registry.v1.AdminService/AddMember"
+	AdminService_UpdateMember_FullMethodName             = "/ketnoi.registry.v1.AdminService/UpdateMember"
+	AdminService_RemoveMember_FullMethodName             = "/ketnoi.registry.v1.AdminService/RemoveMember"
 	AdminService_AddSubsystem_FullMethodName             = "/ketnoi.registry.v1.AdminService/AddSubsystem"
+	AdminService_RemoveSubsystem_FullMethodName          = "/ketnoi.registry.v1.AdminService/RemoveSubsystem"
 	AdminService_AddSigningCertificate_FullMethodName    = "/ketnoi.registry.v1.AdminService/AddSigningCertificate"
 	AdminService_RemoveSigningCertificate_FullMethodName = "/ketnoi.registry.v1.AdminService/RemoveSigningCertificate"
 	AdminService_AddNode_FullMethodName                  = "/ketnoi.registry.v1.AdminService/AddNode"
@@ -41,12 +44,25 @@ const (
 //
 // AdminService changes what the registry holds. Callers: operators whose
 // SVID is "spiffe://<trust-domain>/admin/<name>". Every change publishes a new
-// configuration version.
+// configuration version. Free text (names, descriptions, custodians,
+// purposes, code list text) must be valid UTF-8 without control, separator
+// or bidirectional formatting characters, and within a length bound; other
+// text is refused with InvalidArgument naming the field.
 type AdminServiceClient interface {
 	// AddMember registers a member with its signing certificate.
 	AddMember(ctx context.Context, in *AddMemberRequest, opts ...grpc.CallOption) (*AddMemberResponse, error)
+	// UpdateMember changes a member's official name. The name the member
+	// already has is accepted and publishes nothing.
+	UpdateMember(ctx context.Context, in *UpdateMemberRequest, opts ...grpc.CallOption) (*UpdateMemberResponse, error)
+	// RemoveMember removes a member, with its signing certificates, once
+	// nothing depends on it: it is refused with FailedPrecondition naming
+	// its nodes, subsystems, services and the grants it holds.
+	RemoveMember(ctx context.Context, in *RemoveMemberRequest, opts ...grpc.CallOption) (*RemoveMemberResponse, error)
 	// AddSubsystem registers a subsystem of an existing member.
 	AddSubsystem(ctx context.Context, in *AddSubsystemRequest, opts ...grpc.CallOption) (*AddSubsystemResponse, error)
+	// RemoveSubsystem removes a subsystem that no service and no grant
+	// names; it is refused with FailedPrecondition naming them.
+	RemoveSubsystem(ctx context.Context, in *RemoveSubsystemRequest, opts ...grpc.CallOption) (*RemoveSubsystemResponse, error)
 	// AddSigningCertificate lists a further signing certificate for a member,
 	// so that a new key can sign while the old one is still accepted.
 	AddSigningCertificate(ctx context.Context, in *AddSigningCertificateRequest, opts ...grpc.CallOption) (*AddSigningCertificateResponse, error)
@@ -54,11 +70,14 @@ type AdminServiceClient interface {
 	// list; messages it signs are refused from then on. A member's last
 	// certificate cannot be removed.
 	RemoveSigningCertificate(ctx context.Context, in *RemoveSigningCertificateRequest, opts ...grpc.CallOption) (*RemoveSigningCertificateResponse, error)
-	// AddNode registers a security-server node of an existing member.
+	// AddNode registers a security-server node of an existing member. The
+	// address is stored in one form (lower-case DNS name, plain decimal
+	// port); an address another node has is refused with FailedPrecondition.
 	AddNode(ctx context.Context, in *AddNodeRequest, opts ...grpc.CallOption) (*AddNodeResponse, error)
 	// UpdateNode moves a node to a new federation address; peers dial the new
 	// address once they hold the new configuration. The address the node
-	// already has is accepted and publishes nothing.
+	// already has, in any spelling of it, is accepted and publishes nothing;
+	// an address another node has is refused with FailedPrecondition.
 	UpdateNode(ctx context.Context, in *UpdateNodeRequest, opts ...grpc.CallOption) (*UpdateNodeResponse, error)
 	// RemoveNode removes a node; peers refuse it and close their connections
 	// to it once they hold the new configuration, and the registry refuses
@@ -105,10 +124,40 @@ func (c *adminServiceClient) AddMember(ctx context.Context, in *AddMemberRequest
 	return out, nil
 }
 
+func (c *adminServiceClient) UpdateMember(ctx context.Context, in *UpdateMemberRequest, opts ...grpc.CallOption) (*UpdateMemberResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(UpdateMemberResponse)
+	err := c.cc.Invoke(ctx, AdminService_UpdateMember_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminServiceClient) RemoveMember(ctx context.Context, in *RemoveMemberRequest, opts ...grpc.CallOption) (*RemoveMemberResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RemoveMemberResponse)
+	err := c.cc.Invoke(ctx, AdminService_RemoveMember_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func (c *adminServiceClient) AddSubsystem(ctx context.Context, in *AddSubsystemRequest, opts ...grpc.CallOption) (*AddSubsystemResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(AddSubsystemResponse)
 	err := c.cc.Invoke(ctx, AdminService_AddSubsystem_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminServiceClient) RemoveSubsystem(ctx context.Context, in *RemoveSubsystemRequest, opts ...grpc.CallOption) (*RemoveSubsystemResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RemoveSubsystemResponse)
+	err := c.cc.Invoke(ctx, AdminService_RemoveSubsystem_FullMethodName, in, out, cOpts...)
 	if err != nil {
 		return nil, err
 	}
@@ -250,12 +299,25 @@ type AdminService_BackupClient = grpc.ServerStreamingClient[BackupResponse]
 //
 // AdminService changes what the registry holds. Callers: operators whose
 // SVID is "spiffe://<trust-domain>/admin/<name>". Every change publishes a new
-// configuration version.
+// configuration version. Free text (names, descriptions, custodians,
+// purposes, code list text) must be valid UTF-8 without control, separator
+// or bidirectional formatting characters, and within a length bound; other
+// text is refused with InvalidArgument naming the field.
 type AdminServiceServer interface {
 	// AddMember registers a member with its signing certificate.
 	AddMember(context.Context, *AddMemberRequest) (*AddMemberResponse, error)
+	// UpdateMember changes a member's official name. The name the member
+	// already has is accepted and publishes nothing.
+	UpdateMember(context.Context, *UpdateMemberRequest) (*UpdateMemberResponse, error)
+	// RemoveMember removes a member, with its signing certificates, once
+	// nothing depends on it: it is refused with FailedPrecondition naming
+	// its nodes, subsystems, services and the grants it holds.
+	RemoveMember(context.Context, *RemoveMemberRequest) (*RemoveMemberResponse, error)
 	// AddSubsystem registers a subsystem of an existing member.
 	AddSubsystem(context.Context, *AddSubsystemRequest) (*AddSubsystemResponse, error)
+	// RemoveSubsystem removes a subsystem that no service and no grant
+	// names; it is refused with FailedPrecondition naming them.
+	RemoveSubsystem(context.Context, *RemoveSubsystemRequest) (*RemoveSubsystemResponse, error)
 	// AddSigningCertificate lists a further signing certificate for a member,
 	// so that a new key can sign while the old one is still accepted.
 	AddSigningCertificate(context.Context, *AddSigningCertificateRequest) (*AddSigningCertificateResponse, error)
@@ -263,11 +325,14 @@ type AdminServiceServer interface {
 	// list; messages it signs are refused from then on. A member's last
 	// certificate cannot be removed.
 	RemoveSigningCertificate(context.Context, *RemoveSigningCertificateRequest) (*RemoveSigningCertificateResponse, error)
-	// AddNode registers a security-server node of an existing member.
+	// AddNode registers a security-server node of an existing member. The
+	// address is stored in one form (lower-case DNS name, plain decimal
+	// port); an address another node has is refused with FailedPrecondition.
 	AddNode(context.Context, *AddNodeRequest) (*AddNodeResponse, error)
 	// UpdateNode moves a node to a new federation address; peers dial the new
 	// address once they hold the new configuration. The address the node
-	// already has is accepted and publishes nothing.
+	// already has, in any spelling of it, is accepted and publishes nothing;
+	// an address another node has is refused with FailedPrecondition.
 	UpdateNode(context.Context, *UpdateNodeRequest) (*UpdateNodeResponse, error)
 	// RemoveNode removes a node; peers refuse it and close their connections
 	// to it once they hold the new configuration, and the registry refuses
@@ -307,8 +372,17 @@ type UnimplementedAdminServiceServer struct{}
 func (UnimplementedAdminServiceServer) AddMember(context.Context, *AddMemberRequest) (*AddMemberResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method AddMember not implemented")
 }
+func (UnimplementedAdminServiceServer) UpdateMember(context.Context, *UpdateMemberRequest) (*UpdateMemberResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method UpdateMember not implemented")
+}
+func (UnimplementedAdminServiceServer) RemoveMember(context.Context, *RemoveMemberRequest) (*RemoveMemberResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method RemoveMember not implemented")
+}
 func (UnimplementedAdminServiceServer) AddSubsystem(context.Context, *AddSubsystemRequest) (*AddSubsystemResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method AddSubsystem not implemented")
+}
+func (UnimplementedAdminServiceServer) RemoveSubsystem(context.Context, *RemoveSubsystemRequest) (*RemoveSubsystemResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method RemoveSubsystem not implemented")
 }
 func (UnimplementedAdminServiceServer) AddSigningCertificate(context.Context, *AddSigningCertificateRequest) (*AddSigningCertificateResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method AddSigningCertificate not implemented")
@@ -385,6 +459,42 @@ func _AdminService_AddMember_Handler(srv interface{}, ctx context.Context, dec f
 	return interceptor(ctx, in, info, handler)
 }
 
+func _AdminService_UpdateMember_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(UpdateMemberRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).UpdateMember(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_UpdateMember_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).UpdateMember(ctx, req.(*UpdateMemberRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AdminService_RemoveMember_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RemoveMemberRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).RemoveMember(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_RemoveMember_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).RemoveMember(ctx, req.(*RemoveMemberRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _AdminService_AddSubsystem_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(AddSubsystemRequest)
 	if err := dec(in); err != nil {
@@ -399,6 +509,24 @@ func _AdminService_AddSubsystem_Handler(srv interface{}, ctx context.Context, de
 	}
 	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
 		return srv.(AdminServiceServer).AddSubsystem(ctx, req.(*AddSubsystemRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AdminService_RemoveSubsystem_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RemoveSubsystemRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).RemoveSubsystem(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_RemoveSubsystem_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).RemoveSubsystem(ctx, req.(*RemoveSubsystemRequest))
 	}
 	return interceptor(ctx, in, info, handler)
 }
@@ -624,8 +752,20 @@ var AdminService_ServiceDesc = grpc.ServiceDesc{
 			Handler:    _AdminService_AddMember_Handler,
 		},
 		{
+			MethodName: "UpdateMember",
+			Handler:    _AdminService_UpdateMember_Handler,
+		},
+		{
+			MethodName: "RemoveMember",
+			Handler:    _AdminService_RemoveMember_Handler,
+		},
+		{
 			MethodName: "AddSubsystem",
 			Handler:    _AdminService_AddSubsystem_Handler,
+		},
+		{
+			MethodName: "RemoveSubsystem",
+			Handler:    _AdminService_RemoveSubsystem_Handler,
 		},
 		{
 			MethodName: "AddSigningCertificate",
