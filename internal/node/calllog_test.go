@@ -29,7 +29,6 @@ import (
 	"github.com/ketnoi/ketnoi/internal/gconf"
 	"github.com/ketnoi/ketnoi/internal/id"
 	"github.com/ketnoi/ketnoi/internal/logging"
-	"github.com/ketnoi/ketnoi/internal/logging/logtest"
 	"github.com/ketnoi/ketnoi/internal/pki/pkitest"
 	"github.com/ketnoi/ketnoi/internal/sign"
 	exchangev1 "github.com/ketnoi/ketnoi/proto/ketnoi/exchange/v1"
@@ -268,10 +267,7 @@ func TestProviderLogsCallKind(t *testing.T) {
 	now := time.Now()
 	f.publish(t, 1, now.Add(-time.Second)) // expired: the provider refuses
 	n := f.node(t, testProvider, now, slog.New(slog.DiscardHandler))
-	svid := f.ca.SVID(t, testConsumer)
-	ctx := peer.NewContext(context.Background(), &peer.Peer{AuthInfo: credentials.TLSInfo{
-		State: tls.ConnectionState{PeerCertificates: []*x509.Certificate{svid.Certificates[0]}},
-	}})
+	ctx := fromConsumerNode(t, f)
 
 	for _, tt := range []struct {
 		method string
@@ -288,16 +284,7 @@ func TestProviderLogsCallKind(t *testing.T) {
 				Classification: registryv1.Classification_CLASSIFICATION_NORMAL,
 				SenderNode:     testConsumer, AudienceNode: testProvider,
 			}
-			raw, digest, err := exchange.Prepare(f.g22, h, []byte("request"), true, now)
-			if err != nil {
-				t.Fatal(err)
-			}
-			shs, err := exchange.SignBatch(f.g22, [][]byte{raw})
-			if err != nil {
-				t.Fatal(err)
-			}
-			frame := exchange.Assemble(h, digest, shs[0], []byte("request")).Frame
-			ss := &fakeCall{ctx: ctx, recv: []proto.Message{&exchangev1.ExchangeRequest{Frame: frame}}}
+			ss := &fakeCall{ctx: ctx, recv: []proto.Message{signedRequest(t, f, h, now)}}
 			line := callLine(t, exchangev1.FederationService_Exchange_FullMethodName, ss, &provider{n: n},
 				exchangev1.FederationService_ServiceDesc.Streams[0].Handler)
 			if line[logging.KeyCallKind] != tt.want {
@@ -389,26 +376,14 @@ func TestCallLogNamesMessageID(t *testing.T) {
 	t.Run("provider", func(t *testing.T) {
 		f.publish(t, 2, now.Add(-time.Second)) // expired: the provider refuses
 		n := f.node(t, testProvider, now, slog.New(slog.DiscardHandler))
-		svid := f.ca.SVID(t, testConsumer)
-		ctx := peer.NewContext(context.Background(), &peer.Peer{AuthInfo: credentials.TLSInfo{
-			State: tls.ConnectionState{PeerCertificates: []*x509.Certificate{svid.Certificates[0]}},
-		}})
+		ctx := fromConsumerNode(t, f)
 		h := &exchangev1.Header{
 			MessageId: exchange.NewMessageID(), Direction: exchangev1.Direction_DIRECTION_REQUEST,
 			CallKind: exchangev1.CallKind_CALL_KIND_UNARY, Client: testClient, Service: testService,
 			Method: "ConvertOldUnit", Final: true, Classification: registryv1.Classification_CLASSIFICATION_NORMAL,
 			SenderNode: testConsumer, AudienceNode: testProvider,
 		}
-		raw, digest, err := exchange.Prepare(f.g22, h, []byte("request"), true, now)
-		if err != nil {
-			t.Fatal(err)
-		}
-		shs, err := exchange.SignBatch(f.g22, [][]byte{raw})
-		if err != nil {
-			t.Fatal(err)
-		}
-		frame := exchange.Assemble(h, digest, shs[0], []byte("request")).Frame
-		ss := &fakeCall{ctx: ctx, recv: []proto.Message{&exchangev1.ExchangeRequest{Frame: frame}}}
+		ss := &fakeCall{ctx: ctx, recv: []proto.Message{signedRequest(t, f, h, now)}}
 		line := callLine(t, exchangev1.FederationService_Exchange_FullMethodName, ss, &provider{n: n},
 			exchangev1.FederationService_ServiceDesc.Streams[0].Handler)
 		if line[logging.KeyMessageID] != h.GetMessageId() {
@@ -418,52 +393,28 @@ func TestCallLogNamesMessageID(t *testing.T) {
 	})
 }
 
-// TestFirstMessageRefusalsLogged: a first message the consumer refuses
-// (one too many for a unary method, too large with its header) gets the
-// same "call refused before sending" line as the refusals that come
-// before any message is read, with the message id and the reason.
-func TestFirstMessageRefusalsLogged(t *testing.T) {
-	f := newFederation(t)
-	now := time.Now()
-	f.publish(t, 1, now.Add(time.Hour))
-	for _, tc := range []struct {
-		name   string
-		frames [][]byte
-		reason string
-	}{
-		{"second message to a unary method", [][]byte{{1}, {2}}, exchange.ReasonTooManyMessages},
-		{"message over the limit", [][]byte{make([]byte, 80<<10)}, exchange.ReasonMessageTooLarge},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			var logs logtest.Buffer
-			n := f.recordingNode(t, testConsumer, now, slog.New(slog.NewJSONHandler(&logs, nil)))
-			n.signer = f.g22
-			n.cfg.MaxMessageBytes = 1 << 10
-			c := &consumer{n: n, client: testClientID(t)}
-			ss := &frameCall{fakeCall: withMethod(&fakeCall{ctx: context.Background()}, testGRPCPrefix+"ConvertOldUnit"),
-				frames: tc.frames}
-			if err := c.handle(nil, ss); err == nil {
-				t.Fatal("call not refused")
-			}
-			ids := ss.trailer.Get(MDMessageID)
-			if len(ids) != 1 {
-				t.Fatalf("trailer %v: want one %s", ss.trailer, MDMessageID)
-			}
-			var found bool
-			for l := range strings.SplitSeq(logs.String(), "\n") {
-				var m map[string]any
-				if json.Unmarshal([]byte(l), &m) != nil || m["msg"] != "call refused before sending" {
-					continue
-				}
-				found = true
-				if m["level"] != "INFO" || m[logging.KeyMessageID] != ids[0] || m[logging.KeyReason] != tc.reason ||
-					m[logging.KeyMethod] != testGRPCPrefix+"ConvertOldUnit" {
-					t.Errorf("refusal line %s, want INFO with message id %s, reason %s and the method", l, ids[0], tc.reason)
-				}
-			}
-			if !found {
-				t.Errorf("no \"call refused before sending\" line in:\n%s", logs.String())
-			}
-		})
+// fromConsumerNode is the context of a call to the federation endpoint
+// over a connection from the consumer node.
+func fromConsumerNode(t *testing.T, f *federation) context.Context {
+	t.Helper()
+	svid := f.ca.SVID(t, testConsumer)
+	return peer.NewContext(context.Background(), &peer.Peer{AuthInfo: credentials.TLSInfo{
+		State: tls.ConnectionState{PeerCertificates: []*x509.Certificate{svid.Certificates[0]}},
+	}})
+}
+
+// signedRequest is the request of header h with a small payload, signed by
+// the consumer's member as its node would at now.
+func signedRequest(t *testing.T, f *federation, h *exchangev1.Header, now time.Time) *exchangev1.ExchangeRequest {
+	t.Helper()
+	payload := []byte("request")
+	raw, digest, err := exchange.Prepare(f.g22, h, payload, true, now)
+	if err != nil {
+		t.Fatal(err)
 	}
+	shs, err := exchange.SignBatch(f.g22, [][]byte{raw})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &exchangev1.ExchangeRequest{Frame: exchange.Assemble(h, digest, shs[0], payload).Frame}
 }

@@ -17,20 +17,8 @@ import (
 // A stream's pipeline holds at most pipelineBytes of payload: a large
 // message waits until the one before it has been sent.
 func TestPipelineBoundsPayloadBytes(t *testing.T) {
-	l, err := evidence.Open(filepath.Join(t.TempDir(), "evidence.db"), evidence.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	n := &Node{evidence: l, log: slog.New(slog.DiscardHandler)}
+	n, receipt := recordingPipelineNode(t)
 	ctx := context.Background()
-	receipt := func() *evidence.Receipt {
-		r, err := l.Start(ctx, &evidencev1.Record{Kind: evidencev1.RecordKind_RECORD_KIND_FAILED, RecordedAt: timestamppb.Now()}, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return r
-	}
 
 	p := newPipeline(ctx, n, pipelineDepth)
 	started, release := make(chan struct{}), make(chan struct{})
@@ -64,20 +52,8 @@ func TestPipelineBoundsPayloadBytes(t *testing.T) {
 // An inline pipeline (one response message) sends each step within push,
 // once its record is durable, and keeps the first failure.
 func TestInlinePipeline(t *testing.T) {
-	l, err := evidence.Open(filepath.Join(t.TempDir(), "evidence.db"), evidence.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	n := &Node{evidence: l, log: slog.New(slog.DiscardHandler)}
+	n, receipt := recordingPipelineNode(t)
 	ctx := context.Background()
-	receipt := func() *evidence.Receipt {
-		r, err := l.Start(ctx, &evidencev1.Record{Kind: evidencev1.RecordKind_RECORD_KIND_FAILED, RecordedAt: timestamppb.Now()}, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return r
-	}
 
 	p := newPipeline(ctx, n, 0)
 	var sent []uint64
@@ -106,4 +82,24 @@ func TestInlinePipeline(t *testing.T) {
 	if err := p.close(); err != failure {
 		t.Errorf("close = %v, want the first failure", err)
 	}
+}
+
+// recordingPipelineNode returns a node with an evidence log of its own and
+// a function that starts a record in it, for a step's receipt.
+func recordingPipelineNode(t *testing.T) (*Node, func() *evidence.Receipt) {
+	t.Helper()
+	l, err := evidence.Open(filepath.Join(t.TempDir(), "evidence.db"), evidence.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	receipt := func() *evidence.Receipt {
+		rec := &evidencev1.Record{Kind: evidencev1.RecordKind_RECORD_KIND_FAILED, RecordedAt: timestamppb.Now()}
+		r, err := l.Start(context.Background(), rec, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r
+	}
+	return &Node{evidence: l, log: slog.New(slog.DiscardHandler)}, receipt
 }

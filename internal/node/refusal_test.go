@@ -2,6 +2,7 @@ package node
 
 import (
 	"context"
+	"encoding/json"
 	"io"
 	"log/slog"
 	"strings"
@@ -14,6 +15,8 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/ketnoi/ketnoi/internal/exchange"
+	"github.com/ketnoi/ketnoi/internal/logging"
+	"github.com/ketnoi/ketnoi/internal/logging/logtest"
 	"github.com/ketnoi/ketnoi/internal/proxy"
 	evidencev1 "github.com/ketnoi/ketnoi/proto/ketnoi/evidence/v1"
 	exchangev1 "github.com/ketnoi/ketnoi/proto/ketnoi/exchange/v1"
@@ -143,7 +146,8 @@ func TestRefusalsBeforeSendingAreRecorded(t *testing.T) {
 
 // TestRefusedFirstMessagesAreRecorded: the node refuses an application's
 // first message that breaks the method's shape or the size limit before
-// anything is signed; the refusal is recorded like the others.
+// anything is signed; the refusal is recorded and logged ("call refused
+// before sending", with the message id and the reason) like the others.
 func TestRefusedFirstMessagesAreRecorded(t *testing.T) {
 	f := newFederation(t)
 	now := time.Now()
@@ -158,7 +162,8 @@ func TestRefusedFirstMessagesAreRecorded(t *testing.T) {
 		{"message over the limit", [][]byte{make([]byte, 80<<10)}, codes.ResourceExhausted, exchange.ReasonMessageTooLarge},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			n := f.recordingNode(t, testConsumer, now, slog.New(slog.DiscardHandler))
+			var logs logtest.Buffer
+			n := f.recordingNode(t, testConsumer, now, slog.New(slog.NewJSONHandler(&logs, nil)))
 			n.signer = f.g22
 			n.cfg.MaxMessageBytes = 1 << 10
 			c := &consumer{n: n, client: testClientID(t)}
@@ -180,6 +185,21 @@ func TestRefusedFirstMessagesAreRecorded(t *testing.T) {
 				!strings.HasPrefix(entries[0].Record.GetReason(), tc.reason+": ") ||
 				entries[0].Header.GetService() != testService || entries[0].Header.GetMethod() != "ConvertOldUnit" {
 				t.Errorf("records of %s: %v, want one refusal %s of %s ConvertOldUnit", ids[0], entries, tc.reason, testService)
+			}
+			var found bool
+			for l := range strings.SplitSeq(logs.String(), "\n") {
+				var m map[string]any
+				if json.Unmarshal([]byte(l), &m) != nil || m["msg"] != "call refused before sending" {
+					continue
+				}
+				found = true
+				if m["level"] != "INFO" || m[logging.KeyMessageID] != ids[0] || m[logging.KeyReason] != tc.reason ||
+					m[logging.KeyMethod] != testGRPCPrefix+"ConvertOldUnit" {
+					t.Errorf("refusal line %s, want INFO with message id %s, reason %s and the method", l, ids[0], tc.reason)
+				}
+			}
+			if !found {
+				t.Errorf("no \"call refused before sending\" line in:\n%s", logs.String())
 			}
 		})
 	}
