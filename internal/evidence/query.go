@@ -49,6 +49,47 @@ func (l *Log) ByMessageID(id string) (_ []Entry, err error) {
 	return entries, nil
 }
 
+// MessagePage returns the committed records of the exchange id from index
+// from on, in index order, as many as hold maxBytes of stored record bytes
+// (at least one), and the index of the next record of the exchange, with
+// more set, when there is one. A feed that runs for days has millions of
+// records under one id; a page is what one answer can carry, and reading
+// only that keeps the reader's memory bounded.
+func (l *Log) MessagePage(id string, from uint64, maxBytes int) (_ []Entry, next uint64, more bool, err error) {
+	defer guardFaults(&err)()
+	if err := l.Flush(context.Background()); err != nil {
+		return nil, 0, false, fmt.Errorf("look up message %s: %w", id, err)
+	}
+	var entries []Entry
+	err = l.db.View(func(tx *bolt.Tx) error {
+		leaves := tx.Bucket(bucketLeaves)
+		p := messageKey(id, 0)[:len(id)+1]
+		c := tx.Bucket(bucketMessages).Cursor()
+		size := 0
+		for k, _ := c.Seek(messageKey(id, from)); bytes.HasPrefix(k, p); k, _ = c.Next() {
+			if len(k) != len(p)+8 {
+				continue // an id with 0x00 in it that shares the prefix
+			}
+			n := binary.BigEndian.Uint64(k[len(p):])
+			if len(entries) > 0 && size >= maxBytes {
+				next, more = n, true
+				return nil
+			}
+			e, err := entryAt(leaves, n)
+			if err != nil {
+				return err
+			}
+			size += len(leaves.Get(key(n)))
+			entries = append(entries, e)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, 0, false, fmt.Errorf("look up message %s: %w", id, err)
+	}
+	return entries, next, more, nil
+}
+
 // HasMessage reports whether the tree holds a record of the exchange id.
 // Unlike ByMessageID it does not fold the journal in first, so records
 // appended since the last fold may be missed; every record from before the

@@ -67,11 +67,14 @@ func (s *service) TraceMessage(
 			"message id of %d bytes is longer than the %d bytes the log indexes", len(id), maxIndexedID)
 	}
 
-	entries, err := s.log.ByMessageID(id)
+	entries, next, more, err := s.log.MessagePage(id, req.GetFromIndex(), maxResponseBytes)
 	if err != nil {
 		return nil, s.traceFailed(ctx, id, err)
 	}
 	if len(entries) == 0 {
+		if req.GetFromIndex() > 0 {
+			return nil, status.Errorf(codes.NotFound, "no records for message %s from index %d", id, req.GetFromIndex())
+		}
 		return nil, status.Errorf(codes.NotFound, "no records for message %s", id)
 	}
 	// Read after the records: the head committed with the newest of them
@@ -84,21 +87,18 @@ func (s *service) TraceMessage(
 	resp := &evidencev1.TraceMessageResponse{TreeSize: head.size, TreeRoot: head.root[:]}
 	var page responsePage
 	for _, e := range entries {
-		if e.Index < req.GetFromIndex() {
-			continue
-		}
 		tr, err := s.traced(e)
 		if err != nil {
 			return nil, s.traceFailed(ctx, id, err)
 		}
 		if !page.fits(tr) {
 			resp.NextIndex = proto.Uint64(e.Index)
-			break
+			return resp, nil
 		}
 		resp.Records = append(resp.Records, tr)
 	}
-	if len(resp.Records) == 0 {
-		return nil, status.Errorf(codes.NotFound, "no records for message %s from index %d", id, req.GetFromIndex())
+	if more {
+		resp.NextIndex = proto.Uint64(next)
 	}
 	return resp, nil
 }
