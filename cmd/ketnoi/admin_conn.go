@@ -7,15 +7,14 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"strconv"
 	"strings"
-	"sync/atomic"
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/status"
 
 	"github.com/ketnoi/ketnoi/internal/id"
@@ -54,10 +53,10 @@ func readOperatorEnv() operatorEnv {
 type registryConn struct {
 	addr, trustDomain, cert, key, bundle string
 
-	// Set by dial: the SPIFFE ID the CLI presents, and the TLS alert with
-	// which the registry refused it, if it did (see alertCatcher).
+	// Set by dial: the SPIFFE ID the CLI presents, and the credentials
+	// that catch the TLS alert with which the registry refuses it.
 	id    spiffeid.ID
-	alert atomic.Pointer[string]
+	creds *mtls.AlertCatcher
 }
 
 // addRegistryFlags defines the connection flags on fs.
@@ -92,7 +91,7 @@ func (c *registryConn) dial() (*grpc.ClientConn, error) {
 			return nil, usagef("--%s is required (or set %s)", f.flag, f.env)
 		}
 	}
-	if _, port, err := net.SplitHostPort(c.addr); err != nil || port == "" {
+	if _, port, err := net.SplitHostPort(c.addr); err != nil || !validPort(port) {
 		return nil, usagef("--registry %q: want the registry's host:port, such as 127.0.0.1:7443", c.addr)
 	}
 	td, err := spiffeid.TrustDomainFromString(c.trustDomain)
@@ -112,11 +111,8 @@ func (c *registryConn) dial() (*grpc.ClientConn, error) {
 	if err := c.checkTrustDomain(identity, td); err != nil {
 		return nil, err
 	}
-	creds := &alertCatcher{
-		TransportCredentials: credentials.NewTLS(mtls.ClientConfig(identity, tlsconfig.AuthorizeID(id.Registry(td)))),
-		alert:                &c.alert,
-	}
-	conn, err := grpc.NewClient(c.addr, grpc.WithTransportCredentials(creds),
+	c.creds = mtls.CatchAlerts(mtls.ClientCredentials(identity, tlsconfig.AuthorizeID(id.Registry(td))))
+	conn, err := grpc.NewClient(c.addr, grpc.WithTransportCredentials(c.creds),
 		grpc.WithUnaryInterceptor(checkRequestUTF8))
 	if err != nil {
 		return nil, fmt.Errorf("registry %s: %w", c.addr, err)
@@ -189,91 +185,12 @@ func callRegistryStream(
 // certificate: gRPC reports that only as an Unavailable status whose text
 // depends on timing.
 func (c *registryConn) reason(err error) error {
-	alert := c.alert.Load()
-	if status.Code(err) != codes.Unavailable || alert == nil {
+	if status.Code(err) != codes.Unavailable || c.creds == nil || c.creds.Alert() == "" {
 		return rpcReason(err)
 	}
 	return fmt.Errorf("%w; the registry refused certificate %s (%s): "+
-		"check --cert/--key, --bundle and --trust-domain; the registry's log says why", rpcReason(err), c.id, *alert)
-}
-
-// firstBytesTimeout bounds the wait for the registry's first bytes after
-// the handshake in alertCatcher.
-const firstBytesTimeout = 3 * time.Second
-
-// alertCatcher is the CLI's transport credentials: TLS, plus a look at
-// what the registry sends first, before gRPC writes anything. In TLS 1.3
-// the client's side of the handshake is done before the registry checks
-// the client's certificate, so a refusal arrives afterwards as a TLS alert
-// (such as "bad certificate"). Once gRPC has written into the closed
-// connection, the reset that answers it can discard the alert, and the
-// call fails with whatever the broken connection gave, often "broken
-// pipe". A registry that accepted the certificate sends its HTTP/2
-// settings first, which gRPC then reads from the connection as usual.
-// Catching the alert on the call's own connection, rather than in a second
-// handshake, keeps the registry's log to one refusal per command.
-type alertCatcher struct {
-	credentials.TransportCredentials
-	alert *atomic.Pointer[string] // set to the registry's alert
-}
-
-func (a *alertCatcher) ClientHandshake(
-	ctx context.Context,
-	authority string,
-	raw net.Conn,
-) (net.Conn, credentials.AuthInfo, error) {
-	conn, info, err := a.TransportCredentials.ClientHandshake(ctx, authority, raw)
-	if err != nil {
-		// Our own side refused the registry, or the handshake broke: the
-		// call's error says so.
-		return nil, nil, err
-	}
-	deadline := time.Now().Add(firstBytesTimeout)
-	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
-		deadline = d
-	}
-	_ = conn.SetReadDeadline(deadline)
-	first := make([]byte, 4096)
-	n, err := conn.Read(first)
-	_ = conn.SetReadDeadline(time.Time{})
-	var (
-		op      *net.OpError
-		netErr  net.Error
-		timeout = errors.As(err, &netErr) && netErr.Timeout()
-	)
-	switch {
-	case errors.As(err, &op) && op.Op == "remote error":
-		alert := op.Err.Error()
-		a.alert.Store(&alert)
-		conn.Close()
-		return nil, nil, err
-	case err != nil && !timeout:
-		conn.Close()
-		return nil, nil, err
-	}
-	// A registry slow to send its settings is left to gRPC's own limits.
-	return &readAhead{Conn: conn, pending: first[:n]}, info, nil
-}
-
-// Clone keeps the clone's alerts where the original's go.
-func (a *alertCatcher) Clone() credentials.TransportCredentials {
-	return &alertCatcher{TransportCredentials: a.TransportCredentials.Clone(), alert: a.alert}
-}
-
-// readAhead is a connection from which bytes were read ahead; Read
-// returns them before reading more.
-type readAhead struct {
-	net.Conn
-	pending []byte
-}
-
-func (c *readAhead) Read(p []byte) (int, error) {
-	if len(c.pending) == 0 {
-		return c.Conn.Read(p)
-	}
-	n := copy(p, c.pending)
-	c.pending = c.pending[n:]
-	return n, nil
+		"check --cert/--key, --bundle and --trust-domain; the registry's log says why",
+		rpcReason(err), c.id, c.creds.Alert())
 }
 
 // rpcReason turns a gRPC status error into a one-line reason.
@@ -289,4 +206,10 @@ func rpcReason(err error) error {
 		return errors.New("the registry did not answer in time")
 	}
 	return err
+}
+
+// validPort reports whether port is a TCP port number from 1 to 65535.
+func validPort(port string) bool {
+	n, err := strconv.ParseUint(port, 10, 16)
+	return err == nil && n > 0
 }

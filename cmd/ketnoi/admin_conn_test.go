@@ -110,8 +110,8 @@ func TestRegistryRefusesCertificate(t *testing.T) {
 		if err != nil {
 			t.Errorf("GetConfiguration with an accepted certificate: %v", err)
 		}
-		if alert := c.alert.Load(); alert != nil {
-			t.Errorf("a certificate the registry accepts was taken as refused (%s)", *alert)
+		if alert := c.creds.Alert(); alert != "" {
+			t.Errorf("a certificate the registry accepts was taken as refused (%s)", alert)
 		}
 	})
 }

@@ -63,7 +63,26 @@ const evidenceMaxRecv = 128 << 20
 
 // runEvidence runs "ketnoi evidence trace|verify|search" on a log file
 // that no running node holds, or through a running node's admin endpoint.
+//
+// Its error is one line with every unprintable character escaped: it can
+// quote what peers, callers and backends wrote into records, such as a
+// verification failure naming a certificate's subject.
 func runEvidence(ctx context.Context, args []string, stdout io.Writer) error {
+	if err := evidenceCommand(ctx, args, stdout); err != nil {
+		return escapedError{err}
+	}
+	return nil
+}
+
+// escapedError is an error whose text is escaped for a terminal as
+// escaped does; errors.Is and errors.As see the error it holds.
+type escapedError struct{ err error }
+
+func (e escapedError) Error() string { return escaped(e.err.Error()) }
+func (e escapedError) Unwrap() error { return e.err }
+
+// evidenceCommand runs one evidence subcommand.
+func evidenceCommand(ctx context.Context, args []string, stdout io.Writer) error {
 	if len(args) == 0 {
 		return usagef("want a subcommand: trace, verify or search")
 	}
@@ -434,6 +453,12 @@ func printEvidenceEntries(
 // printEvidenceEntry prints one record as a block of labelled lines;
 // certificate returns the DER signer certificate with a given SHA-256.
 //
+// Every text a record holds came from a peer, a caller or a backend (a
+// refused message's header holds whatever its sender wrote) and is printed
+// as shown prints it: quoted and escaped when it holds anything that a
+// terminal would not print as it is, so that no value can start a line
+// or a record of its own, or send the terminal an escape sequence.
+//
 // A call the node refused before sending anything has no frame: its
 // header says what the call asked for, nothing was signed, and no
 // payload was read into it. Such a record leaves out the lines of a frame
@@ -452,7 +477,7 @@ func printEvidenceEntry(
 	fmt.Fprintf(w, "record %d\n", e.Index)
 	line("kind", "%s", strings.TrimPrefix(r.GetKind().String(), "RECORD_KIND_"))
 	line("recorded at", "%s", evidenceTime(r.GetRecordedAt()))
-	line("message id", "%s", r.GetMessageId())
+	line("message id", "%s", evidenceOrNone(r.GetMessageId()))
 	line("node", "%s", evidenceOrNone(r.GetNode()))
 	line("peer", "%s", evidenceOrNone(r.GetPeer()))
 	switch {
@@ -473,7 +498,7 @@ func printEvidenceEntry(
 	}
 	outcome := codes.Code(uint32(r.GetCode())).String()
 	if r.GetReason() != "" {
-		outcome += ": " + r.GetReason()
+		outcome += ": " + shown(r.GetReason())
 	}
 	line("outcome", "%s", outcome)
 }
@@ -511,7 +536,7 @@ func printEvidenceHeader(
 	if st := h.GetStatus(); st != nil {
 		text := codes.Code(uint32(st.GetCode())).String()
 		if st.GetMessage() != "" {
-			text += ": " + st.GetMessage()
+			text += ": " + shown(st.GetMessage())
 		}
 		if n := len(st.GetDetails()); n > 0 {
 			text += fmt.Sprintf(" (%d details)", n)
@@ -519,7 +544,7 @@ func printEvidenceHeader(
 		line("final status", "%s", text)
 		full := spb.Status{Code: st.GetCode(), Message: st.GetMessage(), Details: st.GetDetails()}
 		if reason, ok := exchange.PlatformReason(status.FromProto(&full)); ok {
-			line("refused by node", "%s", reason)
+			line("refused by node", "%s", shown(reason))
 		}
 	}
 	line("signer certificate", "%s", evidenceSigner(certificate, h.GetSignerCertificateSha256()))
@@ -552,7 +577,7 @@ func evidenceSigner(certificate func(sum []byte) ([]byte, error), sum []byte) st
 	}
 	uris := make([]string, 0, len(cert.URIs))
 	for _, u := range cert.URIs {
-		uris = append(uris, u.String())
+		uris = append(uris, shown(u.String()))
 	}
 	if len(uris) == 0 {
 		return fmt.Sprintf("%x (no URI SAN)", sum)
@@ -568,12 +593,13 @@ func evidenceTime(t *timestamppb.Timestamp) string {
 	return t.AsTime().UTC().Format("2006-01-02T15:04:05.000Z07:00")
 }
 
-// evidenceOrNone returns s, or "(none)" when it is empty.
+// evidenceOrNone returns s as shown prints it, or "(none)" when it is
+// empty.
 func evidenceOrNone(s string) string {
 	if s == "" {
 		return "(none)"
 	}
-	return s
+	return shown(s)
 }
 
 // evidenceHex formats b in hex, or "(none)".

@@ -1,6 +1,7 @@
 package evidence
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/binary"
@@ -9,6 +10,9 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"slices"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -40,6 +44,10 @@ var (
 	// ErrBadQuery is wrapped by the errors of Query.Check and Log.Search
 	// for a query that cannot be searched; the message names the field.
 	ErrBadQuery = errors.New("invalid evidence search")
+	// ErrNotLog is wrapped by the errors of Open and OpenReadOnly for a
+	// bbolt file that is not an evidence log, such as a registry's state
+	// or its backup named by mistake; the file is left as it was.
+	ErrNotLog = errors.New("not an evidence log")
 )
 
 // Bucket and meta key names; see the package documentation.
@@ -180,6 +188,10 @@ func Open(path string, opts Options) (_ *Log, err error) {
 		db.Close()
 		return nil, fmt.Errorf("open evidence log %s: %w", path, err)
 	}
+	if err := checkOwn(db); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("open evidence log %s: %w", path, err)
+	}
 
 	l := &Log{db: db, path: path, logger: opts.Logger, maxBatch: opts.MaxBatch, seal: opts.Seal, gather: opts.Gather}
 	if l.logger == nil {
@@ -281,6 +293,38 @@ func unfolded(recs []journaled, size uint64) ([]journaled, error) {
 	return nil, nil
 }
 
+// checkOwn returns an error wrapping ErrNotLog when db holds buckets and
+// none of an evidence log's: another program's file, which init would
+// otherwise fill with an empty log beside that program's data, starting
+// at index 0 as if no evidence existed. A "meta" bucket proves nothing:
+// the registry's state has one too. It writes nothing: the log's options
+// keep bbolt from writing its freelist on open. A file with no buckets is
+// a log not yet initialised.
+func checkOwn(db *bolt.DB) error {
+	return db.View(func(tx *bolt.Tx) error {
+		var foreign []string
+		own := false
+		err := tx.ForEach(func(name []byte, _ *bolt.Bucket) error {
+			switch {
+			case bytes.Equal(name, bucketMeta):
+			case slices.ContainsFunc(allBuckets, func(b []byte) bool { return bytes.Equal(b, name) }):
+				own = true
+			case len(foreign) < 4:
+				foreign = append(foreign, strconv.Quote(string(name)))
+			}
+			return nil
+		})
+		if err != nil {
+			return fmt.Errorf("list buckets: %w", err)
+		}
+		if own || len(foreign) == 0 {
+			return nil
+		}
+		return fmt.Errorf("%w: it holds other buckets (%s) and none of a log's; "+
+			"another program's file?", ErrNotLog, strings.Join(foreign, ", "))
+	})
+}
+
 // init creates the buckets, records or checks the owning node, and loads
 // the tree head, checking that the stored root matches the stored hashes.
 func (l *Log) init(node string) error {
@@ -366,7 +410,7 @@ func openReadOnly(path string, checkJournal bool) (_ *Log, err error) {
 	err = db.View(func(tx *bolt.Tx) error {
 		for _, name := range allBuckets {
 			if tx.Bucket(name) == nil {
-				return fmt.Errorf("not an evidence log: bucket %s missing", name)
+				return fmt.Errorf("%w: bucket %s missing", ErrNotLog, name)
 			}
 		}
 		l.node = string(tx.Bucket(bucketMeta).Get(metaNode))

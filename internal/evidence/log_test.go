@@ -307,6 +307,55 @@ func TestOpenReadOnlyBadFile(t *testing.T) {
 	}
 }
 
+// TestOpenForeignFile: Open refuses a bbolt file that holds another
+// program's buckets and none of a log's, such as a registry backup named
+// as a node's evidence.db, and leaves it as it was, without a journal.
+func TestOpenForeignFile(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "evidence.db")
+	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = db.Update(func(tx *bolt.Tx) error {
+		for _, name := range []string{"meta", "members", "nodes", "services"} {
+			b, err := tx.CreateBucket([]byte(name))
+			if err != nil {
+				return err
+			}
+			if err := b.Put([]byte("k"), []byte("v")); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if cerr := db.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	before, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	_, err = Open(path, Options{Node: "spiffe://vn.ketnoi/node/NN/000.00.00.G22/node1"})
+	const want = `: not an evidence log: it holds other buckets ("members", "nodes", "services") and none of a log's`
+	if !errors.Is(err, ErrNotLog) || !strings.Contains(err.Error(), want) || strings.Contains(err.Error(), "\n") {
+		t.Errorf("Open error = %v, want ErrNotLog with %q", err, want)
+	}
+	after, rerr := os.ReadFile(path)
+	if rerr != nil || !bytes.Equal(before, after) {
+		t.Errorf("Open changed the file (read error %v)", rerr)
+	}
+	if _, serr := os.Stat(path + journalSuffix); !errors.Is(serr, os.ErrNotExist) {
+		t.Errorf("Open left a journal: stat error %v", serr)
+	}
+	if _, err := OpenReadOnly(path); !errors.Is(err, ErrNotLog) {
+		t.Errorf("OpenReadOnly error = %v, want ErrNotLog", err)
+	}
+}
+
 // rootOf recomputes the tree root of the first size records from their
 // re-encoded leaves, keeping every hash in memory.
 func rootOf(t *testing.T, l *Log, size uint64) tlog.Hash {

@@ -24,8 +24,28 @@ import (
 // A registry that refuses the node's certificate answers with a TLS alert,
 // which reaches the node only as the text of an Unavailable status; one
 // that refuses a removed node answers PermissionDenied. Both get a hint in
-// the node's log; other failures do not.
+// the node's log; other failures do not. The alert the node's
+// credentials caught tells a refusal that gRPC reported only as a broken
+// connection.
 func TestRegistryRefusal(t *testing.T) {
+	brokenPipe := status.Error(codes.Unavailable, "connection error: desc = \"transport: failed to write client preface: "+
+		"write tcp 127.0.0.1:50000->127.0.0.1:7443: write: broken pipe\"")
+	for _, tt := range []struct {
+		err         error
+		alert, want string
+	}{
+		{brokenPipe, "tls: unknown certificate authority",
+			"the registry refused this node's certificate (tls: unknown certificate authority): check"},
+		{brokenPipe, "", ""},
+		// An alert left from an earlier attempt does not explain a removal.
+		{status.Error(codes.PermissionDenied, "node … was removed"), "tls: bad certificate",
+			"the registry refuses this node: an operator removed it"},
+	} {
+		got := registryRefusal(tt.err, tt.alert)
+		if (tt.want == "") != (got == "") || !strings.HasPrefix(got, tt.want) {
+			t.Errorf("registryRefusal(%v, %q) = %q, want %q…", tt.err, tt.alert, got, tt.want)
+		}
+	}
 	for _, tt := range []struct {
 		err  error
 		want string
@@ -41,7 +61,7 @@ func TestRegistryRefusal(t *testing.T) {
 		{errors.New("tls: failed to verify certificate: x509: certificate signed by unknown authority"), ""},
 		{nil, ""},
 	} {
-		got := registryRefusal(tt.err)
+		got := registryRefusal(tt.err, "")
 		if (tt.want == "") != (got == "") || !strings.HasPrefix(got, tt.want) {
 			t.Errorf("registryRefusal(%v) = %q, want %q…", tt.err, got, tt.want)
 		}
@@ -68,8 +88,13 @@ func TestRunLogsRemoval(t *testing.T) {
 		t.Fatalf("Run = %v, want the context's end", err)
 	}
 	out := logs.String()
-	if !strings.Contains(out, "was removed from the registry") || !strings.Contains(out, "the registry refuses this node") {
+	if !strings.Contains(out, "was removed from the registry") || !strings.Contains(out, "the registry refuses this node") ||
+		!strings.Contains(out, "registry refused this node and no global configuration yet") ||
+		strings.Contains(out, "unreachable") {
 		t.Errorf("log does not name the refusal:\n%s", out)
+	}
+	if r := s.Refused(); !strings.HasPrefix(r, "the registry refuses this node: an operator removed it") {
+		t.Errorf("Refused() = %q, want the removal", r)
 	}
 }
 

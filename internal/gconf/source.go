@@ -39,6 +39,13 @@ type Source struct {
 	mu      sync.Mutex // serializes Accept: compare, store and swap as one step
 	cur     atomic.Pointer[View]
 	swapped atomic.Pointer[chan struct{}] // closed and replaced on every swap
+
+	// alert returns the TLS alert with which the registry last refused
+	// the node's handshake, or ""; see SetAlerts.
+	alert func() string
+	// refused holds why the registry refused the node in the last watch,
+	// empty when the last watch was not refused or delivered a version.
+	refused atomic.Pointer[string]
 }
 
 // NewSource loads the cached configuration from db (a node state database)
@@ -81,6 +88,24 @@ func NewSource(db *bolt.DB, client registryv1.RegistryServiceClient, roots *x509
 	s.cur.Store(NewTrustedView(cfg, s.roots, s.now()))
 	logger.InfoContext(context.Background(), "loaded cached global configuration", slog.Uint64(logging.KeyVersion, cfg.GetVersion()))
 	return s, nil
+}
+
+// SetAlerts gives the source the TLS alert with which the registry last
+// refused the node's handshake, such as [mtls.AlertCatcher.Alert]
+// returns: gRPC passes a refused certificate on only as an Unavailable
+// status whose text depends on timing. Call it before Run.
+func (s *Source) SetAlerts(alert func() string) { s.alert = alert }
+
+// Refused says why the registry refused this node in its last attempt to
+// watch the configuration, such as "an operator removed it", and is empty
+// when it did not or the watch has delivered a configuration since. It
+// lets a node without a configuration tell its callers that the registry
+// answered and refused, rather than that it may be unreachable.
+func (s *Source) Refused() string {
+	if p := s.refused.Load(); p != nil {
+		return *p
+	}
+	return ""
 }
 
 // Current returns the current view, or nil before any configuration arrived.
@@ -140,14 +165,23 @@ func (s *Source) Run(ctx context.Context) error {
 			// line and a quick retry.
 			failing, wait = false, minWait
 		}
+		hint := registryRefusal(err, s.lastAlert())
+		if hint != "" {
+			s.refused.Store(&hint)
+		} else {
+			s.refused.Store(nil)
+		}
 		if !failing {
 			attrs := []any{slog.Any(logging.KeyError, err)}
-			if hint := registryRefusal(err); hint != "" {
+			if hint != "" {
 				attrs = append(attrs, slog.String(logging.KeyReason, hint))
 			}
-			if s.Current() == nil {
+			switch {
+			case s.Current() == nil && hint != "":
+				s.log.WarnContext(ctx, "registry refused this node and no global configuration yet; exchanges are refused", attrs...)
+			case s.Current() == nil:
 				s.log.WarnContext(ctx, "registry unreachable and no global configuration yet; exchanges are refused", attrs...)
-			} else {
+			default:
 				s.log.WarnContext(ctx, "registry watch interrupted; serving from the current configuration", attrs...)
 			}
 			failing = true
@@ -161,21 +195,34 @@ func (s *Source) Run(ctx context.Context) error {
 	}
 }
 
+// lastAlert returns the alert SetAlerts gave, or "".
+func (s *Source) lastAlert() string {
+	if s.alert == nil {
+		return ""
+	}
+	return s.alert()
+}
+
 // registryRefusal says what an operator should do when err shows that the
 // registry refuses this node, and is empty otherwise. The registry refuses
 // a certificate with a TLS alert, which is how a server refusing the
 // client's certificate answers in TLS 1.3 and which gRPC passes on only as
-// text in an Unavailable status; it refuses a node an operator removed
-// with PermissionDenied.
-func registryRefusal(err error) string {
+// an Unavailable status, at best with the alert in its text (alert is the
+// one the node's credentials caught, or ""); it refuses a node an
+// operator removed with PermissionDenied.
+func registryRefusal(err error, alert string) string {
+	const certificate = "the registry refused this node's certificate"
+	const check = ": check the node's svid and bundle settings; the registry's log says why"
 	switch {
 	case err == nil:
 		return ""
 	case status.Code(err) == codes.PermissionDenied:
 		return "the registry refuses this node: an operator removed it or it may not read the configuration; " +
 			"peers refuse it once their configuration lacks it, and this node refuses calls once its configuration expires"
+	case status.Code(err) == codes.Unavailable && alert != "":
+		return certificate + " (" + alert + ")" + check
 	case strings.Contains(err.Error(), "remote error: tls:"):
-		return "the registry refused this node's certificate: check the node's svid and bundle settings; the registry's log says why"
+		return certificate + check
 	}
 	return ""
 }

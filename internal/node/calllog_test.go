@@ -357,18 +357,37 @@ func checkHealth(t *testing.T, n *Node, want healthpb.HealthCheckResponse_Servin
 // its message id, the one the application gets in its trailer and the
 // evidence records are under, also when the call is refused: by the
 // consumer before sending, or by the provider on the header it received.
+// A call whose request the consumer never read names none.
 func TestCallLogNamesMessageID(t *testing.T) {
 	f := newFederation(t)
 	now := time.Now()
 	f.publish(t, 1, now.Add(time.Hour))
 	c := &consumer{n: f.node(t, testConsumer, now, slog.New(slog.DiscardHandler)), client: testClientID(t)}
-	for _, method := range []string{"ConvertOldUnit", "Delete"} {
-		t.Run("consumer "+method, func(t *testing.T) {
-			ss := &fakeCall{ctx: context.Background(), recvErr: status.Error(codes.Canceled, "client went away")}
-			line := callLine(t, testGRPCPrefix+method, ss, nil, c.handle)
-			ids := ss.trailer.Get(MDMessageID)
-			if len(ids) != 1 || line[logging.KeyMessageID] != ids[0] {
-				t.Errorf("line names %s %v, trailer %v (line %v)", logging.KeyMessageID, line[logging.KeyMessageID], ids, line)
+	t.Run("consumer refused", func(t *testing.T) {
+		ss := &fakeCall{ctx: context.Background(), recvErr: status.Error(codes.Canceled, "client went away")}
+		line := callLine(t, testGRPCPrefix+"Delete", ss, nil, c.handle)
+		ids := ss.trailer.Get(MDMessageID)
+		if len(ids) != 1 || line[logging.KeyMessageID] != ids[0] {
+			t.Errorf("line names %s %v, trailer %v (line %v)", logging.KeyMessageID, line[logging.KeyMessageID], ids, line)
+		}
+	})
+	// When the application's side ends the call before its request is
+	// read, nothing is signed or recorded: no exchange, no message id.
+	for name, ss := range map[string]*fakeCall{
+		"cancelled": {recvErr: status.Error(codes.Canceled, "client went away")},
+		"too large": {recvErr: status.Error(codes.ResourceExhausted,
+			"grpc: received message larger than max (5000000 vs. 4194304)")},
+	} {
+		t.Run("consumer "+name, func(t *testing.T) {
+			ss.ctx = context.Background()
+			line := callLine(t, testGRPCPrefix+"ConvertOldUnit", ss, nil, c.handle)
+			if id, ok := line[logging.KeyMessageID]; ok || len(ss.trailer.Get(MDMessageID)) != 0 {
+				t.Errorf("line names %s %v, trailer %v; want neither (line %v)", logging.KeyMessageID, id,
+					ss.trailer.Get(MDMessageID), line)
+			}
+			want := status.Convert(ss.recvErr).Code().String()
+			if line[logging.KeyCode] != want {
+				t.Errorf("code %v, want %s (line %v)", line[logging.KeyCode], want, line)
 			}
 		})
 	}

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"strconv"
 	"strings"
+	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -62,6 +63,11 @@ type call struct {
 	// deferred is the first request's record of a unary call held back to
 	// be committed with the response's (evidence_order: overlap).
 	deferred *pendingRecord
+	// unread is set when the application's side ended the call before its
+	// request was read (its error, its cancellation, or gRPC refusing a
+	// message over the size limit while reading it): nothing was signed
+	// or recorded, so no exchange exists and no message id is named.
+	unread bool
 }
 
 func (c *consumer) handle(_ any, ss grpc.ServerStream) error {
@@ -72,10 +78,11 @@ func (c *consumer) handle(_ any, ss grpc.ServerStream) error {
 	full, _ := grpc.MethodFromServerStream(ss)
 	cl, perr := c.prepare(ctx, full)
 	// Every outcome, failures and refusals included, tells the caller
-	// which exchange to trace, and so does the call's log line.
+	// which exchange to trace, and so does the call's log line; only a
+	// call whose request was never read (cl.unread) has no exchange.
 	logging.SetMessageID(ctx, cl.template.GetMessageId())
 	defer func() {
-		if !cl.finished {
+		if !cl.finished && !cl.unread {
 			ss.SetTrailer(metadata.Pairs(MDMessageID, cl.template.GetMessageId()))
 		}
 	}()
@@ -86,6 +93,12 @@ func (c *consumer) handle(_ any, ss grpc.ServerStream) error {
 	clientStreams := cl.template.GetCallKind() == exchangev1.CallKind_CALL_KIND_CLIENT_STREAMING ||
 		cl.template.GetCallKind() == exchangev1.CallKind_CALL_KIND_BIDI_STREAMING
 	first, final, err := cl.firstFrame(ctx, ss, clientStreams)
+	if err != nil && cl.unread {
+		// No exchange exists: the log line must not name an id that no
+		// record is under and the application never received.
+		logging.SetMessageID(ctx, "")
+		return err
+	}
 	if err != nil {
 		// The node refused the application's first message (too many for
 		// the method, too large to send): that refusal is recorded too,
@@ -185,6 +198,12 @@ func (c *consumer) prepare(ctx context.Context, full string) (*call, *exchange.E
 	}}
 	v := n.gconf.Current()
 	if v == nil {
+		// The reason is the node's, not the caller's: it goes no further
+		// than the node's own applications.
+		if refused := n.gconf.Refused(); refused != "" {
+			return cl, exchange.Errorf(codes.Unavailable, exchange.ReasonConfigMissing,
+				"node has no global configuration: %s", refused)
+		}
 		return cl, exchange.Errorf(codes.Unavailable, exchange.ReasonConfigMissing,
 			"node has no global configuration yet; is the registry reachable?")
 	}
@@ -196,7 +215,7 @@ func (c *consumer) prepare(ctx context.Context, full string) (*call, *exchange.E
 	)
 	if !ok {
 		perr = exchange.Errorf(codes.Unimplemented, exchange.ReasonMethodUnknown, "malformed method name %q", full)
-	} else if svc, perr = resolve(v, svcName, cl.template.Service); perr == nil {
+	} else if svc, perr = resolve(v, c.client, svcName, cl.template, n.now()); perr == nil {
 		cl.template.Service = svc.GetId()
 		cl.template.Classification = svc.GetClassification()
 		if m, ok = gconf.Method(svc, method); ok {
@@ -234,9 +253,12 @@ func (c *consumer) prepare(ctx context.Context, full string) (*call, *exchange.E
 }
 
 // refuse logs and records a call the node refused before sending
-// anything. The method name is the application's, cut to the log's bound.
+// anything. The method name is the application's, cut to the log's bound
+// and written without its leading "/", as the call's finished-call line
+// writes it.
 func (cl *call) refuse(ctx context.Context, method string, perr *exchange.Error) {
-	cl.n.log.InfoContext(ctx, "call refused before sending", logging.BoundedString(logging.KeyMethod, method),
+	cl.n.log.InfoContext(ctx, "call refused before sending",
+		logging.BoundedString(logging.KeyMethod, strings.TrimPrefix(method, "/")),
 		slog.String(logging.KeyMessageID, cl.template.GetMessageId()), slog.String(logging.KeyReason, perr.Reason))
 	cl.recordRefusal(ctx, perr)
 }
@@ -263,8 +285,22 @@ func (cl *call) recordRefusal(ctx context.Context, perr *exchange.Error) {
 		perr.Code, perr.Reason+": "+perr.Msg, nil))
 }
 
-func resolve(v *gconf.View, grpcName, named string) (*registryv1.Service, *exchange.Error) {
-	if named != "" {
+// resolve returns the registered service a call for gRPC service grpcName
+// goes to: the one its ketnoi-service metadata names (in the template),
+// else the only one offering grpcName. When several members offer
+// grpcName, a member registering a service of the same name must not
+// break calls that were unambiguous for their client: among them, the
+// one whose grants allow client to make the call (its method, for its
+// purpose, at now) is chosen, as the provider will authorise it. With
+// none such, or several, the call must name one.
+func resolve(
+	v *gconf.View,
+	client id.Client,
+	grpcName string,
+	call *exchangev1.Header,
+	now time.Time,
+) (*registryv1.Service, *exchange.Error) {
+	if named := call.GetService(); named != "" {
 		if _, err := id.ParseService(named); err != nil {
 			return nil, exchange.Errorf(codes.InvalidArgument, exchange.ReasonServiceUnknown, "%s metadata: %v", MDService, err)
 		}
@@ -286,6 +322,18 @@ func resolve(v *gconf.View, grpcName, named string) (*registryv1.Service, *excha
 	case 1:
 		return ss[0], nil
 	default:
+		var granted []*registryv1.Service
+		for _, s := range ss {
+			if _, err := v.Authorize(client, s.GetId(), call.GetMethod(), call.GetPurpose(), now); err == nil {
+				granted = append(granted, s)
+			}
+		}
+		if len(granted) == 1 {
+			return granted[0], nil
+		}
+		if len(granted) > 1 {
+			ss = granted
+		}
 		ids := make([]string, len(ss))
 		for i, s := range ss {
 			ids[i] = s.GetId()
@@ -348,6 +396,7 @@ func (cl *call) firstFrame(ctx context.Context, ss grpc.ServerStream, clientStre
 		// One request message: it travels, and is signed, with the call.
 		f := &proxy.Frame{}
 		if err = ss.RecvMsg(f); err != nil && err != io.EOF {
+			cl.unread = true
 			return nil, false, err
 		}
 		if hasMsg = err == nil; hasMsg {
@@ -362,6 +411,7 @@ func (cl *call) firstFrame(ctx context.Context, ss grpc.ServerStream, clientStre
 					"method %s takes one request message; the caller sent more", cl.template.GetMethod()).
 					Status(cl.n.self.String()).Err()
 			case err != io.EOF:
+				cl.unread = true
 				return nil, false, err
 			}
 		}

@@ -171,13 +171,16 @@ func (n *Node) open() error {
 	if err != nil {
 		return fmt.Errorf("open evidence log: %w", err)
 	}
-	n.state, err = bolt.Open(filepath.Join(n.cfg.DataDir, "state.db"), 0o600, &bolt.Options{Timeout: 2 * time.Second})
+	n.state, err = gconf.OpenState(filepath.Join(n.cfg.DataDir, "state.db"), 2*time.Second)
 	if err != nil {
-		return fmt.Errorf("open state database: %w", err)
+		return err
 	}
 	registryID := id.Registry(n.self.TrustDomain())
+	// The registry refuses a certificate with a TLS alert that gRPC would
+	// report as a broken connection; the catcher keeps it for the log.
+	registryCreds := mtls.CatchAlerts(mtls.ClientCredentials(n.identity, tlsconfig.AuthorizeID(registryID)))
 	n.registry, err = grpc.NewClient(n.cfg.Registry.Address,
-		grpc.WithTransportCredentials(mtls.ClientCredentials(n.identity, tlsconfig.AuthorizeID(registryID))),
+		grpc.WithTransportCredentials(registryCreds),
 		grpc.WithConnectParams(reconnect))
 	if err != nil {
 		return fmt.Errorf("registry client: %w", err)
@@ -186,6 +189,7 @@ func (n *Node) open() error {
 	if err != nil {
 		return err
 	}
+	n.gconf.SetAlerts(registryCreds.Alert)
 	n.inbound = newInbound()
 	n.peers = newPool(func(key, addr string) (*grpc.ClientConn, error) {
 		peerID, err := spiffeid.FromString(key)
