@@ -25,6 +25,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"os/signal"
 	"strconv"
@@ -124,13 +125,24 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 		return cfg, usagef("unexpected argument %q", fs.Arg(0))
 	}
 
+	// The address first: nothing is opened, nor logged, for a command
+	// line that cannot serve.
+	if err := checkListen(cfg.listen); err != nil {
+		return cfg, err
+	}
 	var err error
 	if cfg.trustDomain, err = spiffeid.TrustDomainFromString(td); err != nil {
 		return cfg, usagef("--trust-domain %q: %v", td, err)
 	}
+	if err := registry.CheckInstance(cfg.instance); err != nil {
+		return cfg, usagef("--instance: %v", err)
+	}
 	for c := range strings.SplitSeq(classes, ",") {
 		if c = strings.TrimSpace(c); c == "" {
 			return cfg, usagef("--classes %q: empty class", classes)
+		}
+		if err := registry.CheckClass(c); err != nil {
+			return cfg, usagef("--classes %q: %v", classes, err)
 		}
 		cfg.classes = append(cfg.classes, c)
 	}
@@ -150,6 +162,19 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 		}
 	}
 	return cfg, nil
+}
+
+// checkListen refuses a --listen that is not host:port with a numeric
+// port, as net.Listen would, but before the state file is opened.
+func checkListen(addr string) error {
+	_, port, err := net.SplitHostPort(addr)
+	if err == nil {
+		_, err = strconv.ParseUint(port, 10, 16)
+	}
+	if err != nil {
+		return usagef("--listen %q: want host:port with a port from 0 to 65535, such as 127.0.0.1:7443", addr)
+	}
+	return nil
 }
 
 // versionFlag is a configuration version flag whose error says what it

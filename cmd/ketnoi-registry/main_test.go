@@ -14,6 +14,7 @@ import (
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
+	bolt "go.etcd.io/bbolt"
 	"google.golang.org/grpc"
 
 	"github.com/ketnoi/ketnoi/internal/gconf"
@@ -165,6 +166,15 @@ func TestCommandLineErrors(t *testing.T) {
 		{"flag without value", f.args("--config-ttl"), 2, "ketnoi-registry: flag needs an argument: -config-ttl\n"},
 		{"bad duration", f.args("--config-ttl", "soon"), 2, `ketnoi-registry: invalid value "soon" for flag -config-ttl`},
 		{"bad log level", f.args("--log-level", "loud"), 2, `log level "loud"`},
+		{"lower-case instance", f.args("--instance", "vn"), 2,
+			`ketnoi-registry: --instance: instance "vn": want 1-16 of A-Z 0-9 - starting with a letter` + "\n"},
+		{"lower-case class", f.args("--classes", "NN,nn"), 2,
+			`ketnoi-registry: --classes "NN,nn": member class "nn": want 1-16 of A-Z 0-9 starting with a letter` + "\n"},
+		// Refused before the state file is opened: one line, no log.
+		{"listen without port", f.args("--listen", "nohost"), 2,
+			`ketnoi-registry: --listen "nohost": want host:port with a port from 0 to 65535, such as 127.0.0.1:7443` + "\n"},
+		{"listen with bad port", f.args("--listen", "127.0.0.1:notaport"), 2, `--listen "127.0.0.1:notaport"`},
+		{"listen with port too high", f.args("--listen", "127.0.0.1:65536"), 2, `--listen "127.0.0.1:65536"`},
 		{"node SVID as registry", f.args("--svid-cert", f.nodeCert, "--svid-key", f.nodeKey), 1,
 			"is for spiffe://vn.ketnoi/node/NN/000.00.00.G22/node1, want spiffe://vn.ketnoi/registry"},
 		{"SVID as signing key", f.args("--signing-cert", f.svidCert, "--signing-key", f.svidKey), 1,
@@ -180,6 +190,45 @@ func TestCommandLineErrors(t *testing.T) {
 					code, stderr.String(), tt.wantCode, tt.wantErr)
 			}
 		})
+	}
+	if _, err := os.Stat(filepath.Join(f.dir, "registry.db")); err == nil {
+		t.Error("a refused command line created the state file")
+	}
+}
+
+// A node's bbolt file given as --data is refused at start with one line,
+// and nothing is written to it.
+func TestForeignStateFileRefused(t *testing.T) {
+	f := writeFiles(t, pkitest.NewCA(t, "vn.ketnoi").PKI())
+	data := filepath.Join(f.dir, "state.db")
+	db, err := bolt.Open(data, 0o600, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = db.Update(func(tx *bolt.Tx) error {
+		_, err := tx.CreateBucket([]byte("node"))
+		return err
+	})
+	if cerr := db.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	before, err := os.ReadFile(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	var stderr bytes.Buffer
+	code := cli(t.Context(), f.args("--data", data), &stderr)
+	want := "ketnoi-registry: registry: " + data + ` is not a registry state file: ` +
+		`a bbolt file of another program (buckets "node"); use another --data file` + "\n"
+	if code != 1 || stderr.String() != want {
+		t.Errorf("start on a node's state.db: exit %d, stderr %q; want 1, %q", code, stderr.String(), want)
+	}
+	if after, err := os.ReadFile(data); err != nil || !bytes.Equal(before, after) {
+		t.Errorf("the refused file changed (%v)", err)
 	}
 }
 

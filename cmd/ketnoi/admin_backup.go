@@ -21,10 +21,14 @@ const registryUsage = `usage:
 
 backup copies the running registry's state file, consistently and without
 stopping it, and replaces FILE with the copy only once it is complete and
-opens as a registry state file. FILE must not be a file a running process
-holds open, such as the registry's own --data file. To restore, stop
-ketnoi-registry, put the copy in place of its --data file and start it
-again, with --resume-above the newest configuration version nodes hold.
+opens as a registry state file. An existing FILE must be an earlier backup
+(a registry state file) that no running process holds open: the
+registry's own --data file is refused (exit 1), and so is any other file,
+such as a node's evidence log, its journal or its state.db (exit 2).
+
+To restore, stop ketnoi-registry, put the copy in place of its --data
+file and start it again, with --resume-above the newest configuration
+version nodes hold.
 ` + connectionUsage
 
 // backupTimeout bounds a backup, which may carry far more than the other
@@ -167,13 +171,24 @@ func checkBackup(path string, version uint64) error {
 	return nil
 }
 
-// checkOut refuses an --out that a process holds open with bbolt, above all
-// the running registry's own state file: the rename would replace the file
-// under the registry, which would go on writing to the replaced one and
-// lose every later change when it next starts.
+// checkOut refuses an --out that exists and is not an earlier backup no
+// process holds. Held with bbolt, above all as the running registry's own
+// state file, the rename would replace the file under its process, which
+// would go on writing to the replaced one and lose every later change when
+// it next starts (exit 1, as the file may be free later). Any other file,
+// such as a node's evidence log or journal, would lose what it holds
+// (exit 2: the command line names the wrong file).
 func checkOut(path string) error {
-	if err := registry.CheckNotInUse(path); err != nil {
+	err := registry.CheckReplaceable(path)
+	if errors.Is(err, registry.ErrLocked) {
 		return fmt.Errorf("--out %w; a backup must not replace it: write the backup to another file", err)
+	}
+	if nse, ok := errors.AsType[*registry.NotStateFileError](err); ok {
+		return usagef("--out %s is not a registry backup (%s); a backup replaces only an earlier one: "+
+			"write it to another file", path, nse.What)
+	}
+	if err != nil {
+		return usagef("--out %v; a backup replaces only an earlier one: write it to another file", err)
 	}
 	return nil
 }

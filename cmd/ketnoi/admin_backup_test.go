@@ -1,11 +1,14 @@
 package main
 
 import (
+	"bytes"
 	"os"
 	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
+
+	bolt "go.etcd.io/bbolt"
 )
 
 // A backup never replaces a file a process holds open with bbolt, above
@@ -69,5 +72,50 @@ func TestRegistryBackupRefusesHeldFile(t *testing.T) {
 	o.ok(t, "registry", "backup", "--out", out)
 	if got := o.ok(t, "registry", "backup", "--out", out); !strings.HasPrefix(got, "wrote "+out+": ") {
 		t.Errorf("backup over an earlier backup = %q", got)
+	}
+}
+
+// A backup replaces only an earlier backup: a node's evidence journal, its
+// evidence log, any other file is refused with what it is, exit 2, and
+// left as it was, since the node would lose acknowledged evidence.
+func TestRegistryBackupRefusesOtherFiles(t *testing.T) {
+	o, _ := populated(t)
+	dir := t.TempDir()
+	journal := filepath.Join(dir, "evidence.db.journal")
+	if err := os.WriteFile(journal, []byte(strings.Repeat("frame ", 1000)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	evidenceLog := filepath.Join(dir, "evidence.db")
+	db, err := bolt.Open(evidenceLog, 0o600, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = db.Update(func(tx *bolt.Tx) error {
+		_, err := tx.CreateBucket([]byte("records"))
+		return err
+	})
+	if cerr := db.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct{ path, what string }{
+		{journal, "not a bbolt file"},
+		{evidenceLog, `a bbolt file of another program (buckets "records")`},
+	} {
+		before, err := os.ReadFile(tc.path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		code, _, stderr := ketnoi(t, append([]string{"registry", "backup", "--out", tc.path}, o.conn...)...)
+		want := "ketnoi registry: --out " + tc.path + " is not a registry backup (" + tc.what +
+			"); a backup replaces only an earlier one: write it to another file\n"
+		if code != 2 || stderr != want {
+			t.Errorf("backup over %s = %d, %q; want 2, %q", tc.path, code, stderr, want)
+		}
+		if after, err := os.ReadFile(tc.path); err != nil || !bytes.Equal(before, after) {
+			t.Errorf("refused backup changed %s (%v)", tc.path, err)
+		}
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"strings"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"google.golang.org/grpc"
@@ -161,6 +162,14 @@ func serviceUpdate(ctx context.Context, args []string, stdout io.Writer) error {
 	}
 	if err := checkID("id", *serviceID, parseService); err != nil {
 		return err
+	}
+	// An explicit empty value is a change asked for, not none: it is
+	// refused for what it is. Every service has a description and a
+	// custodian (service add requires both), so neither can be cleared.
+	for _, name := range []string{"description", "custodian"} {
+		if flagSet(fs, name) && strings.TrimSpace(fs.Lookup(name).Value.String()) == "" {
+			return usagef("--%s must not be empty: every service has one; give the new text", name)
+		}
 	}
 	if *descFile == "" && *description == "" && *custodian == "" && *class == "" {
 		return usagef("nothing to change: give --descriptor-set, --description, --custodian or --classification")

@@ -185,6 +185,10 @@ func TestChangeCommandErrors(t *testing.T) {
 				"revoke them or add another node first (FailedPrecondition)\n"},
 		{"update without changes", []string{"service", "update", "--id", dvhcSvc}, 2,
 			"ketnoi service: nothing to change: give --descriptor-set, --description, --custodian or --classification\n"},
+		{"clear the description", []string{"service", "update", "--id", dvhcSvc, "--description", ""}, 2,
+			"ketnoi service: --description must not be empty: every service has one; give the new text\n"},
+		{"clear the custodian", []string{"service", "update", "--id", dvhcSvc, "--custodian", " "}, 2,
+			"ketnoi service: --custodian must not be empty: every service has one; give the new text\n"},
 		{"update bad classification", []string{"service", "update", "--id", dvhcSvc, "--classification", "public"}, 2,
 			`ketnoi service: --classification "public": want normal, sensitive, secret or top-secret`},
 		{"update dropping a granted method", []string{"service", "update", "--id", dvhcSvc,
@@ -264,9 +268,7 @@ func TestRegistryBackup(t *testing.T) {
 		t.Fatal(err)
 	}
 	// An older backup is replaced whole.
-	if err := os.WriteFile(out, []byte("an older backup"), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	o.ok(t, "registry", "backup", "--out", out)
 
 	got := o.ok(t, "registry", "backup", "--out", out)
 	fi, err := os.Stat(out)

@@ -87,18 +87,9 @@ func grantAdd(ctx context.Context, args []string, stdout io.Writer) error {
 		g := resp.GetGrant()
 		fmt.Fprintf(stdout, "%s granted %s access to %s (methods: %s; purposes: %s); configuration version %d\n",
 			shown(g.GetId()), shown(g.GetClient()), shown(g.GetService()),
-			listOr(g.GetMethods(), "all"), listOr(g.GetPurposes(), "any"), resp.GetVersion())
+			orWord(g.GetMethods(), "all"), orWord(g.GetPurposes(), "any"), resp.GetVersion())
 		return nil
 	})
-}
-
-// listOr joins ss, each as shown prints it, or returns none when ss is
-// empty.
-func listOr(ss []string, none string) string {
-	if len(ss) == 0 {
-		return none
-	}
-	return shownList(ss)
 }
 
 // grantRevoke removes a grant.

@@ -174,8 +174,17 @@ func TestRegistryCommands(t *testing.T) {
 				" (methods: ConvertOldUnit, GetUnit; purposes: HS-01); configuration version 8\n"},
 		{[]string{"grant", "add", "--client", "VN/NN/000.00.00.G22", "--service", svc},
 			"g-2 granted VN/NN/000.00.00.G22 access to " + svc + " (methods: all; purposes: any); configuration version 9\n"},
+		// Two purposes and one purpose holding a comma print apart.
+		{[]string{"grant", "add", "--client", "VN/NN/000.00.00.G09", "--service", svc,
+			"--purpose", "HS-01", "--purpose", "HS-02"},
+			"g-3 granted VN/NN/000.00.00.G09 access to " + svc +
+				" (methods: all; purposes: HS-01, HS-02); configuration version 10\n"},
+		{[]string{"grant", "add", "--client", "VN/NN/000.00.00.G09/dvhc", "--service", svc,
+			"--purpose", "HS-01, HS-02"},
+			"g-4 granted VN/NN/000.00.00.G09/dvhc access to " + svc +
+				` (methods: all; purposes: "HS-01, HS-02"); configuration version 11` + "\n"},
 		{[]string{"grant", "revoke", "--id", "g-1"},
-			"revoked grant g-1; configuration version 10\n"},
+			"revoked grant g-1; configuration version 12\n"},
 	}
 	for _, s := range steps {
 		if diff := cmp.Diff(s.want, o.ok(t, s.args...)); diff != "" {
@@ -294,6 +303,9 @@ func TestRegistryCommandErrors(t *testing.T) {
 		{"registry without a port", []string{"subsystem", "add", "--id", "VN/NN/000.00.00.G22/x",
 			"--registry", "nohost", "--cert", nodeCert, "--key", nodeKey, "--bundle", o.bundle}, 2,
 			`ketnoi subsystem: --registry "nohost": want the registry's host:port, such as 127.0.0.1:7443` + "\n"},
+		{"registry with a port that is not a number", []string{"config", "show",
+			"--registry", "127.0.0.1:notaport", "--cert", nodeCert, "--key", nodeKey, "--bundle", o.bundle}, 2,
+			`ketnoi config: --registry "127.0.0.1:notaport": want the registry's host:port, such as 127.0.0.1:7443` + "\n"},
 		{"other trust domain", append([]string{"config", "show", "--trust-domain", "other.td"}, o.conn...), 2,
 			"ketnoi config: --trust-domain other.td: the bundle " + o.bundle + " holds no roots for it, only for vn.ketnoi\n"},
 		{"missing certificate", []string{"config", "show", "--registry", o.addr, "--cert", o.dir + "/nope.pem",

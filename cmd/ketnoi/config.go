@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strconv"
 	"time"
 
 	"google.golang.org/grpc"
@@ -92,6 +93,7 @@ func printConfig(w io.Writer, cfg *registryv1.GlobalConfiguration) {
 	for _, s := range cfg.GetServices() {
 		fmt.Fprintf(w, "  %s [%s] methods: %s; custodian: %s\n", shown(s.GetId()),
 			classificationName(s.GetClassification()), shownList(methodNames(s)), shown(s.GetCustodian()))
+		fmt.Fprintf(w, "    description: %s\n", shownOr(s.GetDescription(), "none"))
 	}
 	fmt.Fprintf(w, "\ngrants (%d)\n", len(cfg.GetGrants()))
 	for _, g := range cfg.GetGrants() {
@@ -109,11 +111,27 @@ func printConfig(w io.Writer, cfg *registryv1.GlobalConfiguration) {
 	}
 }
 
-// orWord joins s, each value as shown prints it, or returns word for an
-// empty list (no restriction).
+// orWord joins s, each value as shownList prints it, or returns word for
+// an empty list (no restriction). A list of word alone is quoted, so that
+// a purpose named "any" does not read as no restriction.
 func orWord(s []string, word string) string {
-	if len(s) == 0 {
+	switch {
+	case len(s) == 0:
 		return word
+	case len(s) == 1 && s[0] == word:
+		return strconv.Quote(word)
 	}
 	return shownList(s)
+}
+
+// shownOr returns s as shown prints it, or word when s is empty; s equal
+// to word is quoted, so that it does not read as empty.
+func shownOr(s, word string) string {
+	switch s {
+	case "":
+		return word
+	case word:
+		return strconv.Quote(s)
+	}
+	return shown(s)
 }

@@ -28,13 +28,25 @@ func shown(s string) string {
 	return strconv.Quote(s)
 }
 
-// shownList joins the values of ss, each as shown prints it.
+// shownList joins the values of ss with ", ", each as shownItem prints
+// it, so that the list reads back as the values it holds: ["a", "b"]
+// prints as a, b and ["a, b"] as "a, b".
 func shownList(ss []string) string {
 	out := make([]string, len(ss))
 	for i, s := range ss {
-		out[i] = shown(s)
+		out[i] = shownItem(s)
 	}
 	return strings.Join(out, ", ")
+}
+
+// shownItem returns a value of a list as shown prints it, but quoted also
+// when it is empty or holds a comma, a space or a quote, any of which
+// would blur where it ends in the joined list.
+func shownItem(s string) string {
+	if s == "" || strings.ContainsAny(s, ", \"") {
+		return strconv.Quote(s)
+	}
+	return shown(s)
 }
 
 // printable reports whether s is valid UTF-8 of printable characters and

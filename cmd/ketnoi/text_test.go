@@ -47,6 +47,7 @@ func TestPrintConfigEscapes(t *testing.T) {
 		Nodes: []*registryv1.Node{{SpiffeId: "spiffe://vn.ketnoi/node/NN/000.00.00.G09/bnv", Address: "x\r:1"}},
 		Services: []*registryv1.Service{{
 			Id: "VN/NN/000.00.00.G09/dvhc/vn.gov.dvhc.v1.AdminUnitService", Custodian: "X\ngrants (9)",
+			Description:    "Đơn vị\nhành chính",
 			Methods:        []*registryv1.Method{{Name: "GetUnit"}},
 			Classification: registryv1.Classification_CLASSIFICATION_NORMAL,
 		}},
@@ -73,8 +74,58 @@ func TestPrintConfigEscapes(t *testing.T) {
 		`  VN/NN/000.00.00.G09      "B\xf4 N\xf4i v\xf9"; subsystems: dvhc; signing certificates: 0`,
 		`  spiffe://vn.ketnoi/node/NN/000.00.00.G09/bnv at "x\r:1"`,
 		`  VN/NN/000.00.00.G09/dvhc/vn.gov.dvhc.v1.AdminUnitService [normal] methods: GetUnit; custodian: "X\ngrants (9)"`,
+		`    description: "Đơn vị\nhành chính"`,
 		`  g-1    VN/NN/000.00.00.G22 -> VN/NN/000.00.00.G09/dvhc/vn.gov.dvhc.v1.AdminUnitService; methods: all; purposes: "a\nb"`,
 		`  l "1\a": 0 entries, sha256 `,
+	}
+	if diff := cmp.Diff(want, rows); diff != "" {
+		t.Errorf("config show rows (-want +got):\n%s", diff)
+	}
+}
+
+// Lists print so that they read back as the values they hold: purposes
+// "a" and "b" apart from the one purpose "a, b", a purpose named "any"
+// apart from any purpose; and a service's description is printed, "none"
+// when it has none.
+func TestPrintConfigUnambiguous(t *testing.T) {
+	const svc = "VN/NN/000.00.00.G09/dvhc/vn.gov.dvhc.v1.AdminUnitService"
+	methods, normal := []*registryv1.Method{{Name: "GetUnit"}}, registryv1.Classification_CLASSIFICATION_NORMAL
+	cfg := &registryv1.GlobalConfiguration{
+		Services: []*registryv1.Service{
+			{Id: svc, Description: "Danh mục đơn vị hành chính, theo mã", Custodian: "U", Methods: methods, Classification: normal},
+			{Id: svc + "2", Description: "", Custodian: "U", Methods: methods, Classification: normal},
+			{Id: svc + "3", Description: "none", Custodian: "U", Methods: methods, Classification: normal},
+		},
+		Grants: []*registryv1.Grant{
+			{Id: "g-1", Client: "C", Service: "S", Purposes: []string{"a", "b"}},
+			{Id: "g-2", Client: "C", Service: "S", Purposes: []string{"a, b"}},
+			{Id: "g-3", Client: "C", Service: "S", Purposes: []string{"a b", ""}},
+			{Id: "g-4", Client: "C", Service: "S", Purposes: []string{`"a`, `b"`}},
+			{Id: "g-5", Client: "C", Service: "S", Purposes: []string{"any"}},
+			{Id: "g-6", Client: "C", Service: "S", Methods: []string{"all"}},
+		},
+	}
+	var b bytes.Buffer
+	printConfig(&b, cfg)
+	var rows []string
+	for l := range strings.Lines(b.String()) {
+		if strings.HasPrefix(l, "  ") {
+			rows = append(rows, strings.TrimRight(l, "\n"))
+		}
+	}
+	want := []string{
+		"  " + svc + " [normal] methods: GetUnit; custodian: U",
+		"    description: Danh mục đơn vị hành chính, theo mã",
+		"  " + svc + "2 [normal] methods: GetUnit; custodian: U",
+		"    description: none",
+		"  " + svc + "3 [normal] methods: GetUnit; custodian: U",
+		`    description: "none"`,
+		"  g-1    C -> S; methods: all; purposes: a, b",
+		`  g-2    C -> S; methods: all; purposes: "a, b"`,
+		`  g-3    C -> S; methods: all; purposes: "a b", ""`,
+		`  g-4    C -> S; methods: all; purposes: "\"a", "b\""`,
+		`  g-5    C -> S; methods: all; purposes: "any"`,
+		`  g-6    C -> S; methods: "all"; purposes: any`,
 	}
 	if diff := cmp.Diff(want, rows); diff != "" {
 		t.Errorf("config show rows (-want +got):\n%s", diff)

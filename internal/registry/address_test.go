@@ -27,6 +27,7 @@ func TestNormAddress(t *testing.T) {
 		"node-1.G22.example.:9443":    "node-1.g22.example.:9443",
 		"localhost:8443":              "localhost:8443",
 		"10-0-0-1.example:8443":       "10-0-0-1.example:8443",
+		"xn--bcher-kva.vn:8443":       "xn--bcher-kva.vn:8443",
 		longName:                      longName,
 		"Node1.G22.Example:000000443": "node1.g22.example:443",
 	} {
@@ -46,8 +47,12 @@ func TestNormAddress(t *testing.T) {
 		{long + "x.example:8443", `label "` + long + `x" has 64 characters, more than 63`},
 		{strings.Repeat("a.", 127) + "ab:8443", `host "` + strings.Repeat("a.", 127) + `ab" is neither an IP address nor a DNS name: 256 characters, more than 253`},
 		{"999.1.1.1:8443", `host "999.1.1.1" is neither an IP address nor a DNS name: it is made of numbers, like an IPv4 address, but is not one`},
-		{"[fe80::1%eth0]:8443", `host "fe80::1%eth0" is neither an IP address nor a DNS name`},
-		{"nút.example:8443", `character 'ú' is not a letter, digit, '-' or '.'`},
+		{"[fe80::1%eth0]:8443", `address: "[fe80::1%eth0]:8443": IPv6 zones (%eth0) are not allowed`},
+		{"[::1%lo]:8443", `IPv6 zones (%lo) are not allowed: register an address other nodes can dial`},
+		{"nút.example:8443", `host "nút.example" is not ASCII: register an internationalised domain name ` +
+			`in its punycode (xn--) form`},
+		{"bücher.vn:8443", `punycode (xn--) form`},
+		{"bu%cher.vn:8443", `character '%' is not a letter, digit, '-' or '.'`},
 		{"a b:0", `host "a b" is neither`},
 		{"example:65536", `address: "example:65536": port must be a number from 1 to 65535`},
 		{"example:-1", `port must be a number from 1 to 65535`},

@@ -154,6 +154,7 @@ func (s *adminServer) AddNode(
 	if err != nil {
 		return nil, s.r.toStatus(ctx, "add node", err)
 	}
+	s.r.removed.forget(sid)
 	s.r.logChange(ctx, "add node "+node.SpiffeId, version)
 	return &registryv1.AddNodeResponse{Node: node, Version: version}, nil
 }

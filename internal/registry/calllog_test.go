@@ -94,6 +94,39 @@ func TestRemovedNodeLoggedOncePerPeriod(t *testing.T) {
 	}
 }
 
+// A node added again after its removal and then removed again is a new
+// removal: its first refused call is warned about at once, not held back
+// by the warnings about the earlier removal.
+func TestRemovedAgainWarnedAgain(t *testing.T) {
+	f := newFixture(t)
+	logs := logTo(&f.cfg)
+	f.restart(t)
+	ctx := testContext(t)
+	admin := f.admin(t)
+	f.populate(t, ctx, admin)
+	const warning = `msg="a removed node still calls the registry; it is refused"`
+
+	for round := 1; round <= 2; round++ {
+		if _, err := admin.RemoveNode(ctx, &registryv1.RemoveNodeRequest{SpiffeId: nodeID}); err != nil {
+			t.Fatal(err)
+		}
+		for range 2 {
+			if err := f.getConfiguration(t, ctx, nodeID); status.Code(err) != codes.PermissionDenied {
+				t.Fatalf("round %d: GetConfiguration as a removed node: %v, want PermissionDenied", round, err)
+			}
+		}
+		lines := linesWith(logs, warning, "peer="+nodeID)
+		if len(lines) != round || !strings.Contains(lines[round-1], "count=1 ") {
+			t.Fatalf("round %d: warnings = %q, want %d, the last with count=1", round, lines, round)
+		}
+		if _, err := admin.AddNode(ctx, &registryv1.AddNodeRequest{
+			SpiffeId: nodeID, Address: "127.0.0.1:8443",
+		}); err != nil {
+			t.Fatalf("round %d: AddNode again: %v", round, err)
+		}
+	}
+}
+
 // At shutdown the watches the registry ends are one INFO line with their
 // count, not one warning about a failed call each.
 func TestShutdownEndsWatchesQuietly(t *testing.T) {

@@ -76,10 +76,30 @@ type Config struct {
 	Logger *slog.Logger
 }
 
+// CheckInstance returns an error saying what an instance identifier
+// looks like unless s is one, such as "VN". Open refuses a Config whose
+// Instance fails it; a command line checks its flag with it first.
+func CheckInstance(s string) error {
+	if !instanceRE.MatchString(s) {
+		return fmt.Errorf("instance %q: want 1-16 of A-Z 0-9 - starting with a letter", s)
+	}
+	return nil
+}
+
+// CheckClass returns an error saying what a member class looks like
+// unless s is one, such as "NN". Open refuses a Config with a class that
+// fails it; a command line checks its flag with it first.
+func CheckClass(s string) error {
+	if !classRE.MatchString(s) {
+		return fmt.Errorf("member class %q: want 1-16 of A-Z 0-9 starting with a letter", s)
+	}
+	return nil
+}
+
 // withDefaults validates c and fills in its defaults.
 func (c Config) withDefaults() (Config, error) {
-	if !instanceRE.MatchString(c.Instance) {
-		return c, fmt.Errorf("instance %q: want 1-16 of A-Z 0-9 - starting with a letter", c.Instance)
+	if err := CheckInstance(c.Instance); err != nil {
+		return c, err
 	}
 	if c.TrustDomain.IsZero() {
 		return c, errors.New("trust domain is not set")
@@ -89,8 +109,8 @@ func (c Config) withDefaults() (Config, error) {
 	}
 	c.Classes = slices.Clone(c.Classes)
 	for _, cl := range c.Classes {
-		if !classRE.MatchString(cl) {
-			return c, fmt.Errorf("member class %q: want 1-16 of A-Z 0-9 starting with a letter", cl)
+		if err := CheckClass(cl); err != nil {
+			return c, err
 		}
 	}
 	if c.ConfigTTL == 0 {

@@ -80,3 +80,13 @@ func (w *peerWarnings) prune(now time.Time) {
 	}
 	w.pruned = now
 }
+
+// forget drops what w remembers of peer, so that the next occasion about
+// it is warned about at once. AddNode forgets a node's removal warnings:
+// removed again later, it is a new removal, not the one already warned
+// about. Peers sharing the zero ID are not forgotten one by one.
+func (w *peerWarnings) forget(peer spiffeid.ID) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	delete(w.peers, peer)
+}

@@ -3,53 +3,25 @@ package registry
 import (
 	"errors"
 	"fmt"
-	"os"
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	bolt "go.etcd.io/bbolt"
-	bolterrors "go.etcd.io/bbolt/errors"
 
 	"github.com/ketnoi/ketnoi/internal/boltfile"
 	"github.com/ketnoi/ketnoi/internal/id"
 )
 
-// ErrLocked is returned, wrapped, by Open, StateVersion and CheckNotInUse
+// ErrLocked is returned, wrapped, by Open, StateVersion and CheckReplaceable
 // while a process holds the file open with bbolt, as a running registry
 // holds its state file and a running node its evidence log: stop that
 // process first, or use another file.
 var ErrLocked = errors.New("file is in use by a running process (a registry or node holds it)")
 
-// inUseTimeout is how long CheckNotInUse waits for a file's lock. A
+// inUseTimeout is how long CheckReplaceable waits for a file's lock. A
 // running registry holds its lock for as long as it runs, so a short wait
 // tells it apart from a file nobody holds.
 const inUseTimeout = 500 * time.Millisecond
-
-// CheckNotInUse returns an error wrapping ErrLocked when a process holds
-// path open with bbolt, and nil otherwise, including when path is missing,
-// is not a regular file or is not a bbolt file. Writing a file a registry
-// runs on, rather than through it, would replace the file under the
-// registry: it would go on writing to the replaced file and lose its
-// changes at the next start.
-func CheckNotInUse(path string) error {
-	if info, err := os.Stat(path); err != nil || !info.Mode().IsRegular() {
-		// Only a regular file holds a state; opening a pipe would block.
-		return nil
-	}
-	var err error
-	func() {
-		// A damaged file is not in use: it may be replaced.
-		defer guardDamage(path, &err)()
-		var db *bolt.DB
-		if db, err = bolt.Open(path, 0o600, &bolt.Options{ReadOnly: true, Timeout: inUseTimeout}); err == nil {
-			db.Close()
-		}
-	}()
-	if errors.Is(err, bolterrors.ErrTimeout) {
-		return fmt.Errorf("%s: %w", path, ErrLocked)
-	}
-	return nil
-}
 
 // guardDamage turns a panic or memory fault in bbolt while it opens or
 // reads a state file into an error calling the file damaged, instead of a

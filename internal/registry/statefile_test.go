@@ -168,27 +168,6 @@ func currentMeta(data []byte) []byte {
 	return a
 }
 
-// CheckNotInUse tells the state file of a running registry from a file
-// nobody holds, whatever that file is.
-func TestCheckNotInUse(t *testing.T) {
-	f := newFixture(t)
-	if err := CheckNotInUse(f.path); !errors.Is(err, ErrLocked) {
-		t.Errorf("CheckNotInUse of a running registry's state file = %v, want ErrLocked", err)
-	}
-
-	dir := t.TempDir()
-	garbage := filepath.Join(dir, "garbage.db")
-	if err := os.WriteFile(garbage, bytes.Repeat([]byte("not bbolt "), 1000), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	f.close()
-	for _, path := range []string{f.path, garbage, filepath.Join(dir, "missing.db"), dir} {
-		if err := CheckNotInUse(path); err != nil {
-			t.Errorf("CheckNotInUse(%s) of a file nobody holds = %v, want nil", path, err)
-		}
-	}
-}
-
 // A state file holding registrations of another instance or trust domain
 // than the registry's settings is refused at start, naming both, before
 // anything is published; the right settings open it.

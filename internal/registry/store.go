@@ -55,6 +55,10 @@ func openDB(path string) (_ *bolt.DB, err error) {
 	if err := checkLength(path); err != nil {
 		return nil, err
 	}
+	// Before bbolt opens it for writing, which alone may write to it.
+	if err := checkForeign(path); err != nil {
+		return nil, err
+	}
 	db, err = bolt.Open(path, 0o600, &bolt.Options{
 		Timeout:      openTimeout,
 		FreelistType: bolt.FreelistMapType,
@@ -69,10 +73,7 @@ func openDB(path string) (_ *bolt.DB, err error) {
 		return nil, err
 	}
 	err = db.Update(func(tx *bolt.Tx) error {
-		for _, name := range [][]byte{
-			bucketMembers, bucketNodes, bucketServices, bucketGrants, bucketCodeLists, bucketMeta,
-			bucketRemovedNodes,
-		} {
+		for _, name := range stateBuckets {
 			if _, err := tx.CreateBucketIfNotExists(name); err != nil {
 				return fmt.Errorf("create bucket %s: %w", name, err)
 			}

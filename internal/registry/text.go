@@ -3,6 +3,7 @@ package registry
 import (
 	"fmt"
 	"strings"
+	"unicode"
 	"unicode/utf8"
 )
 
@@ -28,10 +29,13 @@ const (
 
 // textFault returns why s may not be stored as text, or "" when it may:
 // it must be valid UTF-8 of at most maxRunes characters, none of them a
-// control character (C0, DEL, C1), a line or paragraph separator, or a
-// bidirectional formatting character. Each of those can make a printed
-// row look like another row or another heading, or reorder what a reader
-// sees. The reason never quotes s, which may be anything.
+// control character (C0, DEL, C1), a line or paragraph separator, a
+// bidirectional formatting character or another format character
+// (Unicode category Cf: zero-width space U+200B, byte order mark U+FEFF,
+// soft hyphen U+00AD, tag characters). Each of those can make a printed
+// row look like another row or another heading, reorder what a reader
+// sees, or make two names that print alike differ. The reason never
+// quotes s, which may be anything.
 func textFault(s string, maxRunes int) string {
 	if !utf8.ValidString(s) {
 		return "is not valid UTF-8"
@@ -46,6 +50,8 @@ func textFault(s string, maxRunes int) string {
 			return fmt.Sprintf("contains line or paragraph separator %U", r)
 		case bidiControl(r):
 			return fmt.Sprintf("contains bidirectional formatting character %U", r)
+		case unicode.Is(unicode.Cf, r):
+			return fmt.Sprintf("contains invisible formatting character %U", r)
 		}
 	}
 	if n > maxRunes {

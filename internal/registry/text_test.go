@@ -9,8 +9,8 @@ import (
 )
 
 // Free text is stored and published only as valid UTF-8 without control,
-// separator or bidirectional formatting characters, within its bound; the
-// refusal names the field and never quotes the value. Accepted text loses
+// separator, bidirectional or other (Cf) formatting characters, within its
+// bound; the refusal names the field and never quotes the value. Accepted text loses
 // its surrounding space.
 func TestText(t *testing.T) {
 	for in, want := range map[string]string{
@@ -42,6 +42,12 @@ func TestText(t *testing.T) {
 		{"a\u200fb", "name: contains bidirectional formatting character U+200F"},
 		{"a\u2066b", "name: contains bidirectional formatting character U+2066"},
 		{"a\u061cb", "name: contains bidirectional formatting character U+061C"},
+		// Invisible: names that print alike but differ.
+		{"Bộ\u200bNội vụ", "name: contains invisible formatting character U+200B"},
+		{"\ufeffBộ Nội vụ", "name: contains invisible formatting character U+FEFF"},
+		{"Nội\u00advụ", "name: contains invisible formatting character U+00AD"},
+		{"Bộ\U000E0041", "name: contains invisible formatting character U+E0041"},
+		{"a\u2060b", "name: contains invisible formatting character U+2060"},
 		{strings.Repeat("ễ", 257), "name: has 257 characters, more than 256"},
 	} {
 		_, err := text("name", tc.in, maxNameRunes)

@@ -165,6 +165,16 @@ func normAddress(field, addr string) (string, error) {
 			"%q is an unspecified address; register the host name or address other nodes dial", addr)
 	}
 	if ip == nil {
+		if i := strings.IndexByte(host, '%'); i >= 0 && net.ParseIP(host[:i]) != nil {
+			// A zone names an interface of one host; other nodes have
+			// their own interfaces, if any of that name.
+			return "", invalidf(field, "%q: IPv6 zones (%s) are not allowed: register an address "+
+				"other nodes can dial", addr, host[i:])
+		}
+		if nonASCII(host) {
+			return "", invalidf(field, "%q: host %q is not ASCII: register an internationalised "+
+				"domain name in its punycode (xn--) form", addr, host)
+		}
 		if reason := checkDNSName(host); reason != "" {
 			return "", invalidf(field, "%q: host %q is neither an IP address nor a DNS name: %s", addr, host, reason)
 		}
@@ -177,6 +187,16 @@ func normAddress(field, addr string) (string, error) {
 		return "", invalidf(field, "%q: port must be a number from 1 to 65535", addr)
 	}
 	return net.JoinHostPort(host, strconv.FormatUint(n, 10)), nil
+}
+
+// nonASCII reports whether s holds a byte outside ASCII.
+func nonASCII(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] >= 0x80 {
+			return true
+		}
+	}
+	return false
 }
 
 // checkDNSName returns why name is not a DNS host name (RFC 1123: labels
