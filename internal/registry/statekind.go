@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -41,6 +42,7 @@ const maxNamedBuckets = 4
 type fileContent struct {
 	buckets [][]byte // top-level bucket names, in key order
 	own     int      // how many of them are stateBuckets
+	foreign int      // how many are not: another program's file
 	signed  bool     // the meta bucket holds a published configuration
 }
 
@@ -49,7 +51,7 @@ func (c fileContent) describe() string {
 	if len(c.buckets) == 0 {
 		return "an empty bbolt file"
 	}
-	if c.own > 0 {
+	if c.foreign == 0 {
 		return "a bbolt file with no published configuration"
 	}
 	names := make([]string, 0, maxNamedBuckets)
@@ -89,10 +91,13 @@ func inspect(path string, timeout time.Duration) (c fileContent, notBolt bool, e
 		c.signed = meta != nil && meta.Get(keySigned) != nil
 		return tx.ForEach(func(name []byte, _ *bolt.Bucket) error {
 			c.buckets = append(c.buckets, bytes.Clone(name))
-			for _, own := range stateBuckets {
-				if bytes.Equal(name, own) {
-					c.own++
-				}
+			// A bucket the registry does not use marks another program's
+			// file, whatever else it holds: a node's evidence log has a
+			// "meta" bucket too.
+			if slices.ContainsFunc(stateBuckets, func(own []byte) bool { return bytes.Equal(name, own) }) {
+				c.own++
+			} else {
+				c.foreign++
 			}
 			return nil
 		})
@@ -134,14 +139,14 @@ func CheckReplaceable(path string) error {
 		return err
 	case notBolt:
 		return &NotStateFileError{Path: path, What: "not a bbolt file"}
-	case !c.signed:
+	case c.foreign > 0 || !c.signed:
 		return &NotStateFileError{Path: path, What: c.describe()}
 	}
 	return nil
 }
 
 // checkForeign refuses, before openDB opens path for writing, an existing
-// bbolt file that holds buckets and none of the registry's: another
+// bbolt file that holds a bucket the registry does not use: another
 // program's file, such as a node's evidence log or state.db, which the
 // registry would otherwise fill with its own buckets. A missing or empty
 // file, and one that is not bbolt at all, pass: the registry creates the
@@ -154,7 +159,7 @@ func checkForeign(path string) error {
 	if err != nil || notBolt {
 		return err
 	}
-	if len(c.buckets) > 0 && c.own == 0 {
+	if c.foreign > 0 {
 		return &NotStateFileError{Path: path, What: c.describe() + "; use another --data file"}
 	}
 	return nil

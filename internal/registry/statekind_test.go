@@ -11,6 +11,10 @@ import (
 	bolt "go.etcd.io/bbolt"
 )
 
+// evidenceLogBuckets are the top-level buckets of a node's evidence log,
+// one of which, "meta", a registry state file has too.
+var evidenceLogBuckets = []string{"leaves", "hashes", "certs", "messages", "meta"}
+
 // foreignBolt writes a bbolt file of another program with the given
 // buckets, kept without a free list as a node's evidence log is, and
 // returns its path.
@@ -75,8 +79,8 @@ func TestCheckReplaceable(t *testing.T) {
 		{"journal", journal, "not a bbolt file"},
 		{"empty file", empty, "an empty file"},
 		{"directory", dir, "not a regular file"},
-		{"node evidence log", foreignBolt(t, t.TempDir(), "records", "exchanges"),
-			`a bbolt file of another program (buckets "exchanges", "records")`},
+		{"node evidence log", foreignBolt(t, t.TempDir(), evidenceLogBuckets...),
+			`a bbolt file of another program (buckets "certs", "hashes", "leaves", "messages", ...)`},
 		{"many buckets", many, `a bbolt file of another program (buckets "a", "b", "c", "d", ...)`},
 		{"empty bbolt file", emptyBolt, "an empty bbolt file"},
 	} {
@@ -106,7 +110,7 @@ func TestCheckReplaceable(t *testing.T) {
 func TestOpenRefusesForeignBoltFile(t *testing.T) {
 	f := newFixture(t)
 	f.close()
-	path := foreignBolt(t, t.TempDir(), "records", "exchanges")
+	path := foreignBolt(t, t.TempDir(), evidenceLogBuckets...)
 	before, err := os.ReadFile(path)
 	if err != nil {
 		t.Fatal(err)
@@ -114,7 +118,7 @@ func TestOpenRefusesForeignBoltFile(t *testing.T) {
 
 	_, err = Open(path, f.cfg)
 	want := path + ` is not a registry state file: a bbolt file of another program ` +
-		`(buckets "exchanges", "records"); use another --data file`
+		`(buckets "certs", "hashes", "leaves", "messages", ...); use another --data file`
 	if nse, ok := errors.AsType[*NotStateFileError](err); !ok || !strings.HasSuffix(err.Error(), want) {
 		t.Errorf("Open of a foreign bbolt file = %v (%v), want ...%q", err, nse, want)
 	}
