@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 	"strconv"
+	"strings"
 	"time"
 
 	"google.golang.org/grpc"
@@ -112,16 +113,22 @@ func printConfig(w io.Writer, cfg *registryv1.GlobalConfiguration) {
 }
 
 // orWord joins s, each value as shownList prints it, or returns word for
-// an empty list (no restriction). A list of word alone is quoted, so that
-// a purpose named "any" does not read as no restriction.
+// an empty list (no restriction). A value equal to word is quoted wherever
+// it stands, so that a purpose named "any" does not read as no
+// restriction, alone or in a list.
 func orWord(s []string, word string) string {
-	switch {
-	case len(s) == 0:
+	if len(s) == 0 {
 		return word
-	case len(s) == 1 && s[0] == word:
-		return strconv.Quote(word)
 	}
-	return shownList(s)
+	out := make([]string, len(s))
+	for i, v := range s {
+		if v == word {
+			out[i] = strconv.Quote(v)
+		} else {
+			out[i] = shownItem(v)
+		}
+	}
+	return strings.Join(out, ", ")
 }
 
 // shownOr returns s as shown prints it, or word when s is empty; s equal

@@ -103,6 +103,7 @@ func TestPrintConfigUnambiguous(t *testing.T) {
 			{Id: "g-4", Client: "C", Service: "S", Purposes: []string{`"a`, `b"`}},
 			{Id: "g-5", Client: "C", Service: "S", Purposes: []string{"any"}},
 			{Id: "g-6", Client: "C", Service: "S", Methods: []string{"all"}},
+			{Id: "g-7", Client: "C", Service: "S", Methods: []string{"Get", "all"}, Purposes: []string{"c", "any"}},
 		},
 	}
 	var b bytes.Buffer
@@ -126,6 +127,7 @@ func TestPrintConfigUnambiguous(t *testing.T) {
 		`  g-4    C -> S; methods: all; purposes: "\"a", "b\""`,
 		`  g-5    C -> S; methods: all; purposes: "any"`,
 		`  g-6    C -> S; methods: "all"; purposes: any`,
+		`  g-7    C -> S; methods: Get, "all"; purposes: c, "any"`,
 	}
 	if diff := cmp.Diff(want, rows); diff != "" {
 		t.Errorf("config show rows (-want +got):\n%s", diff)
