@@ -157,7 +157,13 @@ func (n *Node) open() error {
 	if err := os.MkdirAll(n.cfg.DataDir, 0o700); err != nil {
 		return fmt.Errorf("data_dir: %w", err)
 	}
+	// The state file first: when data_dir holds another program's files,
+	// the node stops before it creates an evidence log beside them.
 	var err error
+	n.state, err = gconf.OpenState(filepath.Join(n.cfg.DataDir, "state.db"), 2*time.Second)
+	if err != nil {
+		return err
+	}
 	// The writer signs the outgoing headers of each commit with one
 	// signature: a header waits for the commit that makes its record
 	// durable anyway, so signing there costs no latency and batches as
@@ -170,10 +176,6 @@ func (n *Node) open() error {
 	})
 	if err != nil {
 		return fmt.Errorf("open evidence log: %w", err)
-	}
-	n.state, err = gconf.OpenState(filepath.Join(n.cfg.DataDir, "state.db"), 2*time.Second)
-	if err != nil {
-		return err
 	}
 	registryID := id.Registry(n.self.TrustDomain())
 	// The registry refuses a certificate with a TLS alert that gRPC would
