@@ -41,33 +41,34 @@ const (
 // serves calls of any shape as bidirectional streams, as a proxy does,
 // names the real one with [SetCallKind].
 //
+// A handler that reports the end of a call itself, such as a refusal it
+// logs once for many, keeps the call out of the log with [SetReported].
+//
 // The level is decided before any field is built, so a call that is not
-// logged costs one clock read and one Enabled check: on a node every
+// logged costs one clock read, one Enabled check and the call's context
+// (one allocation, shared with the stream wrapper): on a node every
 // exchange passes two of these interceptors.
 func CallInterceptors(l *slog.Logger) (grpc.UnaryServerInterceptor, grpc.StreamServerInterceptor) {
 	unary := func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
 		start := time.Now()
-		resp, err := handler(ctx, req)
-		logCall(ctx, l, info.FullMethod, KindUnary, "", start, err)
+		cc := &callContext{Context: ctx, kind: KindUnary}
+		resp, err := handler(cc, req)
+		logCall(ctx, l, info.FullMethod, cc, start, err)
 		return resp, err
 	}
 	stream := func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
 		start := time.Now()
+		kind := KindServerStream
 		switch {
 		case info.IsClientStream && info.IsServerStream:
-			cs := &callStream{ServerStream: ss, ctx: callContext{Context: ss.Context(), kind: KindBidiStream}}
-			err := handler(srv, cs)
-			logCall(ss.Context(), l, info.FullMethod, cs.ctx.kind, cs.ctx.messageID, start, err)
-			return err
+			kind = KindBidiStream
 		case info.IsClientStream:
-			err := handler(srv, ss)
-			logCall(ss.Context(), l, info.FullMethod, KindClientStream, "", start, err)
-			return err
-		default:
-			err := handler(srv, ss)
-			logCall(ss.Context(), l, info.FullMethod, KindServerStream, "", start, err)
-			return err
+			kind = KindClientStream
 		}
+		cs := &callStream{ServerStream: ss, ctx: callContext{Context: ss.Context(), kind: kind, bidi: kind == KindBidiStream}}
+		err := handler(srv, cs)
+		logCall(ss.Context(), l, info.FullMethod, &cs.ctx, start, err)
+		return err
 	}
 	return unary, stream
 }
@@ -77,7 +78,7 @@ func CallInterceptors(l *slog.Logger) (grpc.UnaryServerInterceptor, grpc.StreamS
 // bidirectional stream that carries calls of other shapes. It does nothing
 // for other calls. The handler must call it before it returns.
 func SetCallKind(ctx context.Context, kind string) {
-	if cc, ok := ctx.Value(callKey{}).(*callContext); ok {
+	if cc, ok := ctx.Value(callKey{}).(*callContext); ok && cc.bidi {
 		cc.kind = kind
 	}
 }
@@ -90,20 +91,31 @@ func SetCallKind(ctx context.Context, kind string) {
 // before the handler returns. The id may come from a peer: the line holds
 // at most [MaxValueBytes] of it.
 func SetMessageID(ctx context.Context, id string) {
-	if cc, ok := ctx.Value(callKey{}).(*callContext); ok {
+	if cc, ok := ctx.Value(callKey{}).(*callContext); ok && cc.bidi {
 		cc.messageID = id
+	}
+}
+
+// SetReported keeps the call of ctx out of the call log: its handler has
+// reported how it ended itself, for instance in one line for many calls
+// refused alike. It must be called before the handler returns.
+func SetReported(ctx context.Context) {
+	if cc, ok := ctx.Value(callKey{}).(*callContext); ok {
+		cc.reported = true
 	}
 }
 
 // callKey finds the callContext of a call.
 type callKey struct{}
 
-// callContext is the context of a bidirectional-stream call: the call's
-// own, with a kind and a message id the handler may set.
+// callContext is the context of a call: the call's own, with what the
+// handler may set for its log line.
 type callContext struct {
 	context.Context
 	kind      string
 	messageID string
+	bidi      bool // declared a bidirectional stream: kind and id may be set
+	reported  bool // the handler reported the call's end itself
 }
 
 func (c *callContext) Value(key any) any {
@@ -114,7 +126,7 @@ func (c *callContext) Value(key any) any {
 }
 
 // callStream hands the handler a stream whose context is a callContext.
-// Both live in one allocation, the only cost a bidirectional call pays.
+// Both live in one allocation.
 type callStream struct {
 	grpc.ServerStream
 	ctx callContext
@@ -130,15 +142,17 @@ func (s *callStream) Context() context.Context { return &s.ctx }
 func logCall(
 	ctx context.Context,
 	l *slog.Logger,
-	method, kind, messageID string,
+	method string,
+	cc *callContext,
 	start time.Time,
 	err error,
 ) {
 	code := status.Code(err)
 	lvl := callLevel(code)
-	if !l.Enabled(ctx, lvl) {
+	if cc.reported || !l.Enabled(ctx, lvl) {
 		return
 	}
+	kind, messageID := cc.kind, cc.messageID
 	attrs := make([]slog.Attr, 0, 7)
 	attrs = append(attrs,
 		BoundedString(KeyMethod, strings.TrimPrefix(method, "/")),

@@ -161,6 +161,33 @@ func TestCallInterceptorsMessageID(t *testing.T) {
 // TestCallInterceptorsBoundPeerText: a status message a provider's backend
 // wrote, and a method name a caller sent, reach the log cut to
 // MaxValueBytes, saying how much was left out; a 4 MiB error message must
+
+// TestCallInterceptorsReported: a call whose handler reported its end
+// itself has no line, whatever its kind; the next call has its own.
+func TestCallInterceptorsReported(t *testing.T) {
+	var buf bytes.Buffer
+	unary, stream := CallInterceptors(slog.New(slog.NewJSONHandler(&buf, nil)))
+	refused := status.Error(codes.PermissionDenied, "node removed")
+	reported := func(ctx context.Context) error {
+		SetReported(ctx)
+		return refused
+	}
+	_, _ = unary(context.Background(), nil, &grpc.UnaryServerInfo{FullMethod: "/a.B/Get"},
+		func(ctx context.Context, _ any) (any, error) { return nil, reported(ctx) })
+	for _, shape := range [][2]bool{{false, true}, {true, false}, {true, true}} {
+		info := &grpc.StreamServerInfo{FullMethod: "/a.B/Watch", IsClientStream: shape[0], IsServerStream: shape[1]}
+		_ = stream(nil, fakeStream{}, info, func(_ any, ss grpc.ServerStream) error { return reported(ss.Context()) })
+	}
+	if buf.Len() != 0 {
+		t.Errorf("reported calls were logged:\n%s", buf.String())
+	}
+	_, _ = unary(context.Background(), nil, &grpc.UnaryServerInfo{FullMethod: "/a.B/Get"},
+		func(context.Context, any) (any, error) { return nil, refused })
+	if !strings.Contains(buf.String(), `"msg":"finished call"`) {
+		t.Errorf("an unreported refusal was not logged: %q", buf.String())
+	}
+}
+
 // not become a 4 MiB log line.
 func TestCallInterceptorsBoundPeerText(t *testing.T) {
 	huge := strings.Repeat("x", 4<<20)

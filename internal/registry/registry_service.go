@@ -7,6 +7,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/ketnoi/ketnoi/internal/logging"
 	registryv1 "github.com/ketnoi/ketnoi/proto/ketnoi/registry/v1"
 )
 
@@ -66,7 +67,7 @@ func (s *registryServer) WatchConfiguration(
 			return status.FromContextError(ctx.Err()).Err()
 		case <-s.r.hub.closed:
 			// Shutdown logs one line for all the watches it ends.
-			quietCall(ctx)
+			logging.SetReported(ctx)
 			return status.Error(codes.Unavailable, "registry is shutting down")
 		}
 	}

@@ -58,7 +58,7 @@ func (r *Registry) refuseRemoved(ctx context.Context, peer spiffeid.ID) error {
 // node that keeps running retries its watch every few seconds, forever:
 // one line per refusal would be hundreds an hour.
 func (r *Registry) warnRemoved(ctx context.Context, peer spiffeid.ID, at string) {
-	quietCall(ctx)
+	logging.SetReported(ctx)
 	due, n := r.removed.due(peer, true, time.Now())
 	if !due {
 		return

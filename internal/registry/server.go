@@ -35,9 +35,9 @@ const keepaliveMinTime = 20 * time.Second
 // mtls.ServerCredentials(identity, tlsconfig.AuthorizeMemberOf(td)) wrapped
 // in mtls.LogRefusals, since a refused handshake reaches no interceptor.
 func (r *Registry) ServerOptions() []grpc.ServerOption {
-	// The call log leaves out the calls the registry reports itself (see
-	// quietCall); the note they carry is set up ahead of it.
-	logUnary, logStream := logging.CallInterceptors(slog.New(quietHandler{r.log.Handler()}))
+	// The call log leaves out the calls the registry reports itself
+	// (logging.SetReported).
+	logUnary, logStream := logging.CallInterceptors(r.log)
 	recoverOpt := recovery.WithRecoveryHandlerContext(r.recovered)
 	return []grpc.ServerOption{
 		grpc.MaxRecvMsgSize(MaxMessageSize),
@@ -47,13 +47,11 @@ func (r *Registry) ServerOptions() []grpc.ServerOption {
 			PermitWithoutStream: true,
 		}),
 		grpc.ChainUnaryInterceptor(
-			noteUnary,
 			logUnary,
 			auth.UnaryServerInterceptor(r.authorize),
 			recovery.UnaryServerInterceptor(recoverOpt),
 		),
 		grpc.ChainStreamInterceptor(
-			noteStream,
 			logStream,
 			auth.StreamServerInterceptor(r.authorize),
 			recovery.StreamServerInterceptor(recoverOpt),
