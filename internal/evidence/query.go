@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/binary"
 	"fmt"
+	"iter"
 
 	bolt "go.etcd.io/bbolt"
 	"google.golang.org/protobuf/proto"
@@ -34,7 +35,7 @@ func (l *Log) ByMessageID(id string) (_ []Entry, err error) {
 	var entries []Entry
 	err = l.db.View(func(tx *bolt.Tx) error {
 		leaves := tx.Bucket(bucketLeaves)
-		for _, n := range messageIndexes(tx, id, 0) {
+		for n := range messageIndexes(tx, id, 0) {
 			e, err := entryAt(leaves, n)
 			if err != nil {
 				return err
@@ -63,14 +64,8 @@ func (l *Log) MessagePage(id string, from uint64, maxBytes int) (_ []Entry, next
 	var entries []Entry
 	err = l.db.View(func(tx *bolt.Tx) error {
 		leaves := tx.Bucket(bucketLeaves)
-		p := messageKey(id, 0)[:len(id)+1]
-		c := tx.Bucket(bucketMessages).Cursor()
 		size := 0
-		for k, _ := c.Seek(messageKey(id, from)); bytes.HasPrefix(k, p); k, _ = c.Next() {
-			if len(k) != len(p)+8 {
-				continue // an id with 0x00 in it that shares the prefix
-			}
-			n := binary.BigEndian.Uint64(k[len(p):])
+		for n := range messageIndexes(tx, id, from) {
 			if len(entries) > 0 && size >= maxBytes {
 				next, more = n, true
 				return nil
@@ -99,7 +94,10 @@ func (l *Log) HasMessage(id string) (_ bool, err error) {
 	defer guardFaults(&err)()
 	var found bool
 	err = l.db.View(func(tx *bolt.Tx) error {
-		found = len(messageIndexes(tx, id, 1)) > 0
+		for range messageIndexes(tx, id, 0) {
+			found = true
+			break
+		}
 		return nil
 	})
 	if err != nil {
@@ -108,20 +106,21 @@ func (l *Log) HasMessage(id string) (_ bool, err error) {
 	return found, nil
 }
 
-// messageIndexes returns the indexes of the records of exchange id, in
-// order, at most limit of them unless limit is 0.
-func messageIndexes(tx *bolt.Tx, id string, limit int) []uint64 {
-	var indexes []uint64
-	p := messageKey(id, 0)[:len(id)+1]
-	c := tx.Bucket(bucketMessages).Cursor()
-	for k, _ := c.Seek(p); bytes.HasPrefix(k, p) && (limit == 0 || len(indexes) < limit); k, _ = c.Next() {
-		// An id containing 0x00 could share the prefix; the length tells
-		// the keys of this id apart.
-		if len(k) == len(p)+8 {
-			indexes = append(indexes, binary.BigEndian.Uint64(k[len(p):]))
+// messageIndexes yields the indexes of the records of exchange id from
+// index from on, in order, read from the message index as the caller
+// goes, so that a caller that stops early reads no further.
+func messageIndexes(tx *bolt.Tx, id string, from uint64) iter.Seq[uint64] {
+	return func(yield func(uint64) bool) {
+		p := messageKey(id, 0)[:len(id)+1]
+		c := tx.Bucket(bucketMessages).Cursor()
+		for k, _ := c.Seek(messageKey(id, from)); bytes.HasPrefix(k, p); k, _ = c.Next() {
+			// An id containing 0x00 could share the prefix; the length
+			// tells the keys of this id apart.
+			if len(k) == len(p)+8 && !yield(binary.BigEndian.Uint64(k[len(p):])) {
+				return
+			}
 		}
 	}
-	return indexes
 }
 
 // Entry returns the record at index n.

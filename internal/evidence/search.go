@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/binary"
 	"fmt"
+	"iter"
 	"strings"
 	"time"
 
@@ -149,7 +150,7 @@ func (l *Log) Search(ctx context.Context, q Query) (_ SearchResult, err error) {
 		res.Size, res.Root = head.size, head.root
 		s := &scan{ctx: ctx, m: m, limit: q.Limit, res: &res}
 		if q.MessageID != "" {
-			return s.indexes(tx.Bucket(bucketLeaves), messageIndexes(tx, q.MessageID, 0), q.From, head.size)
+			return s.indexes(tx.Bucket(bucketLeaves), messageIndexes(tx, q.MessageID, q.From), head.size)
 		}
 		return s.all(tx.Bucket(bucketLeaves), q.From, head.size)
 	})
@@ -186,11 +187,11 @@ func (s *scan) all(leaves *bolt.Bucket, from, size uint64) error {
 	return nil
 }
 
-// indexes visits the leaves at indexes, in order, that are in [from, size).
-func (s *scan) indexes(leaves *bolt.Bucket, indexes []uint64, from, size uint64) error {
-	for _, n := range indexes {
-		if n < from || n >= size {
-			continue
+// indexes visits the leaves at indexes, in order, below size.
+func (s *scan) indexes(leaves *bolt.Bucket, indexes iter.Seq[uint64], size uint64) error {
+	for n := range indexes {
+		if n >= size {
+			return nil // the rest are newer than the head, in order
 		}
 		leaf := leaves.Get(key(n))
 		if leaf == nil {
