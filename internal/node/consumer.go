@@ -271,7 +271,8 @@ func (cl *call) refuse(ctx context.Context, method string, perr *exchange.Error)
 // record is logged as evidence failures are.
 func (cl *call) recordRefusal(ctx context.Context, perr *exchange.Error) {
 	n := cl.n
-	h := cloneHeader(cl.template)
+	// The call ends here: its template becomes the refusal's header.
+	h := cl.template
 	h.ProtocolVersion = exchange.ProtocolVersion
 	h.Direction = exchangev1.Direction_DIRECTION_REQUEST
 	h.CreatedAt = timestamppb.New(n.now())
